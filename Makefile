@@ -1,0 +1,52 @@
+# The commands a developer and CI run. `make test` is the one the README and .ci/run name.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test test-unit test-integration lint format bench clean devcluster-up devcluster-down
+
+setup: $(STAMP) binaries
+
+# Reinstall only when the project's dependencies change, so a second `make setup` takes seconds.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+binaries:
+	@tools/controlplane/build.sh >/dev/null
+
+lint: $(STAMP)
+	$(BIN)/ruff check operator tests benchmarks tools
+	$(BIN)/ruff format --check operator tests benchmarks tools
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: $(STAMP)
+	$(BIN)/ruff format operator tests benchmarks tools
+	$(BIN)/ruff check --fix operator tests benchmarks tools
+
+test: setup lint
+	$(BIN)/pytest -q -ra
+
+test-unit: $(STAMP)
+	$(BIN)/pytest -q -ra tests/unit
+
+test-integration: setup
+	$(BIN)/pytest -q -ra tests/integration tests/e2e
+
+bench: setup
+	$(BIN)/python benchmarks/run.py
+
+devcluster-up: setup
+	$(BIN)/webhookcerts devcluster up
+
+devcluster-down:
+	$(BIN)/webhookcerts devcluster down
+
+clean:
+	rm -rf $(VENV) .devcluster .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""The ``webhookcerts`` command line (also the kubectl plugin ``kubectl webhookcerts``)."""

@@ -1,0 +1,39 @@
+"""``webhookcerts devcluster up|down|status``: the local control plane from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+
+from webhookcerts.devcluster import cluster
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("devcluster", help="a local etcd + kube-apiserver for development and tests")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    for verb, text in (
+        ("up", "start etcd and kube-apiserver, write <dir>/kubeconfig"),
+        ("down", "stop every process and remove the state"),
+        ("status", "say what runs"),
+    ):
+        sub = verbs.add_parser(verb, help=text)
+        sub.add_argument("--dir", type=pathlib.Path, default=pathlib.Path(".devcluster"), help="state directory")
+        if verb == "up":
+            sub.add_argument("--apiserver-port", type=int, default=None, help="default: a free loopback port")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    dev = cluster.DevCluster(args.dir)
+    if args.verb == "up":
+        state = dev.up(apiserver_port=args.apiserver_port, log=lambda m: print(m, file=sys.stderr))
+        print(f"API server: {state.apiserver_url}")
+        print(f"export KUBECONFIG={dev.kubeconfig}")
+        print(f"stop it with: webhookcerts devcluster down --dir {args.dir}")
+    elif args.verb == "down":
+        print("stopped and removed" if dev.down() else f"no cluster in {dev.directory}")
+    else:
+        for line in dev.status():
+            print(line)
+    return 0

@@ -1,0 +1,38 @@
+"""Entry point of the ``webhookcerts`` command and the ``kubectl-webhookcerts`` plugin.
+
+Each sub-command lives in a module of its own that adds its parser; this module only dispatches and
+turns the errors users can act on into one line and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from webhookcerts.cli import devcluster
+from webhookcerts.devcluster import cluster
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="webhookcerts", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    devcluster.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except cluster.DevClusterError as exc:
+        print(f"webhookcerts: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("webhookcerts: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

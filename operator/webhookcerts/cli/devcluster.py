@@ -10,7 +10,9 @@ from webhookcerts.devcluster import cluster
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser("devcluster", help="a local etcd + kube-apiserver for development and tests")
+    parser = subparsers.add_parser(
+        "devcluster", help="a local etcd + kube-apiserver for development and tests"
+    )
     verbs = parser.add_subparsers(dest="verb", required=True)
     for verb, text in (
         ("up", "start etcd and kube-apiserver, write <dir>/kubeconfig"),
@@ -18,7 +20,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         ("status", "say what runs"),
     ):
         sub = verbs.add_parser(verb, help=text)
-        sub.add_argument("--dir", type=pathlib.Path, default=pathlib.Path(".devcluster"), help="state directory")
+        sub.add_argument(
+            "--dir", type=pathlib.Path, default=pathlib.Path(".devcluster"), help="state directory"
+        )
         if verb == "up":
             sub.add_argument("--apiserver-port", type=int, default=None, help="default: a free loopback port")
     parser.set_defaults(func=run)

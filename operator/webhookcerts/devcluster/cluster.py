@@ -116,7 +116,9 @@ def check_port_free(port: int) -> None:
         try:
             sock.bind(("127.0.0.1", port))
         except OSError as exc:
-            raise DevClusterError(f"port 127.0.0.1:{port} is already taken ({exc.strerror}); choose another") from exc
+            raise DevClusterError(
+                f"port 127.0.0.1:{port} is already taken ({exc.strerror}); choose another"
+            ) from exc
 
 
 def _die_with_parent() -> None:
@@ -214,7 +216,7 @@ class DevCluster:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if self.tie_to_parent else None,  # noqa: PLW1509
+                preexec_fn=_die_with_parent if self.tie_to_parent else None,
             )
         self.processes[name] = proc
         self._write_state()
@@ -226,7 +228,8 @@ class DevCluster:
             apiserver_url=getattr(self, "apiserver_url", ""),
             etcd_url=getattr(self, "etcd_url", ""),
             components=[
-                Component(name=n, pid=p.pid, log=str(self.directory / f"{n}.log")) for n, p in self.processes.items()
+                Component(name=n, pid=p.pid, log=str(self.directory / f"{n}.log"))
+                for n, p in self.processes.items()
             ],
         )
         tmp = self.directory / "state.json.tmp"
@@ -275,7 +278,6 @@ class DevCluster:
                 f"--client-ca-file={certs / 'ca.crt'}",
                 f"--secure-port={port}",
                 "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--authorization-mode=RBAC",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -309,9 +311,10 @@ class DevCluster:
         while time.monotonic() < deadline:
             for other, proc in self.processes.items():
                 if proc.poll() is not None:
+                    log_path = self.directory / f"{other}.log"
                     raise DevClusterError(
                         f"{other} exited with code {proc.returncode} while waiting for {name}; "
-                        f"last lines of {self.directory / (other + '.log')}:\n{_tail(self.directory / (other + '.log'))}"
+                        f"last lines of {log_path}:\n{_tail(log_path)}"
                     )
             if ready():
                 return

@@ -32,7 +32,9 @@ def _name(common_name: str, organization: str | None = None) -> x509.Name:
     return x509.Name(attrs)
 
 
-def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
+def _builder(
+    subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey
+) -> x509.CertificateBuilder:
     now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
@@ -56,7 +58,9 @@ def write(directory: pathlib.Path) -> None:
         .sign(ca_key, hashes.SHA256())
     )
 
-    def issue(stem: str, subject: x509.Name, usage: x509.ObjectIdentifier, sans: x509.SubjectAlternativeName | None) -> None:
+    def issue(
+        stem: str, subject: x509.Name, usage: x509.ObjectIdentifier, sans: x509.SubjectAlternativeName | None
+    ) -> None:
         key = ec.generate_private_key(ec.SECP256R1())
         builder = _builder(subject, ca_name, key.public_key()).add_extension(
             x509.ExtendedKeyUsage([usage]), critical=False
@@ -83,8 +87,12 @@ def write(directory: pathlib.Path) -> None:
     )
     issue("admin", _name("admin", "system:masters"), ExtendedKeyUsageOID.CLIENT_AUTH, None)
     # The kubelet-client pair lets the API server reach a kubelet (logs, exec) once a node runs.
-    issue("apiserver-kubelet-client", _name("kube-apiserver-kubelet-client", "system:masters"),
-          ExtendedKeyUsageOID.CLIENT_AUTH, None)
+    issue(
+        "apiserver-kubelet-client",
+        _name("kube-apiserver-kubelet-client", "system:masters"),
+        ExtendedKeyUsageOID.CLIENT_AUTH,
+        None,
+    )
     sa_key = ec.generate_private_key(ec.SECP256R1())
     (directory / "sa.key").write_bytes(_key_pem(sa_key))
     (directory / "sa.pub").write_bytes(

@@ -1,0 +1,225 @@
+"""Pydantic models of the WebhookCertificate resource: the spec users write and the status we keep.
+
+They mirror the CRD's OpenAPI schema in ``crds/`` field for field (a unit test compares the two), so
+what admission accepts is what the operator can parse, and nothing the operator writes to ``status``
+is pruned by the API server.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Annotated, Literal
+
+import pydantic
+from pydantic import alias_generators
+
+from webhookcerts.domain import durations
+
+GROUP = "webhookcerts.io"
+VERSION = "v1alpha1"
+KIND = "WebhookCertificate"
+PLURAL = "webhookcertificates"
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# A Secret name; the operator derives `<secretName>-next` and `<secretName>-bundle`, hence the shorter limit.
+SECRET_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"  # noqa: S105 - a pattern, not a secret
+SECRET_NAME_MAX = 240
+
+EmergencyPolicy = Literal["RevokeImmediately", "KeepUntilCutover"]
+ReloadMode = Literal["Hot", "Rollout"]
+Stage = Literal["Issuing", "Active", "Rotating", "Compromised"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+NextReason = Literal["Planned", "Emergency"]
+RetireReason = Literal["Superseded", "Compromised"]
+
+SecretName = Annotated[str, pydantic.Field(min_length=1, max_length=SECRET_NAME_MAX, pattern=SECRET_NAME)]
+Duration = Annotated[str, pydantic.Field(pattern=durations.PATTERN)]
+
+
+class Model(pydantic.BaseModel):
+    """camelCase on the wire, snake_case in Python."""
+
+    model_config = pydantic.ConfigDict(
+        alias_generator=alias_generators.to_camel, populate_by_name=True, extra="forbid"
+    )
+
+    def to_api(self) -> dict[str, object]:
+        """The JSON-ready dict the API server expects (aliases, no nulls)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+# --- spec ------------------------------------------------------------------------------------------
+
+
+class Subject(Model):
+    common_name: str = pydantic.Field(min_length=1, max_length=64)
+    organization: str | None = pydantic.Field(default=None, min_length=1, max_length=64)
+    organizational_unit: str | None = pydantic.Field(default=None, min_length=1, max_length=64)
+    country: str | None = pydantic.Field(default=None, pattern=r"^[A-Z]{2}$")
+
+
+class TrustSpec(Model):
+    secret_name: SecretName
+
+
+class SecretKeyRef(Model):
+    name: SecretName
+    key: str = pydantic.Field(default="password", min_length=1, max_length=253)
+
+
+class BundleSpec(Model):
+    password_secret_ref: SecretKeyRef
+    secret_name: SecretName | None = None
+
+
+class LabelSelectorRequirement(Model):
+    key: str = pydantic.Field(min_length=1)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = pydantic.Field(default_factory=list)
+
+
+class LabelSelector(Model):
+    match_labels: dict[str, str] = pydantic.Field(default_factory=dict)
+    match_expressions: list[LabelSelectorRequirement] = pydantic.Field(default_factory=list)
+
+
+class Consumer(Model):
+    selector: LabelSelector
+    reload: ReloadMode = "Hot"
+
+
+class ValidationSpec(Model):
+    url: str = pydantic.Field(pattern=r"^https://", max_length=2048)
+    ca_secret_ref: SecretKeyRef | None = None
+    timeout_seconds: int = pydantic.Field(default=10, ge=1, le=300)
+
+
+class WebhookCertificateSpec(Model):
+    environment: str = pydantic.Field(min_length=1, max_length=63, pattern=DNS_LABEL)
+    subject: Subject
+    duration: Duration = "8760h"
+    renew_before: Duration = "2160h"
+    secret_name: SecretName
+    trust: TrustSpec
+    revision_history_limit: int = pydantic.Field(default=10, ge=1, le=100)
+    emergency_policy: EmergencyPolicy = "RevokeImmediately"
+    bundle: BundleSpec | None = None
+    consumers: list[Consumer] = pydantic.Field(default_factory=list)
+    validation: ValidationSpec | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _renew_before_shorter_than_duration(self) -> WebhookCertificateSpec:
+        # The CRD's CEL rules say the same at admission; this guards objects that predate a rule.
+        if self.duration_delta < datetime.timedelta(hours=1):
+            raise ValueError(f"duration {self.duration} is shorter than the minimum of 1h")
+        if self.renew_before_delta >= self.duration_delta:
+            raise ValueError(
+                f"renewBefore ({self.renew_before}) must be shorter than duration ({self.duration}), "
+                "or the certificate would renew in a loop"
+            )
+        return self
+
+    @property
+    def duration_delta(self) -> datetime.timedelta:
+        return durations.parse(self.duration)
+
+    @property
+    def renew_before_delta(self) -> datetime.timedelta:
+        return durations.parse(self.renew_before)
+
+    @property
+    def next_secret_name(self) -> str:
+        return f"{self.secret_name}-next"
+
+    @property
+    def bundle_secret_name(self) -> str:
+        if self.bundle is not None and self.bundle.secret_name:
+            return self.bundle.secret_name
+        return f"{self.secret_name}-bundle"
+
+
+# --- status ----------------------------------------------------------------------------------------
+
+
+class StatusModel(Model):
+    # Status written by an older operator version may carry fields we no longer know: keep reading.
+    model_config = pydantic.ConfigDict(
+        alias_generator=alias_generators.to_camel, populate_by_name=True, extra="ignore"
+    )
+
+
+class Condition(StatusModel):
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str = ""
+    last_transition_time: datetime.datetime
+    observed_generation: int | None = None
+
+
+class CertificateRecord(StatusModel):
+    """A certificate the operator issued: public data only, never the key."""
+
+    serial: str
+    fingerprint: str
+    not_before: datetime.datetime
+    not_after: datetime.datetime
+    certificate: str
+    secret_name: str
+    revision: int
+    compromised_by: str | None = None
+
+
+class NextCertificate(CertificateRecord):
+    reason: NextReason
+    issued_at: datetime.datetime
+
+
+class HistoryEntry(StatusModel):
+    serial: str
+    fingerprint: str
+    not_before: datetime.datetime
+    not_after: datetime.datetime
+    revision: int
+    reason: RetireReason
+    retired_at: datetime.datetime
+    incident: str | None = None
+
+
+class EmergencyRecord(StatusModel):
+    reference: str
+    handled_at: datetime.datetime
+
+
+class TrustStatus(StatusModel):
+    secret_name: str
+    hash: str
+
+
+class ConsumerStatus(StatusModel):
+    selector: str
+    reload: ReloadMode
+    trust_hash: str
+    targets: list[str] = pydantic.Field(default_factory=list)
+    updated_at: datetime.datetime
+
+
+class BundleStatus(StatusModel):
+    secret_name: str
+    files: list[str] = pydantic.Field(default_factory=list)
+
+
+class WebhookCertificateStatus(StatusModel):
+    observed_generation: int | None = None
+    stage: Stage | None = None
+    revision: int = 0
+    conditions: list[Condition] = pydantic.Field(default_factory=list)
+    current: CertificateRecord | None = None
+    next: NextCertificate | None = None
+    renewal_time: datetime.datetime | None = None
+    history: list[HistoryEntry] = pydantic.Field(default_factory=list)
+    revoked_fingerprints: list[str] = pydantic.Field(default_factory=list)
+    last_emergency_rotation: EmergencyRecord | None = None
+    trust: TrustStatus | None = None
+    consumers: list[ConsumerStatus] = pydantic.Field(default_factory=list)
+    bundle: BundleStatus | None = None

@@ -1,0 +1,103 @@
+"""Shared fixtures: a real local control plane per test session and a fresh namespace per test.
+
+The control plane starts only when a test asks for it (unit tests never pay for it), is tied to the
+pytest process so that even a SIGKILLed run leaves no etcd or API server behind, and is stopped at the
+end of the session whatever happened.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import uuid
+from collections.abc import Iterator
+
+import kubernetes
+import pytest
+
+from webhookcerts.devcluster import cluster as devcluster
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def bin_dir() -> pathlib.Path:
+    return devcluster.bin_dir()
+
+
+@pytest.fixture(scope="session")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, bin_dir: pathlib.Path
+) -> Iterator[devcluster.DevCluster]:
+    """A real etcd + kube-apiserver for the whole session (API only, no node)."""
+    dev = devcluster.DevCluster(tmp_path_factory.mktemp("devcluster") / "cluster", tie_to_parent=True)
+    up_kwargs: dict[str, object] = {}
+    if "node" in devcluster.DevCluster.up.__code__.co_varnames:
+        up_kwargs["node"] = False
+    dev.up(**up_kwargs)  # type: ignore[arg-type]
+    old_path = os.environ.get("PATH", "")
+    # The pinned kubectl and helm come first, never the machine's own.
+    os.environ["PATH"] = f"{bin_dir}{os.pathsep}{old_path}"
+    try:
+        yield dev
+    finally:
+        os.environ["PATH"] = old_path
+        dev.down()
+
+
+@pytest.fixture(scope="session")
+def api_client(cluster: devcluster.DevCluster) -> kubernetes.client.ApiClient:
+    configuration = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(
+        config_file=str(cluster.kubeconfig), client_configuration=configuration
+    )
+    return kubernetes.client.ApiClient(configuration)
+
+
+@pytest.fixture(scope="session")
+def core_v1(api_client: kubernetes.client.ApiClient) -> kubernetes.client.CoreV1Api:
+    return kubernetes.client.CoreV1Api(api_client)
+
+
+@pytest.fixture
+def namespace(core_v1: kubernetes.client.CoreV1Api) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards (no namespace controller runs: objects stay in etcd,
+    which is harmless for a throw-away cluster)."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core_v1.create_namespace(
+        kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=name))
+    )
+    yield name
+    core_v1.delete_namespace(name)
+
+
+@pytest.fixture
+def kubectl(cluster: devcluster.DevCluster, bin_dir: pathlib.Path) -> KubectlRunner:
+    return KubectlRunner(bin_dir / "kubectl", cluster.kubeconfig)
+
+
+class KubectlRunner:
+    """Runs the pinned kubectl against the session's cluster."""
+
+    def __init__(self, executable: pathlib.Path, kubeconfig: pathlib.Path) -> None:
+        self.executable = executable
+        self.kubeconfig = kubeconfig
+
+    def __call__(
+        self, *args: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(self.executable), *self._config_args(args), *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+        return result
+
+    def _config_args(self, args: tuple[str, ...]) -> list[str]:
+        # A call that brings its own --kubeconfig (another user) must not get the admin's as well.
+        return [] if any(a.startswith("--kubeconfig") for a in args) else [f"--kubeconfig={self.kubeconfig}"]

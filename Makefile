@@ -6,9 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-unit test-integration lint format bench clean devcluster-up devcluster-down
+.PHONY: setup node-setup test test-unit test-integration lint format bench clean devcluster-up devcluster-down
 
-setup: $(STAMP) binaries
+setup: $(STAMP) binaries node-setup
 
 # Reinstall only when the project's dependencies change, so a second `make setup` takes seconds.
 $(STAMP): pyproject.toml
@@ -19,6 +19,13 @@ $(STAMP): pyproject.toml
 
 binaries:
 	@tools/controlplane/build.sh >/dev/null
+
+# The local node: containerd, runc and the image tools (Debian packages), the kubelet and the
+# controllers, and the images it runs; each step is skipped when its result is already there.
+node-setup: $(STAMP)
+	@tools/images/host-packages.sh
+	@tools/controlplane/build.sh --node >/dev/null
+	@$(BIN)/python tools/images/build.py >/dev/null
 
 lint: $(STAMP)
 	$(BIN)/ruff check operator tests benchmarks tools

@@ -10,8 +10,11 @@ from __future__ import annotations
 import os
 import pathlib
 import subprocess
+import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import kubernetes
 import pytest
@@ -19,6 +22,7 @@ import pytest
 from webhookcerts.devcluster import cluster as devcluster
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
@@ -27,9 +31,7 @@ def bin_dir() -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
-def cluster(
-    tmp_path_factory: pytest.TempPathFactory, bin_dir: pathlib.Path
-) -> Iterator[devcluster.DevCluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory, bin_dir: pathlib.Path) -> Iterator[devcluster.DevCluster]:
     """A real etcd + kube-apiserver for the whole session (API only, no node)."""
     dev = devcluster.DevCluster(tmp_path_factory.mktemp("devcluster") / "cluster", tie_to_parent=True)
     up_kwargs: dict[str, object] = {}
@@ -49,9 +51,7 @@ def cluster(
 @pytest.fixture(scope="session")
 def api_client(cluster: devcluster.DevCluster) -> kubernetes.client.ApiClient:
     configuration = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(
-        config_file=str(cluster.kubeconfig), client_configuration=configuration
-    )
+    kubernetes.config.load_kube_config(config_file=str(cluster.kubeconfig), client_configuration=configuration)
     return kubernetes.client.ApiClient(configuration)
 
 
@@ -65,9 +65,7 @@ def namespace(core_v1: kubernetes.client.CoreV1Api) -> Iterator[str]:
     """A fresh namespace per test, deleted afterwards (no namespace controller runs: objects stay in etcd,
     which is harmless for a throw-away cluster)."""
     name = f"t-{uuid.uuid4().hex[:10]}"
-    core_v1.create_namespace(
-        kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=name))
-    )
+    core_v1.create_namespace(kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=name)))
     yield name
     core_v1.delete_namespace(name)
 
@@ -84,9 +82,7 @@ class KubectlRunner:
         self.executable = executable
         self.kubeconfig = kubeconfig
 
-    def __call__(
-        self, *args: str, check: bool = True, input: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
+    def __call__(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [str(self.executable), *self._config_args(args), *args],
             capture_output=True,
@@ -101,3 +97,81 @@ class KubectlRunner:
     def _config_args(self, args: tuple[str, ...]) -> list[str]:
         # A call that brings its own --kubeconfig (another user) must not get the admin's as well.
         return [] if any(a.startswith("--kubeconfig") for a in args) else [f"--kubeconfig={self.kubeconfig}"]
+
+
+class OperatorProcess:
+    """The operator as users run it (``webhookcerts run``), in a subprocess a test may kill."""
+
+    def __init__(self, kubeconfig: pathlib.Path, namespace: str, log_path: pathlib.Path) -> None:
+        self.kubeconfig, self.namespace, self.log_path = kubeconfig, namespace, log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = [sys.executable, "-m", "webhookcerts", "run", "--standalone", "-v"]
+        argv += ["--kubeconfig", str(self.kubeconfig), "-n", self.namespace]
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=REPO,
+                env={**os.environ, "PYTHONPATH": str(REPO / "operator")},
+                preexec_fn=devcluster.die_with_parent,
+            )
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, as a crash or an OOM kill would leave things."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            devcluster.stop_pid(self.proc.pid)
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@pytest.fixture
+def operator(
+    cluster: devcluster.DevCluster, namespace: str, crd_installed: None, tmp_path: pathlib.Path
+) -> Iterator[OperatorProcess]:
+    """The operator watching the test's namespace; its log is printed when the test fails."""
+    proc = OperatorProcess(cluster.kubeconfig, namespace, tmp_path / "operator.log")
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        print(f"--- operator log ---\n{proc.logs()[-20000:]}")
+
+
+def wait_for(predicate: Callable[[], T | None], *, timeout: float = 90, what: str = "condition") -> T:
+    """Poll until ``predicate`` returns something truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+CRD_FILE = REPO / "crds" / "webhookcertificates.webhookcerts.io.yaml"
+
+
+@pytest.fixture(scope="session")
+def crd_installed(cluster: devcluster.DevCluster, bin_dir: pathlib.Path) -> None:
+    """The WebhookCertificate CRD applied with the pinned kubectl, as users apply it, and serving."""
+    run = KubectlRunner(bin_dir / "kubectl", cluster.kubeconfig)
+    run("apply", "-f", str(CRD_FILE))
+    run("wait", "--for=condition=Established", "crd/webhookcertificates.webhookcerts.io", "--timeout=60s")
+    # Established comes a moment before the resource is served: wait until a list answers.
+    wait_for(lambda: run("get", "whc", "-A", check=False).returncode == 0, timeout=30, what="the CRD to serve")

@@ -71,9 +71,7 @@ def test_secret_create_read_and_watch(core_v1: kubernetes.client.CoreV1Api, name
     core_v1.create_namespaced_secret(namespace, body)
     read = core_v1.read_namespaced_secret("probe", namespace)
     assert base64.b64decode(read.data["value"]) == b"one"
-    core_v1.patch_namespaced_secret(
-        "probe", namespace, {"data": {"value": base64.b64encode(b"two").decode()}}
-    )
+    core_v1.patch_namespaced_secret("probe", namespace, {"data": {"value": base64.b64encode(b"two").decode()}})
     thread.join(timeout=30)
     assert ("ADDED", "probe") in seen
     assert ("MODIFIED", "probe") in seen
@@ -84,9 +82,7 @@ def test_cel_rule_rejects_a_bad_object_with_the_servers_message(
 ) -> None:
     kubectl("apply", "-f", "-", input=WIDGET_CRD)
     kubectl("wait", "--for=condition=Established", "crd/widgets.test.webhookcerts.io", "--timeout=60s")
-    good = (
-        "apiVersion: test.webhookcerts.io/v1\nkind: Widget\nmetadata: {name: good}\nspec: {min: 1, max: 2}\n"
-    )
+    good = "apiVersion: test.webhookcerts.io/v1\nkind: Widget\nmetadata: {name: good}\nspec: {min: 1, max: 2}\n"
     bad = "apiVersion: test.webhookcerts.io/v1\nkind: Widget\nmetadata: {name: bad}\nspec: {min: 3, max: 2}\n"
     # The CRD's schema takes a moment to reach the handler after Established: retry the good one.
     deadline = time.monotonic() + 30

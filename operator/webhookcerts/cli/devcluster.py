@@ -1,4 +1,4 @@
-"""``webhookcerts devcluster up|down|status``: the local control plane from the command line."""
+"""``webhookcerts devcluster up|down|status``: the local cluster from the command line."""
 
 from __future__ import annotations
 
@@ -11,28 +11,38 @@ from webhookcerts.devcluster import cluster
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "devcluster", help="a local etcd + kube-apiserver for development and tests"
+        "devcluster", help="a local Kubernetes cluster (etcd, kube-apiserver and a node) for development and tests"
     )
     verbs = parser.add_subparsers(dest="verb", required=True)
     for verb, text in (
-        ("up", "start etcd and kube-apiserver, write <dir>/kubeconfig"),
-        ("down", "stop every process and remove the state"),
-        ("status", "say what runs"),
+        (
+            "up",
+            "start etcd, kube-apiserver and a node (containerd, kubelet, controller-manager, scheduler); "
+            "write <dir>/kubeconfig",
+        ),
+        ("down", "stop every process, container and mount, and remove the state"),
+        ("status", "say what runs, and the node's conditions"),
     ):
-        sub = verbs.add_parser(verb, help=text)
-        sub.add_argument(
-            "--dir", type=pathlib.Path, default=pathlib.Path(".devcluster"), help="state directory"
-        )
+        sub = verbs.add_parser(verb, help=text, description=text)
+        sub.add_argument("--dir", type=pathlib.Path, default=pathlib.Path(".devcluster"), help="state directory")
         if verb == "up":
             sub.add_argument("--apiserver-port", type=int, default=None, help="default: a free loopback port")
+            sub.add_argument(
+                "--no-node",
+                dest="node",
+                action="store_false",
+                help="the API server alone (etcd + kube-apiserver): starts in seconds, runs no Pods",
+            )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     dev = cluster.DevCluster(args.dir)
     if args.verb == "up":
-        state = dev.up(apiserver_port=args.apiserver_port, log=lambda m: print(m, file=sys.stderr))
+        state = dev.up(apiserver_port=args.apiserver_port, node=args.node, log=lambda m: print(m, file=sys.stderr))
         print(f"API server: {state.apiserver_url}")
+        for name, ref in sorted(state.images.items()):
+            print(f"image {name}: {ref}")
         print(f"export KUBECONFIG={dev.kubeconfig}")
         print(f"stop it with: webhookcerts devcluster down --dir {args.dir}")
     elif args.verb == "down":

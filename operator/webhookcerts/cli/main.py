@@ -10,7 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from webhookcerts.cli import devcluster
+from webhookcerts.cli import devcluster, run
+from webhookcerts.cli import providersim as providersim_cli
+from webhookcerts.cli import receiver as receiver_cli
+from webhookcerts.cli import trustsync as trustsync_cli
 from webhookcerts.devcluster import cluster
 
 
@@ -18,6 +21,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="webhookcerts", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     devcluster.add_parser(subparsers)
+    run.add_parser(subparsers)
+    receiver_cli.add_parser(subparsers)
+    providersim_cli.add_parser(subparsers)
+    trustsync_cli.add_parser(subparsers)
     return parser
 
 

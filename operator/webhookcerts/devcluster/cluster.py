@@ -1,39 +1,45 @@
-"""Start, inspect and stop a local etcd + kube-apiserver pair, as controller-runtime's envtest does.
+"""Start, inspect and stop a local Kubernetes cluster, as controller-runtime's envtest does, plus a node.
+
+``up`` starts etcd and kube-apiserver and, unless told ``node=False`` (``--no-node``), a real node:
+containerd, a kubelet, kube-controller-manager and kube-scheduler (see ``node``). Most tests want the
+API alone, which starts in a few seconds; the node is for running the project's image as Pods.
 
 State lives in one directory (``.devcluster`` by default): the PKI, etcd's data, the logs, the
-kubeconfig and ``state.json`` with the process ids. Every process runs in a session of its own so that
-``down`` can kill it with everything it spawned. A directory left behind by a dead cluster is cleaned
-by the next ``up``; a live one is refused rather than silently replaced.
+kubeconfig, the node's files and ``state.json`` with the process ids. Every process runs in a session
+of its own so that ``down`` can kill it with everything it spawned. A directory left behind by a dead
+cluster is cleaned by the next ``up``; a live one is refused rather than silently replaced.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import json
-import os
 import pathlib
 import shutil
-import signal
-import socket
-import ssl
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 
-from webhookcerts.devcluster import pki
+from webhookcerts.devcluster import base, pki
+from webhookcerts.devcluster import node as devnode
 
 READY_TIMEOUT = 90.0
-_STOP_GRACE = 5.0
-# Stop order matters: an API server that outlives etcd hangs for minutes in graceful shutdown.
-_STOP_ORDER = ("kube-apiserver", "etcd")
+# Stop order matters: the kubelet and the controllers first (nothing may restart a container), the
+# containers, containerd, then the API server before etcd (one that outlives etcd hangs for minutes in
+# graceful shutdown).
+_STOP_FIRST = devnode.CONTROLLERS
+_STOP_LAST = ("containerd", "kube-apiserver", "etcd")
 
-
-class DevClusterError(RuntimeError):
-    """A problem the user can act on; the message says what to do."""
+# Kept here for the callers that know them as cluster.X.
+DevClusterError = base.DevClusterError
+bin_dir = base.bin_dir
+binary = base.binary
+free_port = base.free_port
+check_port_free = base.check_port_free
+die_with_parent = base.die_with_parent
+pid_alive = base.pid_alive
+stop_pid = base.stop_pid
 
 
 @dataclasses.dataclass
@@ -49,6 +55,9 @@ class State:
     apiserver_url: str
     etcd_url: str
     components: list[Component]
+    node: bool = False
+    # Image references by name ("webhookcerts", "pause"), for Pods on the node.
+    images: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -64,124 +73,52 @@ class State:
             apiserver_url=raw["apiserver_url"],
             etcd_url=raw["etcd_url"],
             components=[Component(**c) for c in raw["components"]],
+            node=bool(raw.get("node", False)),
+            images=dict(raw.get("images", {})),
         )
-
-
-# --- binaries ------------------------------------------------------------------------------------
-
-
-def _repo_build_script() -> pathlib.Path | None:
-    for start in (pathlib.Path.cwd(), pathlib.Path(__file__).resolve()):
-        for parent in (start, *start.parents):
-            candidate = parent / "tools" / "controlplane" / "build.sh"
-            if candidate.exists():
-                return candidate
-    return None
-
-
-def bin_dir() -> pathlib.Path:
-    """Where the pinned binaries are: $WEBHOOKCERTS_BIN_DIR, or what build.sh says for this checkout."""
-    explicit = os.environ.get("WEBHOOKCERTS_BIN_DIR")
-    if explicit:
-        return pathlib.Path(explicit)
-    script = _repo_build_script()
-    if script is None:
-        raise DevClusterError(
-            "cannot find the control plane binaries: set WEBHOOKCERTS_BIN_DIR or run from a webhookcerts "
-            "checkout after `make setup`"
-        )
-    out = subprocess.run(["bash", str(script), "--print-dir"], capture_output=True, text=True, check=True)
-    return pathlib.Path(out.stdout.strip())
-
-
-def binary(name: str) -> pathlib.Path:
-    path = bin_dir() / name
-    if not os.access(path, os.X_OK):
-        raise DevClusterError(f"{name} is not built ({path} is missing): run `make setup` first")
-    return path
-
-
-# --- processes -----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def check_port_free(port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError as exc:
-            raise DevClusterError(
-                f"port 127.0.0.1:{port} is already taken ({exc.strerror}); choose another"
-            ) from exc
-
-
-def _die_with_parent() -> None:
-    # PR_SET_PDEATHSIG: the child is killed when the process that started it dies, even by SIGKILL,
-    # so a killed test run leaves no etcd or API server behind.
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGKILL)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers kill(0); it is dead for our purposes.
-    with contextlib.suppress(OSError):
-        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
-
-
-def stop_pid(pid: int, grace: float = _STOP_GRACE) -> None:
-    """SIGTERM the process group, wait, then SIGKILL whatever is left."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            if not pid_alive(pid):
-                return
-            time.sleep(0.05)
-
-
-def _tail(path: pathlib.Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
-
-
-# --- the cluster ---------------------------------------------------------------------------------
 
 
 class DevCluster:
-    """One local control plane rooted at ``directory``."""
+    """One local cluster rooted at ``directory``."""
 
     def __init__(self, directory: pathlib.Path, *, tie_to_parent: bool = False) -> None:
         self.directory = directory.resolve()
         self.tie_to_parent = tie_to_parent
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.apiserver_url = ""
+        self.etcd_url = ""
+        self._node: devnode.Node | None = None
 
     @property
     def kubeconfig(self) -> pathlib.Path:
         return self.directory / "kubeconfig"
 
+    @property
+    def images(self) -> dict[str, str]:
+        """Image references the node holds, by name: ``webhookcerts`` (the project) and ``pause``."""
+        state = State.load(self.directory)
+        return dict(state.images) if state else {}
+
+    def pod_api_env(self) -> list[dict[str, str]]:
+        """Container env for Pods that talk to the API server (in-cluster configuration); see ``node``."""
+        return devnode.pod_api_env(self.apiserver_url or self._loaded().apiserver_url)
+
+    def _loaded(self) -> State:
+        state = State.load(self.directory)
+        if state is None:
+            raise DevClusterError(f"no cluster in {self.directory}")
+        return state
+
     # up ---------------------------------------------------------------------------------------
 
-    def up(self, *, apiserver_port: int | None = None, log: Callable[[str], None] = lambda _m: None) -> State:
+    def up(
+        self,
+        *,
+        apiserver_port: int | None = None,
+        node: bool = True,
+        node_timeout: float = devnode.NODE_TIMEOUT,
+        log: Callable[[str], None] = lambda _m: None,
+    ) -> State:
         existing = State.load(self.directory)
         if existing is not None:
             alive = [c for c in existing.components if pid_alive(c.pid)]
@@ -192,14 +129,25 @@ class DevCluster:
                 )
             log(f"cleaning up a dead cluster left in {self.directory}")
             self._stop_state(existing)
-        if self.directory.exists():
-            shutil.rmtree(self.directory)
+        self._remove_directory()
         if apiserver_port is not None:
             check_port_free(apiserver_port)
         etcd_bin, apiserver_bin = binary("etcd"), binary("kube-apiserver")
+        self._node = None
+        if node:
+            self._node = devnode.Node(
+                self.directory,
+                self.directory / "pki",
+                spawn=self._spawn,
+                wait=self._wait,
+                log=log,
+                timeout=node_timeout,
+            )
+            self._node.check()
+            devnode.sweep_orphans(log)
         self.directory.mkdir(parents=True)
         certs = self.directory / "pki"
-        pki.write(certs)
+        pki.write(certs, node=node)
         try:
             return self._start(etcd_bin, apiserver_bin, certs, apiserver_port, log)
         except BaseException:
@@ -216,7 +164,7 @@ class DevCluster:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if self.tie_to_parent else None,
+                preexec_fn=die_with_parent if self.tie_to_parent else None,
             )
         self.processes[name] = proc
         self._write_state()
@@ -225,12 +173,13 @@ class DevCluster:
     def _write_state(self) -> None:
         state = State(
             directory=str(self.directory),
-            apiserver_url=getattr(self, "apiserver_url", ""),
-            etcd_url=getattr(self, "etcd_url", ""),
+            apiserver_url=self.apiserver_url,
+            etcd_url=self.etcd_url,
             components=[
-                Component(name=n, pid=p.pid, log=str(self.directory / f"{n}.log"))
-                for n, p in self.processes.items()
+                Component(name=n, pid=p.pid, log=str(self.directory / f"{n}.log")) for n, p in self.processes.items()
             ],
+            node=self._node is not None,
+            images=dict(self._node.images.refs) if self._node and self._node.images else {},
         )
         tmp = self.directory / "state.json.tmp"
         tmp.write_text(state.to_json())
@@ -244,10 +193,13 @@ class DevCluster:
         apiserver_port: int | None,
         log: Callable[[str], None],
     ) -> State:
+        started = time.monotonic()
+        if self._node is not None:
+            # containerd needs no API server: it starts, with its images, while etcd and the API do.
+            self._node.start_runtime()
         client_port, peer_port = free_port(), free_port()
         self.etcd_url = f"http://127.0.0.1:{client_port}"
         peer_url = f"http://127.0.0.1:{peer_port}"
-        started = time.monotonic()
         self._spawn(
             "etcd",
             [
@@ -264,99 +216,96 @@ class DevCluster:
                 "--log-level=warn",
             ],
         )
-        self._wait("etcd", lambda: _http_ok(f"{self.etcd_url}/health"))
+        self._wait("etcd", lambda: base.http_ok(f"{self.etcd_url}/health"))
         port = apiserver_port or free_port()
         self.apiserver_url = f"https://127.0.0.1:{port}"
-        self._spawn(
-            "kube-apiserver",
-            [
-                str(apiserver_bin),
-                f"--etcd-servers={self.etcd_url}",
-                f"--cert-dir={certs}",
-                f"--tls-cert-file={certs / 'apiserver.crt'}",
-                f"--tls-private-key-file={certs / 'apiserver.key'}",
-                f"--client-ca-file={certs / 'ca.crt'}",
-                f"--secure-port={port}",
-                "--bind-address=127.0.0.1",
-                "--service-cluster-ip-range=10.0.0.0/24",
-                "--authorization-mode=RBAC",
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-account-key-file={certs / 'sa.pub'}",
-                f"--service-account-signing-key-file={certs / 'sa.key'}",
-                # No controller-manager runs in the API-only cluster, so nothing would create the
-                # ServiceAccount tokens this admission plugin waits for.
-                "--disable-admission-plugins=ServiceAccount",
-                f"--kubelet-client-certificate={certs / 'apiserver-kubelet-client.crt'}",
-                f"--kubelet-client-key={certs / 'apiserver-kubelet-client.key'}",
-                "--kubelet-preferred-address-types=Hostname",
-                "--allow-privileged=true",
-                "--v=1",
-            ],
+        self._spawn("kube-apiserver", [str(apiserver_bin), *self._apiserver_flags(certs, port)])
+        self.kubeconfig.write_text(
+            base.kubeconfig(self.apiserver_url, certs / "ca.crt", certs / "admin.crt", certs / "admin.key", "admin")
         )
-        self._write_kubeconfig(certs)
         self._write_state()
         self._wait("kube-apiserver", lambda: self._readyz(certs))
         log(f"control plane ready in {time.monotonic() - started:.1f} s at {self.apiserver_url}")
+        if self._node is not None:
+            self._node.start_kubernetes(self.apiserver_url)
+            self._node.wait_ready(self.apiserver_url)
+            log(f"node {devnode.NODE_NAME} Ready in {time.monotonic() - started:.1f} s from the start")
         state = State.load(self.directory)
         assert state is not None
         return state
 
-    def _readyz(self, certs: pathlib.Path) -> bool:
-        ctx = ssl.create_default_context(cafile=str(certs / "ca.crt"))
-        ctx.load_cert_chain(str(certs / "admin.crt"), str(certs / "admin.key"))
-        return _http_ok(f"{self.apiserver_url}/readyz", ctx)
+    def _apiserver_flags(self, certs: pathlib.Path, port: int) -> list[str]:
+        flags = [
+            f"--etcd-servers={self.etcd_url}",
+            f"--cert-dir={certs}",
+            f"--tls-cert-file={certs / 'apiserver.crt'}",
+            f"--tls-private-key-file={certs / 'apiserver.key'}",
+            f"--client-ca-file={certs / 'ca.crt'}",
+            f"--secure-port={port}",
+            "--bind-address=127.0.0.1",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={certs / 'sa.pub'}",
+            f"--service-account-signing-key-file={certs / 'sa.key'}",
+            f"--kubelet-client-certificate={certs / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={certs / 'apiserver-kubelet-client.key'}",
+            # The kubelet refuses a loopback node IP; by host name ("localhost") the API server finds it.
+            "--kubelet-preferred-address-types=Hostname",
+            "--allow-privileged=true",
+            "--v=1",
+        ]
+        if self._node is None:
+            # No controller-manager runs in the API-only cluster, so nothing would create the
+            # ServiceAccounts this admission plugin waits for.
+            return [*flags, "--authorization-mode=RBAC", "--disable-admission-plugins=ServiceAccount"]
+        return [
+            *flags,
+            # The Node authorizer grants the kubelet what its own Pods need, as in a real cluster.
+            "--authorization-mode=Node,RBAC",
+            f"--kubelet-certificate-authority={certs / 'ca.crt'}",
+        ]
 
-    def _wait(self, name: str, ready: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
+    def _readyz(self, certs: pathlib.Path) -> bool:
+        return base.http_ok(f"{self.apiserver_url}/readyz", base.admin_context(certs))
+
+    def _wait(
+        self, name: str, ready: Callable[[], bool], timeout: float = READY_TIMEOUT, waiting_for: str = ""
+    ) -> None:
+        what = f"{name} ({waiting_for})" if waiting_for else name
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for other, proc in self.processes.items():
                 if proc.poll() is not None:
                     log_path = self.directory / f"{other}.log"
                     raise DevClusterError(
-                        f"{other} exited with code {proc.returncode} while waiting for {name}; "
-                        f"last lines of {log_path}:\n{_tail(log_path)}"
+                        f"{other} exited with code {proc.returncode} while waiting for {what}; "
+                        f"last lines of {log_path}:\n{base.tail(log_path)}"
                     )
             if ready():
                 return
             time.sleep(0.1)
+        log_path = self.directory / f"{name}.log"
         raise DevClusterError(
-            f"{name} was not ready after {READY_TIMEOUT:.0f} s; last lines of its log:\n"
-            f"{_tail(self.directory / (name + '.log'))}"
+            f"timed out after {timeout:.0f} s waiting for {what}; last lines of {log_path}:\n{base.tail(log_path)}"
         )
-
-    def _write_kubeconfig(self, certs: pathlib.Path) -> None:
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "devcluster",
-                    "cluster": {"server": self.apiserver_url, "certificate-authority": str(certs / "ca.crt")},
-                }
-            ],
-            "users": [
-                {
-                    "name": "admin",
-                    "user": {
-                        "client-certificate": str(certs / "admin.crt"),
-                        "client-key": str(certs / "admin.key"),
-                    },
-                }
-            ],
-            "contexts": [{"name": "devcluster", "context": {"cluster": "devcluster", "user": "admin"}}],
-            "current-context": "devcluster",
-        }
-        # JSON is YAML, and every kubeconfig reader accepts it.
-        self.kubeconfig.write_text(json.dumps(config, indent=2))
 
     # down and status ----------------------------------------------------------------------------
 
     def _stop_state(self, state: State) -> None:
         by_name = {c.name: c for c in state.components}
-        for name in (*_STOP_ORDER, *by_name):
-            component = by_name.pop(name, None)
-            if component is not None:
-                stop_pid(component.pid)
+
+        def stop(*names: str) -> None:
+            for name in names:
+                component = by_name.pop(name, None)
+                # A pid from a dead cluster's state may belong to another process by now.
+                if component is not None and base.component_alive(component.name, component.pid):
+                    stop_pid(component.pid)
+
+        stop(*_STOP_FIRST)
+        layout = devnode.Layout.of(self.directory)
+        if layout.root.exists():
+            devnode.remove_containers(layout.root)
+        stop(*_STOP_LAST, *list(by_name))
 
     def down(self) -> bool:
         """Stop every process and remove the state; True when something was there."""
@@ -369,27 +318,42 @@ class DevCluster:
             with contextlib.suppress(ChildProcessError):
                 proc.wait(timeout=1)
         self.processes.clear()
-        if self.directory.exists():
-            shutil.rmtree(self.directory, ignore_errors=True)
+        self._remove_directory()
         return found
+
+    def _remove_directory(self) -> None:
+        layout = devnode.Layout.of(self.directory)
+        if layout.root.exists():
+            # Also without a state (an `up` interrupted early): the paths alone say what to remove.
+            still_mounted = devnode.remove(layout.root)
+            if still_mounted:
+                raise DevClusterError(f"cannot remove {layout.root}: still mounted there: {', '.join(still_mounted)}")
+        if not self.directory.exists():
+            return
+        still_mounted = devnode.unmount_all(self.directory)
+        if still_mounted:
+            # Deleting through a mount would delete what it shows (a volume's source), so refuse.
+            raise DevClusterError(f"cannot remove {self.directory}: still mounted there: {', '.join(still_mounted)}")
+        shutil.rmtree(self.directory, ignore_errors=True)
 
     def status(self) -> Iterator[str]:
         state = State.load(self.directory)
         if state is None:
             yield f"no cluster in {self.directory}"
             return
+        width = max(len(c.name) for c in [*state.components, Component("api server", 0, "")]) + 2
         for component in state.components:
             running = "running" if pid_alive(component.pid) else "NOT running"
-            yield f"{component.name:<16} pid {component.pid:<8} {running}   log {component.log}"
+            yield f"{component.name:<{width}}pid {component.pid:<8} {running:<12} log {component.log}"
         self.apiserver_url = state.apiserver_url
-        ready = bool(state.apiserver_url) and self._readyz(self.directory / "pki")
-        yield f"{'api server':<16} {state.apiserver_url}  {'ready' if ready else 'NOT ready'}"
-        yield f"{'kubeconfig':<16} {self.kubeconfig}"
-
-
-def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError, ssl.SSLError):
-        return False
+        certs = self.directory / "pki"
+        ready = bool(state.apiserver_url) and self._readyz(certs)
+        yield f"{'api server':<{width}}{state.apiserver_url}  {'ready' if ready else 'NOT ready'}"
+        if state.node:
+            conditions = devnode.describe(state.apiserver_url, certs) if ready else "unknown (API server not ready)"
+            yield f"{'node ' + devnode.NODE_NAME:<{width}}{conditions}"
+            for name, ref in sorted(state.images.items()):
+                yield f"{'image ' + name:<{width}}{ref}"
+        else:
+            yield f"{'node':<{width}}none (API only)"
+        yield f"{'kubeconfig':<{width}}{self.kubeconfig}"

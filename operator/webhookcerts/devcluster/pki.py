@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 _VALIDITY = datetime.timedelta(days=30)
+# The node's name: the API server reaches the kubelet by it (see node.py).
+NODE_NAME = "localhost"
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -32,9 +34,7 @@ def _name(common_name: str, organization: str | None = None) -> x509.Name:
     return x509.Name(attrs)
 
 
-def _builder(
-    subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey
-) -> x509.CertificateBuilder:
+def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
     now = datetime.datetime.now(datetime.UTC)
     return (
         x509.CertificateBuilder()
@@ -47,8 +47,15 @@ def _builder(
     )
 
 
-def write(directory: pathlib.Path) -> None:
-    """Write ca.crt, the serving pair, the admin pair and the service-account signing key."""
+def _write_key(path: pathlib.Path, key: ec.EllipticCurvePrivateKey) -> None:
+    path.touch(mode=0o600)
+    path.write_bytes(_key_pem(key))
+
+
+def write(directory: pathlib.Path, *, node: bool = False) -> None:
+    """Write ca.crt, the serving pair, the admin pair and the service-account signing key; with ``node``,
+    also the identities of the kubelet, kube-controller-manager and kube-scheduler, and the kubelet's
+    serving pair, so that the API server can verify the kubelet it reaches for logs and exec."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("webhookcerts-devcluster-ca")
@@ -69,10 +76,13 @@ def write(directory: pathlib.Path) -> None:
             builder = builder.add_extension(sans, critical=False)
         cert = builder.sign(ca_key, hashes.SHA256())
         (directory / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (directory / f"{stem}.key").write_bytes(_key_pem(key))
+        _write_key(directory / f"{stem}.key", key)
 
+    loopback = x509.SubjectAlternativeName(
+        [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    )
     (directory / "ca.crt").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "ca.key").write_bytes(_key_pem(ca_key))
+    _write_key(directory / "ca.key", ca_key)
     issue(
         "apiserver",
         _name("kube-apiserver"),
@@ -93,10 +103,19 @@ def write(directory: pathlib.Path) -> None:
         ExtendedKeyUsageOID.CLIENT_AUTH,
         None,
     )
-    sa_key = ec.generate_private_key(ec.SECP256R1())
-    (directory / "sa.key").write_bytes(_key_pem(sa_key))
-    (directory / "sa.pub").write_bytes(
-        sa_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    if node:
+        # The names the API server's Node authorizer and bootstrap RBAC roles expect.
+        issue("kubelet", _name(f"system:node:{NODE_NAME}", "system:nodes"), ExtendedKeyUsageOID.CLIENT_AUTH, None)
+        issue("kubelet-serving", _name(NODE_NAME), ExtendedKeyUsageOID.SERVER_AUTH, loopback)
+        issue(
+            "kube-controller-manager",
+            _name("system:kube-controller-manager"),
+            ExtendedKeyUsageOID.CLIENT_AUTH,
+            None,
         )
+        issue("kube-scheduler", _name("system:kube-scheduler"), ExtendedKeyUsageOID.CLIENT_AUTH, None)
+    sa_key = ec.generate_private_key(ec.SECP256R1())
+    _write_key(directory / "sa.key", sa_key)
+    (directory / "sa.pub").write_bytes(
+        sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )

@@ -18,17 +18,22 @@ _UNITS = {
 # The same pattern is the CRD's OpenAPI `pattern`, so admission and the operator agree.
 PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|h|m|s))+$"
 _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|h|m|s)")
+# Go's time.Duration (and so the API server's CEL duration()) stops at about 292 years.
+MAXIMUM = datetime.timedelta(microseconds=(2**63 - 1) // 1000)
 
 
 def parse(text: str) -> datetime.timedelta:
     """Parse a positive Go duration; a ValueError says what a valid one looks like."""
     if not isinstance(text, str) or not re.fullmatch(PATTERN, text):
-        raise ValueError(
-            f"{text!r} is not a duration; write it like 8760h, 2160h or 59m50s (units h, m, s, ms)"
-        )
+        raise ValueError(f"{text!r} is not a duration; write it like 8760h, 2160h or 59m50s (units h, m, s, ms)")
     total = datetime.timedelta()
-    for number, unit in _PART.findall(text):
-        total += float(number) * _UNITS[unit]
+    try:
+        for number, unit in _PART.findall(text):
+            total += float(number) * _UNITS[unit]
+    except OverflowError:
+        total = datetime.timedelta.max
+    if total > MAXIMUM:
+        raise ValueError(f"{text!r} is longer than the longest duration Kubernetes accepts (2562047h)")
     if total <= datetime.timedelta():
         raise ValueError(f"{text!r} must be longer than zero")
     return total

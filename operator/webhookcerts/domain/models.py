@@ -33,15 +33,14 @@ NextReason = Literal["Planned", "Emergency"]
 RetireReason = Literal["Superseded", "Compromised"]
 
 SecretName = Annotated[str, pydantic.Field(min_length=1, max_length=SECRET_NAME_MAX, pattern=SECRET_NAME)]
-Duration = Annotated[str, pydantic.Field(pattern=durations.PATTERN)]
+# Bounded so the CRD's CEL rules (duration(), matches()) fit the API server's cost budget.
+Duration = Annotated[str, pydantic.Field(max_length=32, pattern=durations.PATTERN)]
 
 
 class Model(pydantic.BaseModel):
     """camelCase on the wire, snake_case in Python."""
 
-    model_config = pydantic.ConfigDict(
-        alias_generator=alias_generators.to_camel, populate_by_name=True, extra="forbid"
-    )
+    model_config = pydantic.ConfigDict(alias_generator=alias_generators.to_camel, populate_by_name=True, extra="forbid")
 
     def to_api(self) -> dict[str, object]:
         """The JSON-ready dict the API server expects (aliases, no nulls)."""
@@ -143,9 +142,7 @@ class WebhookCertificateSpec(Model):
 
 class StatusModel(Model):
     # Status written by an older operator version may carry fields we no longer know: keep reading.
-    model_config = pydantic.ConfigDict(
-        alias_generator=alias_generators.to_camel, populate_by_name=True, extra="ignore"
-    )
+    model_config = pydantic.ConfigDict(alias_generator=alias_generators.to_camel, populate_by_name=True, extra="ignore")
 
 
 class Condition(StatusModel):

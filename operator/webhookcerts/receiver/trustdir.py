@@ -23,6 +23,7 @@ import threading
 
 DATA_LINK = "..data"
 _TMP_LINK = "..data_tmp"
+_READ_ATTEMPTS = 5
 
 _log = logging.getLogger(__name__)
 
@@ -45,30 +46,45 @@ def read(directory: pathlib.Path) -> dict[str, bytes]:
     """The user-visible files of ``directory`` read through one resolution of ``..data``.
 
     Reading every file through the same resolved data directory gives a consistent snapshot even if a
-    swap happens half-way.
+    swap happens half-way; if the writer removes that directory under us, resolve again.
     """
     data_link = directory / DATA_LINK
-    if data_link.is_symlink():
-        base = directory / os.readlink(data_link)
-        names = [p.name for p in base.iterdir() if not p.name.startswith(".")]
-    else:
-        base = directory
+    for _ in range(_READ_ATTEMPTS - 1):
+        try:
+            return _read_once(directory, data_link)
+        except FileNotFoundError:
+            continue
+    return _read_once(directory, data_link)
+
+
+def _read_once(directory: pathlib.Path, data_link: pathlib.Path) -> dict[str, bytes]:
+    if not data_link.is_symlink():
         names = [p.name for p in directory.iterdir() if not p.name.startswith(".") and p.is_file()]
-    return {name: (base / name).read_bytes() for name in sorted(names)}
+        return {name: (directory / name).read_bytes() for name in sorted(names)}
+    target = os.readlink(data_link)
+    base = directory / target
+    names = [p.name for p in base.iterdir() if not p.name.startswith(".")]
+    files = {name: (base / name).read_bytes() for name in sorted(names)}
+    # The writer deletes the old data directory only after the swap: if the link still points where
+    # it did, nothing we read was being deleted.
+    if os.readlink(data_link) != target:
+        raise FileNotFoundError(target)
+    return files
 
 
 def write_atomic(directory: pathlib.Path, files: Files, *, mode: int = 0o644) -> bool:
     """Make ``directory`` hold exactly ``files``, the way the kubelet's AtomicWriter does.
 
-    Returns False, having written nothing, when the directory already holds these bytes.
+    Returns False, having written nothing, when the directory already holds these bytes. Either way
+    the user-visible links are (re)made and leftovers of an interrupted earlier write removed.
     """
     _validate(files)
     directory.mkdir(parents=True, exist_ok=True)
     data_link = directory / DATA_LINK
-    old_data_dir: str | None = os.readlink(data_link) if data_link.is_symlink() else None
-    if old_data_dir is not None:
+    if data_link.is_symlink():
         try:
             if read(directory) == dict(files):
+                _tidy(directory, files, os.readlink(data_link))
                 return False
         except OSError:
             pass  # a damaged layout is rewritten below
@@ -94,7 +110,12 @@ def write_atomic(directory: pathlib.Path, files: Files, *, mode: int = 0o644) ->
         shutil.rmtree(new_data_dir, ignore_errors=True)
         raise
     _fsync_dir(directory)
+    _tidy(directory, files, new_data_dir.name)
+    return True
 
+
+def _tidy(directory: pathlib.Path, files: Files, data_dir: str) -> None:
+    """User-visible links for ``files``, none for other names, no data directory but ``data_dir``."""
     for name in files:
         visible = directory / name
         if not visible.is_symlink():
@@ -103,12 +124,12 @@ def write_atomic(directory: pathlib.Path, files: Files, *, mode: int = 0o644) ->
             os.symlink(os.path.join(DATA_LINK, name), visible)
     for entry in directory.iterdir():
         if entry.name.startswith(".."):
+            if entry.name not in (DATA_LINK, _TMP_LINK, data_dir) and entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
             continue
-        if entry.is_symlink() and entry.name not in files and os.readlink(entry).startswith(DATA_LINK + os.sep):
+        stale = entry.is_symlink() and entry.name not in files
+        if stale and os.readlink(entry).startswith(DATA_LINK + os.sep):
             entry.unlink()
-    if old_data_dir is not None and old_data_dir != new_data_dir.name:
-        shutil.rmtree(directory / old_data_dir, ignore_errors=True)
-    return True
 
 
 def _fsync_dir(directory: pathlib.Path) -> None:
@@ -149,7 +170,7 @@ class Watcher:
     def __init__(
         self,
         paths: collections.abc.Sequence[pathlib.Path],
-        callback: collections.abc.Callable[[], None],
+        callback: collections.abc.Callable[[], object],
         *,
         interval: float = 0.1,
     ) -> None:

@@ -1,0 +1,292 @@
+"""What to do next with one WebhookCertificate: an ordered chain of pure checks with named reasons.
+
+Modelled on cert-manager's trigger policies: each check looks at an ``Observation`` (spec, status,
+annotations, what the key Secrets hold, the time) and either returns a ``Decision`` or passes. The
+first decision wins. The order encodes the lifecycle's priorities:
+
+1. an emergency beats everything (it is also the documented recovery from a broken Secret);
+2. an interrupted cut-over is finished before anything else reads the current Secret;
+3. a current Secret that is missing, corrupt or changed stops everything (never auto-replaced: the
+   provider holds a copy of that key);
+4. a cut-over asked for by annotation, then one forced by expiry;
+5. the planned renewal at ``renewalTime``.
+
+Nothing here performs I/O; ``webhookcerts.service`` carries decisions out, one small step at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import enum
+from collections.abc import Callable, Sequence
+
+from webhookcerts.domain import models, pki, renewal
+
+MAX_REFERENCE_LENGTH = 128
+
+
+class Action(enum.Enum):
+    ISSUE_INITIAL = "IssueInitial"
+    ADOPT_CURRENT = "AdoptCurrent"
+    ISSUE_NEXT = "IssueNext"
+    EMERGENCY = "Emergency"
+    CUTOVER = "Cutover"
+    DELETE_STALE_NEXT = "DeleteStaleNext"
+    REFUSE_EMERGENCY = "RefuseEmergency"
+    REFUSE_CUTOVER = "RefuseCutover"
+    NOT_READY = "NotReady"
+    UP_TO_DATE = "UpToDate"
+
+
+# Decisions that change key material; the others only set conditions.
+MUTATING = frozenset(
+    {
+        Action.ISSUE_INITIAL,
+        Action.ADOPT_CURRENT,
+        Action.ISSUE_NEXT,
+        Action.EMERGENCY,
+        Action.CUTOVER,
+        Action.DELETE_STALE_NEXT,
+    }
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretObservation:
+    """What one key Secret holds, already checked: public facts only, never the key."""
+
+    exists: bool
+    info: pki.CertificateInfo | None = None
+    problem: str | None = None
+    message: str = ""
+    annotations: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def missing(cls) -> SecretObservation:
+        return cls(exists=False)
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.info.fingerprint if self.info is not None else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Observation:
+    spec: models.WebhookCertificateSpec
+    status: models.WebhookCertificateStatus
+    now: datetime.datetime
+    current_secret: SecretObservation
+    next_secret: SecretObservation
+    emergency_reference: str | None = None
+    cutover_serial: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str
+    message: str = ""
+    reference: str | None = None
+
+
+Check = Callable[[Observation], Decision | None]
+
+
+def validate_reference(reference: str) -> str | None:
+    """Why an emergency reference is unusable, or None when it is fine."""
+    if not reference.strip():
+        return "the emergency-rotation annotation is empty: set it to an incident reference, e.g. INC-1234"
+    if len(reference) > MAX_REFERENCE_LENGTH:
+        return (
+            f"the emergency-rotation reference is {len(reference)} characters long; "
+            f"use an incident reference of at most {MAX_REFERENCE_LENGTH}"
+        )
+    if not reference.isprintable():
+        return "the emergency-rotation reference contains control characters; use a plain incident reference"
+    return None
+
+
+def emergency_requested(obs: Observation) -> Decision | None:
+    reference = obs.emergency_reference
+    if reference is None:
+        return None
+    handled = obs.status.last_emergency_rotation
+    if handled is not None and handled.reference == reference:
+        return None
+    problem = validate_reference(reference)
+    if problem is not None:
+        return Decision(Action.REFUSE_EMERGENCY, "InvalidEmergencyReference", problem, reference)
+    return Decision(
+        Action.EMERGENCY,
+        "EmergencyRequested",
+        f"emergency rotation for incident {reference}: the current key is treated as compromised",
+        reference,
+    )
+
+
+def cutover_interrupted(obs: Observation) -> Decision | None:
+    pending = obs.status.next
+    if pending is not None and obs.current_secret.fingerprint == pending.fingerprint:
+        return Decision(
+            Action.CUTOVER,
+            "CutoverResumed",
+            f"finishing the cut-over to serial {pending.serial} that was interrupted",
+        )
+    return None
+
+
+def current_secret_sound(obs: Observation) -> Decision | None:
+    secret, recorded, name = obs.current_secret, obs.status.current, obs.spec.secret_name
+    if recorded is None:
+        if not secret.exists:
+            return Decision(Action.ISSUE_INITIAL, "SecretDoesNotExist", f"issuing the first key into Secret {name}")
+        if secret.problem is None:
+            return Decision(Action.ADOPT_CURRENT, "SecretAdopted", f"adopting the key already in Secret {name}")
+    recovery = (
+        "the provider may still hold the old key, so the operator will not replace it on its own; "
+        "to recover, start an emergency rotation: kubectl annotate whc NAME "
+        "webhookcerts.io/emergency-rotation=<incident reference>"
+    )
+    if not secret.exists:
+        return Decision(
+            Action.NOT_READY,
+            "SecretDoesNotExist",
+            f"Secret {name} with the current key is missing; {recovery}",
+        )
+    if secret.problem is not None:
+        return Decision(Action.NOT_READY, secret.problem, f"Secret {name}: {secret.message}; {recovery}")
+    if recorded is not None and secret.fingerprint != recorded.fingerprint:
+        return Decision(
+            Action.NOT_READY,
+            "SecretChanged",
+            f"Secret {name} holds a certificate (fingerprint {secret.fingerprint}) other than the recorded "
+            f"current one ({recorded.fingerprint}); {recovery}",
+        )
+    return None
+
+
+def next_secret_sound(obs: Observation) -> Decision | None:
+    secret, pending, name = obs.next_secret, obs.status.next, obs.spec.next_secret_name
+    current_fp = obs.status.current.fingerprint if obs.status.current else None
+    if pending is None:
+        if secret.exists and (
+            secret.fingerprint is None
+            or secret.fingerprint == current_fp
+            or secret.fingerprint in obs.status.revoked_fingerprints
+        ):
+            return Decision(Action.DELETE_STALE_NEXT, "StaleNextSecret", f"Secret {name} is left over; deleting it")
+        return None
+    if not secret.exists or secret.problem is not None or secret.fingerprint != pending.fingerprint:
+        what = "is missing" if not secret.exists else (secret.message or "holds another certificate")
+        return Decision(
+            Action.NOT_READY,
+            "NextSecretInvalid",
+            f"Secret {name} with the pending next key {what}; start an emergency rotation to issue a new one",
+        )
+    return None
+
+
+def cutover_requested(obs: Observation) -> Decision | None:
+    serial = obs.cutover_serial
+    if serial is None or obs.status.current is None:
+        return None
+    if _same_serial(serial, obs.status.current.serial):
+        return None
+    pending = obs.status.next
+    if pending is not None and _same_serial(serial, pending.serial):
+        return Decision(Action.CUTOVER, "CutoverRequested", f"cutting over to serial {pending.serial}")
+    expected = f"the pending next certificate has serial {pending.serial}" if pending else "no rotation is pending"
+    return Decision(
+        Action.REFUSE_CUTOVER,
+        "CutoverSerialMismatch",
+        f"cut-over to serial {serial} refused: {expected}; nothing was changed",
+    )
+
+
+def expired(obs: Observation) -> Decision | None:
+    current = obs.status.current
+    if current is None or obs.now < current.not_after:
+        return None
+    if obs.status.next is not None:
+        return Decision(
+            Action.CUTOVER,
+            "Expired",
+            f"serial {current.serial} expired at {current.not_after:%Y-%m-%dT%H:%M:%SZ}",
+        )
+    return Decision(Action.ISSUE_NEXT, "Expired", f"serial {current.serial} expired with no next certificate")
+
+
+def nearing_expiry(obs: Observation) -> Decision | None:
+    current = obs.status.current
+    if current is None or obs.status.next is not None:
+        return None
+    due = renewal.renewal_time(current.not_after, obs.spec.renew_before_delta)
+    if obs.now >= due:
+        return Decision(
+            Action.ISSUE_NEXT,
+            "NearingExpiry",
+            f"renewal time {due:%Y-%m-%dT%H:%M:%SZ} reached: issuing the next certificate beside the current one",
+        )
+    return None
+
+
+CHAIN: Sequence[Check] = (
+    emergency_requested,
+    cutover_interrupted,
+    current_secret_sound,
+    next_secret_sound,
+    cutover_requested,
+    expired,
+    nearing_expiry,
+)
+
+
+# A refusal is reported as a condition but must not block the rest of the chain: a mistyped
+# annotation may not stop a planned renewal.
+REFUSALS = frozenset({Action.REFUSE_EMERGENCY, Action.REFUSE_CUTOVER})
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    decision: Decision
+    refusals: tuple[Decision, ...] = ()
+
+
+def plan(obs: Observation, chain: Sequence[Check] = CHAIN) -> Plan:
+    """The first decision of the chain, and the refusals met on the way to it."""
+    refusals: list[Decision] = []
+    for check in chain:
+        decision = check(obs)
+        if decision is None:
+            continue
+        if decision.action in REFUSALS:
+            refusals.append(decision)
+            continue
+        return Plan(decision, tuple(refusals))
+    up_to_date = Decision(Action.UP_TO_DATE, "UpToDate", "the current certificate is valid and not yet due for renewal")
+    return Plan(up_to_date, tuple(refusals))
+
+
+def decide(obs: Observation, chain: Sequence[Check] = CHAIN) -> Decision:
+    return plan(obs, chain).decision
+
+
+def next_wakeup(
+    spec: models.WebhookCertificateSpec, status: models.WebhookCertificateStatus
+) -> datetime.datetime | None:
+    """When the chain's answer can next change on its own (renewal time, or expiry)."""
+    current = status.current
+    if current is None:
+        return None
+    if status.next is None:
+        return renewal.renewal_time(current.not_after, spec.renew_before_delta)
+    return current.not_after
+
+
+def _same_serial(a: str, b: str) -> bool:
+    # Users copy serials from openssl (colons, lower case) as often as from our status.
+    def canon(s: str) -> str:
+        return s.replace(":", "").strip().upper().lstrip("0")
+
+    return canon(a) == canon(b)

@@ -1,0 +1,70 @@
+"""The endpoint's trust store: a pure function from what each WebhookCertificate trusts to ``ca.crt`` bytes.
+
+Several WebhookCertificates may share one trust Secret, and each reconcile rewrites it. If the bytes
+depended on the order of a list call or of the PEMs, every reconcile would change the Secret and roll
+the consumers for nothing. So the content is canonical: each certificate re-encoded, duplicates and
+revoked ones dropped, sorted by fingerprint. Same input, same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from webhookcerts.domain import models, pki
+
+KEY = "ca.crt"
+
+
+def _certificates(pem: str | bytes) -> list[x509.Certificate]:
+    data = pem.encode() if isinstance(pem, str) else pem
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise pki.InvalidKeyMaterial("SecretCorrupted", "a trusted certificate is not readable PEM") from None
+
+
+def assemble(certificate_pems: Iterable[str | bytes], revoked: Iterable[str] = ()) -> bytes:
+    """Concatenate the canonical PEM of every certificate, each once, none revoked, sorted by fingerprint."""
+    dropped = {pki.normalize_fingerprint(f) for f in revoked}
+    by_fingerprint: dict[str, bytes] = {}
+    for pem in certificate_pems:
+        for cert in _certificates(pem):
+            fp = pki.fingerprint(cert)
+            if fp not in dropped:
+                by_fingerprint[fp] = cert.public_bytes(serialization.Encoding.PEM)
+    return b"".join(by_fingerprint[fp] for fp in sorted(by_fingerprint))
+
+
+def trust_hash(data: bytes) -> str:
+    """The value of the ``webhookcerts.io/trust-hash`` annotation: consumers roll when it changes."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def trusted_certificates(status: models.WebhookCertificateStatus, spec: models.WebhookCertificateSpec) -> list[str]:
+    """The PEMs one WebhookCertificate asks the endpoint to accept now.
+
+    Active: current. Rotating: current and next, so deliveries with either succeed during the overlap.
+    Compromised: next only under ``RevokeImmediately``; a retired or revoked fingerprint never returns.
+    """
+    revoked = {pki.normalize_fingerprint(f) for f in status.revoked_fingerprints}
+    records: list[models.CertificateRecord] = []
+    current = status.current
+    if current is not None and not (
+        current.compromised_by is not None and spec.emergency_policy == "RevokeImmediately"
+    ):
+        records.append(current)
+    if status.next is not None:
+        records.append(status.next)
+    trusted = []
+    for record in records:
+        # The record's own fingerprint and the one of the PEM it carries: a hand-edited status must not
+        # smuggle a revoked certificate back in under a different label.
+        actual = {pki.fingerprint(cert) for cert in _certificates(record.certificate)}
+        if pki.normalize_fingerprint(record.fingerprint) in revoked or actual & revoked:
+            continue
+        trusted.append(record.certificate)
+    return trusted

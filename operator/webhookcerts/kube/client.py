@@ -1,0 +1,104 @@
+"""Kubernetes API clients built once from a kubeconfig or the in-cluster service account.
+
+Every other ``kube`` module takes a ``Clients`` instead of reaching for global configuration, so the
+operator, the CLI and the tests can each point at their own cluster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import kubernetes
+
+# The operator's own marks on what it creates.
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "webhookcerts"
+
+
+class ConfigError(RuntimeError):
+    """No usable cluster configuration; the message says how to provide one."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Clients:
+    api: kubernetes.client.ApiClient
+    in_cluster: bool = False
+
+    @property
+    def core(self) -> kubernetes.client.CoreV1Api:
+        return kubernetes.client.CoreV1Api(self.api)
+
+    @property
+    def apps(self) -> kubernetes.client.AppsV1Api:
+        return kubernetes.client.AppsV1Api(self.api)
+
+    @property
+    def custom(self) -> kubernetes.client.CustomObjectsApi:
+        return kubernetes.client.CustomObjectsApi(self.api)
+
+
+def load(kubeconfig: str | None = None, context: str | None = None) -> Clients:
+    """Clients from ``kubeconfig`` (or $KUBECONFIG, ~/.kube/config), else the in-cluster account."""
+    configuration = kubernetes.client.Configuration()
+    explicit = kubeconfig or os.environ.get("KUBECONFIG")
+    default_path = os.path.expanduser(kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION)
+    in_cluster = False
+    try:
+        if explicit or os.path.exists(default_path):
+            kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=explicit or default_path, context=context, client_configuration=configuration
+            )
+        else:
+            kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=configuration
+            )
+            in_cluster = True
+    except (kubernetes.config.ConfigException, OSError) as exc:
+        raise ConfigError(
+            f"no usable Kubernetes configuration ({exc}); pass --kubeconfig, set KUBECONFIG, or run in a cluster"
+        ) from exc
+    return Clients(kubernetes.client.ApiClient(configuration), in_cluster=in_cluster)
+
+
+@dataclasses.dataclass(frozen=True)
+class Connection:
+    """How to reach the API server, for a second client (Kopf's) that must talk to the same cluster."""
+
+    server: str
+    ca_path: str | None
+    certificate_path: str | None
+    private_key_path: str | None
+    token: str | None
+    in_cluster: bool
+
+
+def connection(clients: Clients) -> Connection:
+    cfg = clients.api.configuration
+    auth = (cfg.api_key or {}).get("authorization") or (cfg.api_key or {}).get("BearerToken")
+    token = auth.split(" ", 1)[1] if auth and " " in auth else auth
+    return Connection(
+        server=cfg.host,
+        ca_path=cfg.ssl_ca_cert,
+        certificate_path=cfg.cert_file,
+        private_key_path=cfg.key_file,
+        token=token,
+        in_cluster=clients.in_cluster,
+    )
+
+
+ApiError = kubernetes.client.ApiException
+
+# Worth an immediate retry: optimistic-locking conflicts, throttling, an API server busy or restarting.
+TRANSIENT_STATUSES = frozenset({409, 429, 500, 503, 504})
+
+
+def api_error_reason(exc: kubernetes.client.ApiException) -> str:
+    """The API server's one-line message from an ApiException, for conditions and CLI errors."""
+    try:
+        body = json.loads(exc.body or "{}")
+    except ValueError:
+        body = {}
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message or exc.reason or exc)

@@ -1,0 +1,57 @@
+"""Kubernetes Events about a WebhookCertificate, for ``kubectl describe`` and alerting.
+
+Messages are written by the service layer and never carry key material.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+
+import kubernetes
+
+from webhookcerts.domain import models
+from webhookcerts.kube import client as kube_client
+
+COMPONENT = "webhookcerts"
+
+
+def record(
+    clients: kube_client.Clients,
+    namespace: str,
+    name: str,
+    uid: str,
+    *,
+    type: str,
+    reason: str,
+    message: str,
+) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    event = kubernetes.client.CoreV1Event(
+        metadata=kubernetes.client.V1ObjectMeta(name=f"{name}.{uuid.uuid4().hex[:16]}", namespace=namespace),
+        involved_object=kubernetes.client.V1ObjectReference(
+            api_version=f"{models.GROUP}/{models.VERSION}",
+            kind=models.KIND,
+            name=name,
+            namespace=namespace,
+            uid=uid,
+        ),
+        type=type,
+        reason=reason,
+        message=message[:1024],
+        source=kubernetes.client.V1EventSource(component=COMPONENT),
+        first_timestamp=now,
+        last_timestamp=now,
+        count=1,
+        reporting_component=COMPONENT,
+        reporting_instance=COMPONENT,
+    )
+    clients.core.create_namespaced_event(namespace, event)
+
+
+def list_for(clients: kube_client.Clients, namespace: str, name: str) -> list[kubernetes.client.CoreV1Event]:
+    events = clients.core.list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name},involvedObject.kind={models.KIND}"
+    )
+    items: list[kubernetes.client.CoreV1Event] = events.items
+    return items

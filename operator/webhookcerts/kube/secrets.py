@@ -1,0 +1,144 @@
+"""Reading and writing the Secrets the operator owns: key pairs, trust stores, bundles.
+
+Writes compare before they send, so an unchanged Secret is never rewritten (nothing downstream
+reloads for nothing), and reads go by name: the operator never lists every Secret in the cluster
+(cert-manager's 5 GiB lesson, issue #3748).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+
+import kubernetes
+
+from webhookcerts.kube import client as kube_client
+
+TLS = "kubernetes.io/tls"
+OPAQUE = "Opaque"
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretData:
+    name: str
+    type: str
+    data: dict[str, bytes]
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    resource_version: str
+    uid: str
+
+    def __repr__(self) -> str:
+        # Secrets hold private keys: their representation names the keys, never the values.
+        return f"SecretData(name={self.name!r}, type={self.type!r}, keys={sorted(self.data)})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Owner:
+    api_version: str
+    kind: str
+    name: str
+    uid: str
+
+    def reference(self) -> dict[str, object]:
+        return {
+            "apiVersion": self.api_version,
+            "kind": self.kind,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+        }
+
+
+def read(clients: kube_client.Clients, namespace: str, name: str) -> SecretData | None:
+    try:
+        secret = clients.core.read_namespaced_secret(name, namespace)
+    except kubernetes.client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    meta = secret.metadata or kubernetes.client.V1ObjectMeta()
+    return SecretData(
+        name=name,
+        type=secret.type or OPAQUE,
+        data={k: base64.b64decode(v) for k, v in (secret.data or {}).items()},
+        labels=dict(meta.labels or {}),
+        annotations=dict(meta.annotations or {}),
+        resource_version=meta.resource_version or "",
+        uid=meta.uid or "",
+    )
+
+
+def _encode(data: dict[str, bytes]) -> dict[str, str]:
+    return {k: base64.b64encode(v).decode("ascii") for k, v in data.items()}
+
+
+def write(
+    clients: kube_client.Clients,
+    namespace: str,
+    name: str,
+    *,
+    type: str,
+    data: dict[str, bytes],
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+    owner: Owner | None = None,
+    create_only: bool = False,
+) -> bool:
+    """Create the Secret, or bring an existing one to exactly ``data``; True when anything was sent.
+
+    ``create_only`` refuses to touch an existing Secret (``AlreadyExists`` propagates): the first key
+    of a WebhookCertificate must never overwrite something a user or an earlier run put there.
+    """
+    labels = {kube_client.MANAGED_BY_LABEL: kube_client.MANAGED_BY, **(labels or {})}
+    annotations = dict(annotations or {})
+    existing = None if create_only else read(clients, namespace, name)
+    if existing is None:
+        body = kubernetes.client.V1Secret(
+            metadata=kubernetes.client.V1ObjectMeta(
+                name=name,
+                namespace=namespace,
+                labels=labels,
+                annotations=annotations or None,
+                owner_references=[owner.reference()] if owner else None,
+            ),
+            type=type,
+            data=_encode(data),
+        )
+        clients.core.create_namespaced_secret(namespace, body)
+        return True
+    same_labels = all(existing.labels.get(k) == v for k, v in labels.items())
+    same_annotations = all(existing.annotations.get(k) == v for k, v in annotations.items())
+    if existing.data == data and same_labels and same_annotations:
+        return False
+    # A merge patch names every key it keeps; keys that must go are sent as null.
+    patch_data: dict[str, str | None] = {k: None for k in existing.data if k not in data}
+    patch_data.update(_encode(data))
+    clients.core.patch_namespaced_secret(
+        name,
+        namespace,
+        {
+            "metadata": {
+                "labels": labels,
+                "annotations": annotations,
+                "resourceVersion": existing.resource_version,
+            },
+            "data": patch_data,
+        },
+    )
+    return True
+
+
+def delete(clients: kube_client.Clients, namespace: str, name: str) -> bool:
+    """Delete the Secret; True when it existed."""
+    try:
+        clients.core.delete_namespaced_secret(name, namespace)
+    except kubernetes.client.ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+def is_conflict(exc: BaseException) -> bool:
+    return isinstance(exc, kubernetes.client.ApiException) and exc.status in (409,)

@@ -1,0 +1,336 @@
+"""The CRD on a real API server: defaults filled in, bad specs refused with a message that says what to fix.
+
+Admission is the first line of defence: a renewBefore longer than the duration would renew in a loop
+(cert-manager issue #5838), a trust Secret named like a key Secret would publish a private key. These
+are refused before the operator ever sees them, and the API server's own message tells the user how to
+fix the spec.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests import conftest
+from webhookcerts.domain import models
+
+pytestmark = pytest.mark.integration
+
+Manifest = dict[str, Any]
+
+
+def manifest(name: str = "acme") -> Manifest:
+    return {
+        "apiVersion": f"{models.GROUP}/{models.VERSION}",
+        "kind": models.KIND,
+        "metadata": {"name": name},
+        "spec": {
+            "environment": "sandbox",
+            "subject": {"commonName": "acme.webhooks.example.com"},
+            "secretName": "acme-client",
+            "trust": {"secretName": "acme-trust"},
+        },
+    }
+
+
+def apply(kubectl: conftest.KubectlRunner, namespace: str, body: Manifest, *, check: bool = True) -> str:
+    result = kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body), check=check)
+    return result.stderr if result.returncode else ""
+
+
+def _set(path: str, value: object) -> Callable[[Manifest], None]:
+    def change(body: Manifest) -> None:
+        *parents, last = path.split(".")
+        node = body["spec"]
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+
+    return change
+
+
+def _drop(path: str) -> Callable[[Manifest], None]:
+    def change(body: Manifest) -> None:
+        *parents, last = path.split(".")
+        node = body["spec"]
+        for part in parents:
+            node = node[part]
+        del node[last]
+
+    return change
+
+
+def _both(*changes: Callable[[Manifest], None]) -> Callable[[Manifest], None]:
+    def change(body: Manifest) -> None:
+        for one in changes:
+            one(body)
+
+    return change
+
+
+def _consumer(selector: dict[str, object]) -> Callable[[Manifest], None]:
+    return _set("consumers", [{"selector": selector}])
+
+
+INVALID: dict[str, tuple[Callable[[Manifest], None], str]] = {
+    "environment not a DNS label": (
+        _set("environment", "Live_EU"),
+        "environment must be a DNS label: lower-case letters, digits and '-'",
+    ),
+    "environment missing": (_drop("environment"), "spec.environment: Required value"),
+    "subject missing": (_drop("subject"), "spec.subject: Required value"),
+    "common name too long": (_set("subject.commonName", "x" * 65), "may not be more than 64"),
+    "country not a code": (
+        _set("subject.country", "Germany"),
+        "country must be a two-letter upper-case ISO 3166 code, for example DE",
+    ),
+    "duration below one hour": (_set("duration", "30m"), "duration must be at least 1h"),
+    "duration in days": (
+        _set("duration", "365d"),
+        "duration must be a Go duration with units h, m, s or ms, for example 8760h",
+    ),
+    "renewBefore not a duration": (
+        _set("renewBefore", "90 days"),
+        "renewBefore must be a Go duration with units h, m, s or ms, for example 2160h",
+    ),
+    "renewBefore longer than duration": (
+        _set("duration", "2000h"),
+        "renewBefore must be shorter than duration, or the certificate would renew in a loop",
+    ),
+    "renewBefore equal to duration": (
+        _both(_set("duration", "4320h"), _set("renewBefore", "4320h")),
+        "renewBefore must be shorter than duration",
+    ),
+    "trust store is the key Secret": (
+        _set("trust.secretName", "acme-client"),
+        "trust.secretName must name a Secret of its own",
+    ),
+    "trust store is the next key Secret": (
+        _set("trust.secretName", "acme-client-next"),
+        "trust.secretName must name a Secret of its own",
+    ),
+    "secretName not a Secret name": (_set("secretName", "Acme_Client"), "spec.secretName in body should match"),
+    "bundle Secret is the trust store": (
+        _set("bundle", {"passwordSecretRef": {"name": "pw"}, "secretName": "acme-trust"}),
+        "bundle.secretName must differ from secretName, secretName-next and trust.secretName",
+    ),
+    "bundle without a password": (_set("bundle", {}), "spec.bundle.passwordSecretRef: Required value"),
+    "unknown emergency policy": (
+        _set("emergencyPolicy", "Later"),
+        'supported values: "RevokeImmediately", "KeepUntilCutover"',
+    ),
+    "history limit zero": (_set("revisionHistoryLimit", 0), "should be greater than or equal to 1"),
+    "empty consumer selector": (
+        _consumer({}),
+        "selector must have matchLabels or matchExpressions; an empty selector would pick every workload",
+    ),
+    "In without values": (
+        _consumer({"matchExpressions": [{"key": "app", "operator": "In"}]}),
+        "values must be non-empty for the operators In and NotIn",
+    ),
+    "validation over plain http": (
+        _set("validation", {"url": "http://receiver.example.com/"}),
+        "validation.url must start with https://",
+    ),
+    "misspelt field": (_set("renewBfore", "2160h"), 'unknown field "spec.renewBfore"'),
+}
+
+
+def test_a_valid_spec_is_stored_with_the_defaults(
+    kubectl: conftest.KubectlRunner, namespace: str, crd_installed: None
+) -> None:
+    body = manifest()
+    body["spec"]["consumers"] = [{"selector": {"matchLabels": {"app": "receiver"}}}]
+    body["spec"]["bundle"] = {"passwordSecretRef": {"name": "acme-bundle-password"}}
+    apply(kubectl, namespace, body)
+    stored = json.loads(kubectl("get", "whc", "acme", "-n", namespace, "-o", "json").stdout)
+    spec = stored["spec"]
+    assert spec["duration"] == "8760h"
+    assert spec["renewBefore"] == "2160h"
+    assert spec["revisionHistoryLimit"] == 10
+    assert spec["emergencyPolicy"] == "RevokeImmediately"
+    assert spec["bundle"]["passwordSecretRef"] == {"name": "acme-bundle-password", "key": "password"}
+    assert spec["consumers"] == [
+        {"selector": {"matchLabels": {"app": "receiver"}, "matchExpressions": []}, "reload": "Hot"}
+    ]
+    # What the API server stored, the operator parses; and parsing adds nothing the server lacks.
+    parsed = models.WebhookCertificateSpec.model_validate(spec)
+    assert parsed.to_api() == spec
+
+
+@pytest.mark.parametrize("case", list(INVALID))
+def test_an_invalid_spec_is_refused_with_a_message_that_says_what_to_fix(
+    kubectl: conftest.KubectlRunner, namespace: str, crd_installed: None, case: str
+) -> None:
+    change, message = INVALID[case]
+    body = copy.deepcopy(manifest("invalid"))
+    change(body)
+    error = apply(kubectl, namespace, body, check=False)
+    assert error, f"{case}: the API server accepted {body['spec']}"
+    assert message in error
+    assert kubectl("get", "whc", "invalid", "-n", namespace, check=False).returncode != 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("environment", "live", "environment is immutable: create another WebhookCertificate"),
+        ("secretName", "acme-other", "secretName is immutable: the provider holds the key stored there"),
+    ],
+)
+def test_fields_the_provider_depends_on_cannot_change(
+    kubectl: conftest.KubectlRunner, namespace: str, crd_installed: None, field: str, value: str, message: str
+) -> None:
+    apply(kubectl, namespace, manifest())
+    changed = manifest()
+    changed["spec"][field] = value
+    error = apply(kubectl, namespace, changed, check=False)
+    assert message in error
+    # Fields without the rule still change.
+    changed = manifest()
+    changed["spec"]["subject"]["organization"] = "Acme GmbH"
+    apply(kubectl, namespace, changed)
+
+
+def _status() -> models.WebhookCertificateStatus:
+    when = datetime.datetime(2026, 3, 1, 9, 30, tzinfo=datetime.UTC)
+    record = {
+        "serial": "0A1B",
+        "fingerprint": "ab" * 32,
+        "notBefore": when,
+        "notAfter": when + datetime.timedelta(hours=8760),
+        "certificate": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        "secretName": "acme-client",
+        "revision": 1,
+    }
+    return models.WebhookCertificateStatus.model_validate(
+        {
+            "observedGeneration": 1,
+            "stage": "Rotating",
+            "revision": 2,
+            "conditions": [
+                {"type": "Ready", "status": "True", "reason": "UpToDate", "lastTransitionTime": when},
+                {
+                    "type": "RotationInProgress",
+                    "status": "True",
+                    "reason": "Renewing",
+                    "message": "m",
+                    "lastTransitionTime": when,
+                    "observedGeneration": 1,
+                },
+            ],
+            "current": record,
+            "next": {
+                **record,
+                "serial": "0C",
+                "fingerprint": "cd" * 32,
+                "secretName": "acme-client-next",
+                "revision": 2,
+                "reason": "Planned",
+                "issuedAt": when,
+            },
+            "renewalTime": when + datetime.timedelta(hours=6600),
+            "history": [
+                {
+                    "serial": "09",
+                    "fingerprint": "ef" * 32,
+                    "notBefore": when,
+                    "notAfter": when,
+                    "revision": 0,
+                    "reason": "Compromised",
+                    "retiredAt": when,
+                    "incident": "INC-7",
+                }
+            ],
+            "revokedFingerprints": ["ef" * 32],
+            "lastEmergencyRotation": {"reference": "INC-7", "handledAt": when},
+            "trust": {"secretName": "acme-trust", "hash": "12" * 32},
+            "consumers": [
+                {
+                    "selector": "app=receiver",
+                    "reload": "Rollout",
+                    "trustHash": "12" * 32,
+                    "targets": ["Deployment/receiver"],
+                    "updatedAt": when,
+                }
+            ],
+            "bundle": {"secretName": "acme-client-bundle", "files": ["sandbox-acme-0A1B.p12"]},
+        }
+    )
+
+
+def test_status_written_by_the_operator_is_kept_whole(
+    kubectl: conftest.KubectlRunner, namespace: str, crd_installed: None
+) -> None:
+    apply(kubectl, namespace, manifest())
+    status = _status().to_api()
+    kubectl(
+        "patch",
+        "whc",
+        "acme",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
+    stored = json.loads(kubectl("get", "whc", "acme", "-n", namespace, "-o", "json").stdout)
+    # Nothing pruned, nothing added: the schema knows every field the operator writes.
+    assert stored["status"] == status
+    assert models.WebhookCertificateStatus.model_validate(stored["status"]) == _status()
+
+
+def test_status_that_breaks_the_schema_is_refused(
+    kubectl: conftest.KubectlRunner, namespace: str, crd_installed: None
+) -> None:
+    apply(kubectl, namespace, manifest())
+    result = kubectl(
+        "patch",
+        "whc",
+        "acme",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"stage": "Sleeping"}}),
+        check=False,
+    )
+    assert result.returncode != 0
+    assert 'supported values: "Issuing", "Active", "Rotating", "Compromised"' in result.stderr
+
+
+def test_kubectl_get_shows_the_printer_columns(
+    kubectl: conftest.KubectlRunner, namespace: str, crd_installed: None
+) -> None:
+    apply(kubectl, namespace, manifest())
+    kubectl(
+        "patch",
+        "whc",
+        "acme",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": _status().to_api()}),
+    )
+    header, row = kubectl("get", "whc", "-n", namespace).stdout.splitlines()
+    assert header.split() == ["NAME", "ENVIRONMENT", "READY", "STAGE", "EXPIRES", "RENEWAL", "AGE"]
+    name, environment, ready, stage, expires, renewal, _age = row.split()
+    assert (name, environment, ready, stage) == ("acme", "sandbox", "True", "Rotating")
+    # The times themselves: a date column would print these future times as "<invalid>".
+    assert expires == "2027-03-01T09:30:00Z"
+    assert renewal == "2026-12-01T09:30:00Z"
+    wide_header, wide_row = kubectl("get", "whc", "-n", namespace, "-o", "wide").stdout.splitlines()
+    assert wide_header.split()[-3:-1] == ["SERIAL", "SECRET"]
+    assert wide_row.split()[-3:-1] == ["0A1B", "acme-client"]
+    # The category is what users type to see everything the operator manages.
+    by_category = kubectl("get", "webhookcerts", "-n", namespace).stdout.splitlines()
+    assert by_category[1].split()[:2] == ["acme", "sandbox"]

@@ -1,0 +1,248 @@
+"""The core lifecycle with the operator running as users run it, against a real API server.
+
+Each test creates WebhookCertificates in a fresh namespace and watches what the operator does to
+Secrets, status and Events: first issue, restart without re-issue, the scheduled planned rotation,
+cut-over by annotation, emergency rotations, refusals, and a crash in the middle of an emergency.
+"""
+
+from __future__ import annotations
+
+import datetime
+import pathlib
+
+import kubernetes
+import pytest
+
+from tests import conftest, whc
+from webhookcerts.domain import names, pki
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def api(api_client: kubernetes.client.ApiClient, namespace: str) -> whc.Api:
+    return whc.Api(api_client, namespace)
+
+
+def ready(api: whc.Api, name: str) -> bool:
+    condition = api.condition(name, names.READY)
+    return condition is not None and condition.status == "True"
+
+
+def stage(api: whc.Api, name: str, wanted: str) -> bool:
+    return api.status(name).stage == wanted
+
+
+def test_create_issues_a_key_and_a_trust_store(
+    api: whc.Api, operator: conftest.OperatorProcess, tmp_path: pathlib.Path
+) -> None:
+    api.create("sandbox", environment="sandbox")
+    conftest.wait_for(lambda: ready(api, "sandbox"), what="Ready=True")
+
+    status = api.status("sandbox")
+    assert status.stage == "Active"
+    assert status.current is not None
+    assert status.revision == 1
+    assert status.renewal_time == status.current.not_after - datetime.timedelta(hours=2160)
+
+    secret = api.secret_object("sandbox-tls")
+    assert secret.type == "kubernetes.io/tls"
+    assert secret.metadata.labels["app.kubernetes.io/managed-by"] == "webhookcerts"
+    assert secret.metadata.labels[names.ENVIRONMENT_LABEL] == "sandbox"
+    assert [o.kind for o in secret.metadata.owner_references] == ["WebhookCertificate"]
+    data = api.secret("sandbox-tls")
+    assert data is not None
+    info = pki.check_key_pair(data["tls.key"], data["tls.crt"])
+    assert info.fingerprint == status.current.fingerprint
+    assert api.trusted_fingerprints() == {status.current.fingerprint}
+
+    # Interop: openssl reads what the operator wrote and the trust store accepts the certificate.
+    cert_file, ca_file = tmp_path / "tls.crt", tmp_path / "ca.crt"
+    cert_file.write_bytes(data["tls.crt"])
+    ca_file.write_bytes((api.secret("webhook-trust") or {})[names.TRUST_KEY])
+    text = whc.openssl("x509", "-in", str(cert_file), "-noout", "-text")
+    assert text.returncode == 0, text.stderr
+    assert b"Public-Key: (4096 bit)" in text.stdout
+    assert b"sha256WithRSAEncryption" in text.stdout
+    verify = whc.openssl("verify", "-CAfile", str(ca_file), str(cert_file))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert api.events("sandbox", "Issued")
+
+
+def test_restart_adopts_and_issues_no_new_key(api: whc.Api, operator: conftest.OperatorProcess) -> None:
+    api.create("live", environment="live")
+    conftest.wait_for(lambda: ready(api, "live"), what="Ready=True")
+    before = api.status("live").current
+    assert before is not None
+
+    operator.kill()
+    operator.start()
+    # Objects that exist when the operator starts go through the resume handler.
+    conftest.wait_for(lambda: "Handler 'reconcile-resume' succeeded" in operator.logs(), what="the resume handler")
+    after = api.status("live").current
+    assert after is not None
+    assert after.fingerprint == before.fingerprint
+    assert len(api.events("live", "Issued")) == 1
+
+
+def test_short_lived_certificate_starts_a_planned_rotation(api: whc.Api, operator: conftest.OperatorProcess) -> None:
+    api.create("short", duration="1h", renewBefore="59m50s")
+    conftest.wait_for(lambda: ready(api, "short"), what="Ready=True")
+    assert api.condition("short", names.SHORT_VALIDITY) is not None
+
+    conftest.wait_for(lambda: stage(api, "short", "Rotating"), timeout=120, what="stage Rotating")
+    status = api.status("short")
+    assert status.current is not None and status.next is not None
+    assert status.next.reason == "Planned"
+    rotating = api.condition("short", names.ROTATION_IN_PROGRESS)
+    assert rotating is not None and rotating.status == "True" and rotating.reason == "Renewing"
+    # Overlap: both trusted, and the current Secret still holds the current key.
+    assert api.trusted_fingerprints() == {status.current.fingerprint, status.next.fingerprint}
+    current = api.secret("short-tls") or {}
+    assert pki.inspect(current["tls.crt"]).fingerprint == status.current.fingerprint
+    assert api.events("short", "Renewing")
+
+
+def test_cutover_by_annotation_retires_the_old_certificate(api: whc.Api, operator: conftest.OperatorProcess) -> None:
+    api.create("cut", duration="1h", renewBefore="59m50s", revisionHistoryLimit=1)
+    conftest.wait_for(lambda: stage(api, "cut", "Rotating"), timeout=120, what="stage Rotating")
+    status = api.status("cut")
+    assert status.current is not None and status.next is not None
+    old, new = status.current, status.next
+
+    api.cutover("cut", "DEADBEEF")
+    conftest.wait_for(lambda: api.condition("cut", names.CUTOVER_REFUSED), what="CutoverRefused")
+    refused = api.condition("cut", names.CUTOVER_REFUSED)
+    assert refused is not None and refused.reason == "CutoverSerialMismatch"
+    assert new.serial in refused.message
+    assert api.status("cut").current == old  # nothing changed
+    assert api.events("cut", "CutoverSerialMismatch")
+
+    api.cutover("cut", new.serial)
+    conftest.wait_for(
+        lambda: (c := api.status("cut").current) is not None and c.fingerprint == new.fingerprint, what="the cut-over"
+    )
+    after = api.status("cut")
+    assert [(h.serial, h.reason) for h in after.history] == [(old.serial, "Superseded")]
+    assert old.fingerprint in after.revoked_fingerprints
+    # With renewBefore this close to duration, the new current is due for renewal at once, so a newer
+    # next may already stand beside it; the old certificate is never trusted again either way.
+    trusted = api.trusted_fingerprints()
+    assert new.fingerprint in trusted and old.fingerprint not in trusted
+    next_secret = api.secret("cut-tls-next")
+    assert next_secret is None or pki.inspect(next_secret["tls.crt"]).fingerprint not in (
+        old.fingerprint,
+        new.fingerprint,
+    )
+    current = api.secret("cut-tls") or {}
+    assert pki.inspect(current["tls.crt"]).fingerprint == new.fingerprint
+    # The refusal clears once the annotation names the current certificate.
+    conftest.wait_for(lambda: api.condition("cut", names.CUTOVER_REFUSED) is None, what="CutoverRefused cleared")
+    trust_annotations = api.secret_object("webhook-trust").metadata.annotations
+    assert old.fingerprint in trust_annotations[names.REVOKED_ANNOTATION]
+
+
+def test_emergency_while_idle_revokes_at_once(api: whc.Api, operator: conftest.OperatorProcess) -> None:
+    api.create("idle")
+    conftest.wait_for(lambda: ready(api, "idle"), what="Ready=True")
+    compromised = api.status("idle").current
+    assert compromised is not None
+
+    api.emergency("idle", "INC-1001")
+    conftest.wait_for(lambda: stage(api, "idle", "Compromised"), what="stage Compromised")
+    status = api.status("idle")
+    assert status.next is not None and status.next.reason == "Emergency"
+    assert status.last_emergency_rotation is not None and status.last_emergency_rotation.reference == "INC-1001"
+    assert compromised.fingerprint in status.revoked_fingerprints
+    # RevokeImmediately: only the new certificate is trusted from now on.
+    assert api.trusted_fingerprints() == {status.next.fingerprint}
+    condition = api.condition("idle", names.COMPROMISED)
+    assert condition is not None and condition.status == "True" and "INC-1001" in condition.message
+    warnings = api.events("idle", "EmergencyRotation")
+    assert len(warnings) == 1 and warnings[0].type == "Warning" and "INC-1001" in warnings[0].message
+
+    api.cutover("idle", status.next.serial)
+    conftest.wait_for(lambda: stage(api, "idle", "Active"), what="cut-over after the emergency")
+    after = api.status("idle")
+    assert [(h.serial, h.reason, h.incident) for h in after.history] == [
+        (compromised.serial, "Compromised", "INC-1001")
+    ]
+    assert api.secret("idle-tls-next") is None
+
+    # The same reference again is a no-op; so is any other annotation change.
+    revision = after.revision
+    api.emergency("idle", "INC-1001")
+    api.annotate("idle", unrelated="x")
+    conftest.wait_for(lambda: "unrelated" in (api.get("idle")["metadata"].get("annotations") or {}), what="annotation")
+    api.annotate("idle", probe="2")
+    conftest.wait_for(lambda: api.status("idle").stage == "Active", what="steady state")
+    assert api.status("idle").revision == revision
+    assert len(api.events("idle", "EmergencyRotation")) == 1
+
+
+def test_emergency_during_planned_rotation_discards_the_pending_next(
+    api: whc.Api, operator: conftest.OperatorProcess
+) -> None:
+    api.create("busy", duration="1h", renewBefore="59m50s", emergencyPolicy="KeepUntilCutover")
+    conftest.wait_for(lambda: stage(api, "busy", "Rotating"), timeout=120, what="stage Rotating")
+    before = api.status("busy")
+    assert before.current is not None and before.next is not None
+
+    api.emergency("busy", "INC-2002")
+    conftest.wait_for(lambda: stage(api, "busy", "Compromised"), what="stage Compromised")
+    status = api.status("busy")
+    assert status.next is not None and status.next.fingerprint != before.next.fingerprint
+    assert before.next.fingerprint in status.revoked_fingerprints
+    assert [(h.serial, h.reason) for h in status.history] == [(before.next.serial, "Compromised")]
+    # KeepUntilCutover: the compromised current stays trusted beside the new next, until cut-over.
+    assert api.trusted_fingerprints() == {before.current.fingerprint, status.next.fingerprint}
+
+
+@pytest.mark.parametrize(("reference", "fragment"), [("   ", "is empty"), ("X" * 200, "at most 128")])
+def test_bad_emergency_reference_is_refused(
+    api: whc.Api, operator: conftest.OperatorProcess, reference: str, fragment: str
+) -> None:
+    api.create("refuse")
+    conftest.wait_for(lambda: ready(api, "refuse"), what="Ready=True")
+    revision = api.status("refuse").revision
+    api.emergency("refuse", reference)
+    conftest.wait_for(lambda: api.condition("refuse", names.EMERGENCY_REFUSED), what="EmergencyRefused")
+    condition = api.condition("refuse", names.EMERGENCY_REFUSED)
+    assert condition is not None and fragment in condition.message
+    assert api.status("refuse").revision == revision
+    assert api.status("refuse").stage == "Active"
+
+
+def test_corrupted_secret_is_reported_and_never_overwritten(api: whc.Api, operator: conftest.OperatorProcess) -> None:
+    api.create("broken")
+    conftest.wait_for(lambda: ready(api, "broken"), what="Ready=True")
+    garbage = {"tls.key": "bm90IGEga2V5", "tls.crt": "bm90IGEgY2VydA=="}
+    api.core.patch_namespaced_secret("broken-tls", api.namespace, {"data": garbage})
+    api.annotate("broken", nudge="1")
+    conftest.wait_for(
+        lambda: (c := api.condition("broken", names.READY)) is not None and c.status == "False", what="Ready=False"
+    )
+    condition = api.condition("broken", names.READY)
+    assert condition is not None and condition.reason == "SecretCorrupted"
+    assert "emergency" in condition.message
+    assert api.secret("broken-tls") == {"tls.key": b"not a key", "tls.crt": b"not a cert"}
+    warning = api.events("broken", "SecretCorrupted")
+    assert warning and "emergency-rotation" in warning[0].message
+
+
+def test_operator_killed_mid_emergency_rotates_exactly_once(api: whc.Api, operator: conftest.OperatorProcess) -> None:
+    api.create("crash")
+    conftest.wait_for(lambda: ready(api, "crash"), what="Ready=True")
+    api.emergency("crash", "INC-3003")
+    # Kill the operator the moment the next key Secret exists: before or just after status records it.
+    written = conftest.wait_for(lambda: api.secret("crash-tls-next"), timeout=60, what="the next Secret")
+    operator.kill()
+    fingerprint = pki.inspect(written["tls.crt"]).fingerprint
+
+    operator.start()
+    api.annotate("crash", nudge="after-restart")
+    conftest.wait_for(lambda: stage(api, "crash", "Compromised"), what="stage Compromised after restart")
+    status = api.status("crash")
+    assert status.next is not None and status.next.fingerprint == fingerprint
+    assert status.revision == 2
+    assert status.last_emergency_rotation is not None and status.last_emergency_rotation.reference == "INC-3003"

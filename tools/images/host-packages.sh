@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the local node and the image build need, only when one is missing, so a
+# second `make setup` spends no time here: containerd and runc run the node's containers, buildah and
+# mmdebstrap build the images without a registry or a Docker engine.
+set -euo pipefail
+packages=(containerd runc buildah mmdebstrap)
+missing=()
+for pkg in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+  [ "$status" = "install ok installed" ] || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "host-packages.sh: ${missing[*]} missing and no apt-get here; install them with your package manager" >&2
+  exit 1
+fi
+sudo=""
+[ "$(id -u)" = 0 ] || sudo="sudo"
+echo "host-packages.sh: installing ${missing[*]} ..." >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -1,0 +1,3 @@
+module webhookcerts.local/tools/images/pause
+
+go 1.22

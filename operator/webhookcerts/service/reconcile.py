@@ -28,6 +28,7 @@ from webhookcerts.domain import clock as clock_mod
 from webhookcerts.domain import conditions, models, names, pki, policy, renewal, trust
 from webhookcerts.kube import client as kube_client
 from webhookcerts.kube import events, resources, secrets
+from webhookcerts.service import consumers, validation
 
 logger = logging.getLogger(__name__)
 
@@ -416,18 +417,10 @@ class _Reconciler:
             observed_generation=self.resource.generation,
         )
         self.status.conditions = updated
-        if (
-            type in _WARN_ON_TRUE
-            and status == "True"
-            and (before is None or before.status != "True" or before.reason != reason)
-        ):
-            self.event("Warning", reason, message)
-        if (
-            type == names.READY
-            and status == "False"
-            and (before is None or before.status != "False" or before.reason != reason)
-        ):
-            self.event("Warning", reason, message)
+        # An Event when a condition that people act on turns (or changes its reason), never on every pass.
+        event_type = _CONDITION_EVENTS.get(type, {}).get(status)
+        if event_type and (before is None or before.status != status or before.reason != reason):
+            self.event(event_type, reason, message)
 
     def drop_condition(self, type: str) -> None:
         self.status.conditions, _ = conditions.remove(self.status.conditions, type)
@@ -503,7 +496,58 @@ class _Reconciler:
         self.sync_trust()
         if self.spec.bundle is not None:
             self.sync_bundle()
+        self.validate_endpoint()
         self.save()
+
+    def validate_endpoint(self) -> None:
+        """Probe the endpoint with the pending next certificate, and with a revoked compromised one."""
+        check = self.spec.validation
+        current, pending = self.status.current, self.status.next
+        probes: list[tuple[str, secrets.SecretData | None, bool]] = []
+        if check is not None and pending is not None:
+            probes.append((names.ENDPOINT_ACCEPTS_NEXT, self.next_raw, True))
+        else:
+            self.drop_condition(names.ENDPOINT_ACCEPTS_NEXT)
+        revoked_now = (
+            current is not None and current.compromised_by and current.fingerprint in self.status.revoked_fingerprints
+        )
+        if check is not None and revoked_now:
+            probes.append((names.ENDPOINT_REJECTS_COMPROMISED, self.current_raw, False))
+        else:
+            self.drop_condition(names.ENDPOINT_REJECTS_COMPROMISED)
+        if check is None or not probes:
+            return
+        ca_pem = None
+        if check.ca_secret_ref is not None:
+            ca_secret = secrets.read(self.ctx.clients, self.resource.namespace, check.ca_secret_ref.name)
+            ca_pem = ca_secret.data.get(check.ca_secret_ref.key) if ca_secret else None
+            if ca_pem is None:
+                for type, _, _ in probes:
+                    self.set_condition(
+                        type,
+                        "False",
+                        "CASecretNotFound",
+                        f"validation.caSecretRef {check.ca_secret_ref.name} has no usable CA",
+                    )
+                return
+        for type, secret, want_accept in probes:
+            if secret is None or names.TLS_KEY not in secret.data:
+                continue
+            result = validation.probe(
+                check.url,
+                secret.data[names.TLS_CERT],
+                secret.data[names.TLS_KEY],
+                ca_pem=ca_pem,
+                timeout=check.timeout_seconds,
+            )
+            good = validation.Outcome.ACCEPTED if want_accept else validation.Outcome.REFUSED
+            if result.outcome is good:
+                self.set_condition(type, "True", result.outcome.value, f"{check.url}: {result.detail}")
+            elif result.outcome is validation.Outcome.UNREACHABLE:
+                self.set_condition(type, "Unknown", "Unreachable", f"{check.url}: {result.detail}")
+            else:
+                reason = "Refused" if want_accept else "StillAccepted"
+                self.set_condition(type, "False", reason, f"{check.url}: {result.detail}")
 
     def sync_trust(self) -> None:
         hash_ = sync_trust(
@@ -514,6 +558,17 @@ class _Reconciler:
         )
         if self.status.trust is None or self.status.trust.hash != hash_:
             self.update(trust={"secret_name": self.spec.trust.secret_name, "hash": hash_})
+        if self.spec.consumers:
+            statuses, patched = consumers.nudge(
+                self.ctx.clients, self.resource.namespace, self.spec.consumers, hash_, self.status.consumers, self.now
+            )
+            self.status.consumers = statuses
+            if patched:
+                self.event(
+                    "Normal", "TrustReloadRequested", f"trust store {hash_[:12]} announced to {', '.join(patched)}"
+                )
+        elif self.status.consumers:
+            self.status.consumers = []
 
     def bundle_sources(self) -> list[tuple[pki.Role, str, secrets.SecretData]]:
         """The key Secrets worth submitting: the current one (unless compromised) and a pending next."""
@@ -596,7 +651,14 @@ _STEPS: dict[policy.Action, Callable[[_Reconciler, policy.Observation, policy.De
     policy.Action.CUTOVER: _Reconciler.step_cutover,
     policy.Action.DELETE_STALE_NEXT: _Reconciler.step_delete_stale_next,
 }
-_WARN_ON_TRUE = frozenset({names.CUTOVER_REFUSED, names.EMERGENCY_REFUSED})
+_CONDITION_EVENTS: dict[str, dict[str, str]] = {
+    names.READY: {"False": "Warning"},
+    names.CUTOVER_REFUSED: {"True": "Warning"},
+    names.EMERGENCY_REFUSED: {"True": "Warning"},
+    names.BUNDLE_READY: {"False": "Warning"},
+    names.ENDPOINT_ACCEPTS_NEXT: {"True": "Normal", "False": "Warning"},
+    names.ENDPOINT_REJECTS_COMPROMISED: {"True": "Normal", "False": "Warning"},
+}
 
 
 def _unique(items: list[str]) -> list[str]:

@@ -1,0 +1,55 @@
+"""Telling the receiving pods that their trust store changed (the spec's ``consumers``).
+
+Run after every trust write and on every reconcile: a consumer that already carries the current trust
+hash is left alone, so nothing is patched (and nothing restarts) when nothing changed, while a pod
+created since the last change is caught up on the next pass.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+from webhookcerts.domain import models, names, selectors
+from webhookcerts.kube import client as kube_client
+from webhookcerts.kube import workloads
+
+
+def nudge(
+    clients: kube_client.Clients,
+    namespace: str,
+    consumers: list[models.Consumer],
+    trust_hash: str,
+    previous: list[models.ConsumerStatus],
+    now: datetime.datetime,
+) -> tuple[list[models.ConsumerStatus], list[str]]:
+    """Bring every consumer to ``trust_hash``; the new consumer status and what was patched."""
+    annotation = names.TRUST_HASH_ANNOTATION
+    before = {(c.selector, c.reload): c for c in previous}
+    statuses: list[models.ConsumerStatus] = []
+    patched: list[str] = []
+    all_workloads: list[workloads.Target] | None = None
+    for consumer in consumers:
+        selector = selectors.to_string(consumer.selector)
+        if consumer.reload == "Hot":
+            targets = workloads.pods(clients, namespace, selector, annotation)
+        else:
+            if all_workloads is None:
+                all_workloads = workloads.workloads(clients, namespace, annotation)
+            targets = [t for t in all_workloads if selectors.matches(consumer.selector, t.labels)]
+        for target in targets:
+            if target.annotation != trust_hash:
+                workloads.annotate(clients, namespace, target, annotation, trust_hash)
+                patched.append(f"{target.kind}/{target.name}")
+        old = before.get((selector, consumer.reload))
+        names_ = sorted(f"{t.kind}/{t.name}" for t in targets)
+        unchanged = old is not None and old.trust_hash == trust_hash and old.targets == names_
+        statuses.append(
+            models.ConsumerStatus(
+                selector=selector,
+                reload=consumer.reload,
+                trust_hash=trust_hash,
+                targets=names_,
+                updated_at=old.updated_at if unchanged and old is not None else now,
+            )
+        )
+    return statuses, patched

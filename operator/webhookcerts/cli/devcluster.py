@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import signal
 import sys
+from types import FrameType
 
 from webhookcerts.devcluster import cluster
 
@@ -36,9 +38,15 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.set_defaults(func=run)
 
 
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
     dev = cluster.DevCluster(args.dir)
     if args.verb == "up":
+        # A `kill` of a half-started cluster cleans up as Ctrl-C does, instead of leaving it half up.
+        signal.signal(signal.SIGTERM, _interrupt)
         state = dev.up(apiserver_port=args.apiserver_port, node=args.node, log=lambda m: print(m, file=sys.stderr))
         print(f"API server: {state.apiserver_url}")
         for name, ref in sorted(state.images.items()):

@@ -7,24 +7,30 @@ turns the errors users can act on into one line and a non-zero exit, never a tra
 from __future__ import annotations
 
 import argparse
+import pathlib
 import sys
 from collections.abc import Sequence
 
-from webhookcerts.cli import devcluster, run
+from webhookcerts.cli import certs, devcluster, run
 from webhookcerts.cli import providersim as providersim_cli
 from webhookcerts.cli import receiver as receiver_cli
 from webhookcerts.cli import trustsync as trustsync_cli
 from webhookcerts.devcluster import cluster
+from webhookcerts.kube import cli_support
+from webhookcerts.kube import client as kube_client
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="webhookcerts", description=__doc__.splitlines()[0])
+    # Invoked by kubectl as a plugin, usage and errors should read the way the user typed the command.
+    prog = "kubectl webhookcerts" if pathlib.Path(sys.argv[0]).name == "kubectl-webhookcerts" else "webhookcerts"
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     devcluster.add_parser(subparsers)
     run.add_parser(subparsers)
     receiver_cli.add_parser(subparsers)
     providersim_cli.add_parser(subparsers)
     trustsync_cli.add_parser(subparsers)
+    certs.add_parser(subparsers)
     return parser
 
 
@@ -32,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except cluster.DevClusterError as exc:
+    except (cluster.DevClusterError, kube_client.ConfigError, cli_support.CommandError) as exc:
         print(f"webhookcerts: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

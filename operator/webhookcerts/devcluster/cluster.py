@@ -28,7 +28,7 @@ READY_TIMEOUT = 90.0
 # Stop order matters: the kubelet and the controllers first (nothing may restart a container), the
 # containers, containerd, then the API server before etcd (one that outlives etcd hangs for minutes in
 # graceful shutdown).
-_STOP_FIRST = devnode.CONTROLLERS
+_STOP_FIRST = devnode.STOP_FIRST
 _STOP_LAST = ("containerd", "kube-apiserver", "etcd")
 
 # Kept here for the callers that know them as cluster.X.

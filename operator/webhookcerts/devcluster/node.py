@@ -26,8 +26,11 @@ failure first (see the KubeletConfiguration and containerd configuration below f
 Teardown order matters, or something survives: the kubelet and the controllers first, then every
 container (``runc delete --force`` in this node's runc root) and its shim, then containerd, then whatever
 is still mounted under the node's directory (the kubelet's root dir, secret volumes, sandbox ``shm``,
-container root file systems). A killed cluster's leftovers are found again by their paths, so the next
-``up`` or ``down`` removes them without waiting on anything that may hang.
+container root file systems). Each step works from the node's paths alone, with containerd dead or
+alive, and nothing in it waits on a socket that may never answer. So ``down``, an interrupted ``up`` and
+the ``up`` after a killed cluster all remove everything; and since every node lives under
+``<cache>/nodes``, any node's ``up`` also removes what a SIGKILLed test run left in a temporary
+directory nobody will ``down`` again (``sweep_orphans``).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import fcntl
 import hashlib
 import itertools
 import json
@@ -46,7 +50,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from webhookcerts.devcluster import base, pki
 
@@ -54,14 +58,39 @@ NODE_NAME = pki.NODE_NAME
 NAMESPACE = "k8s.io"  # containerd's namespace for Kubernetes' containers
 LINK_NAME = "whc-node"
 # Stopped before the containers are removed, so that nothing starts them again.
-CONTROLLERS = ("kubelet", "kube-controller-manager", "kube-scheduler")
+STOP_FIRST = ("kubelet", "kube-controller-manager", "kube-scheduler")
 HOST_TOOLS = ("containerd", "containerd-shim-runc-v2", "runc", "ctr")
 NODE_TIMEOUT = 120.0
 # sun_path holds 108 bytes; containerd also listens on "<socket>.ttrpc".
 _MAX_SOCKET_PATH = 100
 _SHIM_SOCKET_DIR = pathlib.Path("/run/containerd/s")
 _CONTAINER_LOG_LINKS = pathlib.Path("/var/log/containers")
-# Paths that only a devcluster node makes; how leftovers of a dead one are recognised.
+# The controllers that workloads, ServiceAccounts, namespaces and RBAC need, as in a real cluster. The
+# others (quotas, autoscaling, volumes, ...) would cost seconds of start-up on two cores for nothing.
+_CONTROLLERS = (
+    "serviceaccount-controller",
+    "serviceaccount-token-controller",
+    "root-ca-certificate-publisher-controller",
+    "clusterrole-aggregation-controller",
+    "namespace-controller",
+    "garbage-collector-controller",
+    "deployment-controller",
+    "replicaset-controller",
+    "statefulset-controller",
+    "daemonset-controller",
+    "job-controller",
+    "cronjob-controller",
+    "ttl-after-finished-controller",
+    "pod-garbage-collector-controller",
+    "disruption-controller",
+    "endpointslice-controller",
+    "node-lifecycle-controller",
+    "taint-eviction-controller",
+    "certificatesigningrequest-signing-controller",
+    "certificatesigningrequest-approving-controller",
+    "certificatesigningrequest-cleaner-controller",
+)
+
 Spawn = Callable[[str, list[str]], object]
 Wait = Callable[[str, Callable[[], bool], float, str], None]
 Log = Callable[[str], None]
@@ -158,6 +187,19 @@ def load_images() -> Images:
     )
 
 
+@contextlib.contextmanager
+def _images_shared_lock() -> Iterator[None]:
+    # tools/images/build.py holds this lock exclusively while it builds and prunes.
+    try:
+        lock = (images_manifest().parent / ".lock").open("a")
+    except OSError:
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        yield
+
+
 # --- starting --------------------------------------------------------------------------------------
 
 
@@ -196,7 +238,8 @@ class Node:
             base.binary(name)
         if len(str(self.layout.socket)) > _MAX_SOCKET_PATH:
             raise base.DevClusterError(
-                f"the path {self.layout.socket} is too long for a unix socket: set TMPDIR to a shorter directory"
+                f"the path {self.layout.socket} is too long for a unix socket: "
+                "set WEBHOOKCERTS_CACHE to a shorter directory"
             )
         self.images = load_images()
 
@@ -207,7 +250,11 @@ class Node:
             directory.mkdir(parents=True, exist_ok=True)
         self.layout.owner.write_text(str(self.cluster_dir))
         (self.cluster_dir / LINK_NAME).symlink_to(self.layout.root, target_is_directory=True)
-        self._seeded = self._seed(self.images)
+        with _images_shared_lock():
+            # A `make setup` may have replaced the images since `check`: take the ones there are now,
+            # and keep it from pruning them while they are being linked.
+            self.images = load_images()
+            self._seeded = self._seed(self.images)
         self._write_cni()
         self.layout.containerd_config.write_text(self._containerd_config(self.images))
         self._spawn("containerd", ["containerd", f"--config={self.layout.containerd_config}"])
@@ -381,6 +428,7 @@ class Node:
             "--bind-address=127.0.0.1",
             f"--secure-port={base.free_port()}",
             "--leader-elect=false",
+            f"--controllers={','.join(_CONTROLLERS)}",
             # The token controllers: ServiceAccounts, their projected tokens' signing key, kube-root-ca.crt.
             f"--service-account-private-key-file={certs / 'sa.key'}",
             f"--root-ca-file={certs / 'ca.crt'}",

@@ -34,10 +34,7 @@ def bin_dir() -> pathlib.Path:
 def cluster(tmp_path_factory: pytest.TempPathFactory, bin_dir: pathlib.Path) -> Iterator[devcluster.DevCluster]:
     """A real etcd + kube-apiserver for the whole session (API only, no node)."""
     dev = devcluster.DevCluster(tmp_path_factory.mktemp("devcluster") / "cluster", tie_to_parent=True)
-    up_kwargs: dict[str, object] = {}
-    if "node" in devcluster.DevCluster.up.__code__.co_varnames:
-        up_kwargs["node"] = False
-    dev.up(**up_kwargs)  # type: ignore[arg-type]
+    dev.up(node=False)
     old_path = os.environ.get("PATH", "")
     # The pinned kubectl and helm come first, never the machine's own.
     os.environ["PATH"] = f"{bin_dir}{os.pathsep}{old_path}"

@@ -246,3 +246,41 @@ def test_operator_killed_mid_emergency_rotates_exactly_once(api: whc.Api, operat
     assert status.next is not None and status.next.fingerprint == fingerprint
     assert status.revision == 2
     assert status.last_emergency_rotation is not None and status.last_emergency_rotation.reference == "INC-3003"
+
+
+def test_a_rotation_missed_while_the_operator_was_down_starts_on_restart(
+    api: whc.Api, operator: conftest.OperatorProcess
+) -> None:
+    api.create("catchup", duration="1h", renewBefore="59m50s")
+    conftest.wait_for(lambda: ready(api, "catchup"), what="Ready=True")
+    operator.kill()
+    renewal = api.status("catchup").renewal_time
+    assert renewal is not None
+    conftest.wait_for(
+        lambda: datetime.datetime.now(datetime.UTC) > renewal + datetime.timedelta(seconds=2),
+        timeout=60,
+        what="the renewal time to pass while the operator is down",
+    )
+    assert api.status("catchup").stage == "Active"
+    operator.start()
+    conftest.wait_for(lambda: stage(api, "catchup", "Rotating"), timeout=60, what="the missed rotation")
+
+
+def test_private_keys_stay_out_of_logs_events_and_status(api: whc.Api, operator: conftest.OperatorProcess) -> None:
+    api.create("secretive", duration="1h", renewBefore="59m50s")
+    conftest.wait_for(lambda: stage(api, "secretive", "Rotating"), timeout=120, what="stage Rotating")
+    api.emergency("secretive", "INC-6006")
+    conftest.wait_for(lambda: stage(api, "secretive", "Compromised"), what="stage Compromised")
+    keys = [(api.secret(n) or {}).get("tls.key", b"") for n in ("secretive-tls", "secretive-tls-next")]
+    # A recognisable run of each key's base64 body, as it would appear if anything printed the key.
+    fragments = [k.decode().splitlines()[5] for k in keys if k]
+    assert len(fragments) == 2
+    places = {
+        "operator log": operator.logs(),
+        "events": " ".join(e.message or "" for e in api.events("secretive")),
+        "status": str(api.get("secretive").get("status")),
+    }
+    for where, text in places.items():
+        assert "PRIVATE KEY" not in text, where
+        for fragment in fragments:
+            assert fragment not in text, where

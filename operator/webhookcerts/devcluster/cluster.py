@@ -121,7 +121,7 @@ class DevCluster:
     ) -> State:
         existing = State.load(self.directory)
         if existing is not None:
-            alive = [c for c in existing.components if pid_alive(c.pid)]
+            alive = [c for c in existing.components if base.component_alive(c.name, c.pid)]
             if alive and len(alive) == len(existing.components):
                 raise DevClusterError(
                     f"a cluster already runs in {self.directory} ({existing.apiserver_url}); "
@@ -343,7 +343,7 @@ class DevCluster:
             return
         width = max(len(c.name) for c in [*state.components, Component("api server", 0, "")]) + 2
         for component in state.components:
-            running = "running" if pid_alive(component.pid) else "NOT running"
+            running = "running" if base.component_alive(component.name, component.pid) else "NOT running"
             yield f"{component.name:<{width}}pid {component.pid:<8} {running:<12} log {component.log}"
         self.apiserver_url = state.apiserver_url
         certs = self.directory / "pki"

@@ -280,6 +280,7 @@ class Node:
         self._wait("containerd", self._containerd_serves, self.timeout, "its socket")
         if not self._seeded:
             self._import(self.images)
+        save_kernel_tunables()
         config = self.layout.kubelet / "config.json"
         self.layout.kubelet_root.mkdir(parents=True, exist_ok=True)
         config.write_text(json.dumps(self._kubelet_config(), indent=2))
@@ -576,7 +577,41 @@ def remove(node_dir: pathlib.Path) -> list[str]:
         return remaining
     remove_log_links(node_dir)
     shutil.rmtree(node_dir, ignore_errors=True)
+    if not any(p.is_dir() for p in nodes_dir().glob("*")):
+        restore_kernel_tunables()
     return []
+
+
+# The kubelet sets these on the host at start (there is no switch to leave them alone, and
+# protectKernelDefaults makes it refuse to start instead). A development machine gets them back when
+# its last node goes.
+KERNEL_TUNABLES = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
+
+
+def _tunables_file() -> pathlib.Path:
+    return nodes_dir() / "host-kernel-tunables.json"
+
+
+def save_kernel_tunables() -> None:
+    saved = _tunables_file()
+    if saved.exists():
+        return  # another node already started a kubelet: what is on the host now is not the original
+    values = {}
+    for name in KERNEL_TUNABLES:
+        with contextlib.suppress(OSError):
+            values[name] = (pathlib.Path("/proc/sys") / name).read_text().strip()
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(values))
+
+
+def restore_kernel_tunables() -> None:
+    saved = _tunables_file()
+    if not saved.exists():
+        return
+    for name, value in json.loads(saved.read_text()).items():
+        with contextlib.suppress(OSError):
+            (pathlib.Path("/proc/sys") / name).write_text(value)
+    saved.unlink()
 
 
 def sweep_orphans(log: Log) -> None:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 import kubernetes
@@ -99,13 +99,24 @@ class KubectlRunner:
 class OperatorProcess:
     """The operator as users run it (``webhookcerts run``), in a subprocess a test may kill."""
 
-    def __init__(self, kubeconfig: pathlib.Path, namespace: str, log_path: pathlib.Path) -> None:
+    def __init__(
+        self,
+        kubeconfig: pathlib.Path,
+        namespace: str | None,
+        log_path: pathlib.Path,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        """``namespace`` None watches every namespace; ``extra_args`` go last (they win over ours)."""
         self.kubeconfig, self.namespace, self.log_path = kubeconfig, namespace, log_path
+        self.extra_args = list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         argv = [sys.executable, "-m", "webhookcerts", "run", "--standalone", "-v"]
-        argv += ["--kubeconfig", str(self.kubeconfig), "-n", self.namespace]
+        argv += ["--kubeconfig", str(self.kubeconfig)]
+        argv += ["-n", self.namespace] if self.namespace else []
+        # No metrics endpoint unless a test asks for one: operators of several tests may run at once.
+        argv += ["--metrics-port", "0", *self.extra_args]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 argv,

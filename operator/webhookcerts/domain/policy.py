@@ -7,7 +7,7 @@ first decision wins. The order encodes the lifecycle's priorities:
 1. an emergency beats everything (it is also the documented recovery from a broken Secret);
 2. an interrupted cut-over is finished before anything else reads the current Secret;
 3. a current Secret that is missing, corrupt or changed stops everything (never auto-replaced: the
-   provider holds a copy of that key);
+   provider holds a copy of that key) but a cut-over the user asks for, which is the way out;
 4. a cut-over asked for by annotation, then one forced by expiry;
 5. the planned renewal at ``renewalTime``.
 
@@ -114,6 +114,10 @@ def emergency_requested(obs: Observation) -> Decision | None:
     handled = obs.status.last_emergency_rotation
     if handled is not None and handled.reference == reference:
         return None
+    if any(entry.incident == reference for entry in obs.status.history):
+        # An earlier incident's reference put back (a GitOps sync of an old manifest, an undo): it was
+        # handled when it came first, and rotating again would revoke the certificate in use now.
+        return None
     problem = validate_reference(reference)
     if problem is not None:
         return Decision(Action.REFUSE_EMERGENCY, "InvalidEmergencyReference", problem, reference)
@@ -143,11 +147,22 @@ def current_secret_sound(obs: Observation) -> Decision | None:
             return Decision(Action.ISSUE_INITIAL, "SecretDoesNotExist", f"issuing the first key into Secret {name}")
         if secret.problem is None:
             return Decision(Action.ADOPT_CURRENT, "SecretAdopted", f"adopting the key already in Secret {name}")
+    pending = obs.status.next
+    if recorded is not None and pending is not None and _same_serial(obs.cutover_serial or "", pending.serial):
+        # The way out of a broken current Secret: the user cuts over to the pending next (the one an
+        # emergency issued, typically). The cut-over rewrites this Secret, so its state no longer
+        # matters; the next Secret is still checked before anything is copied from it.
+        return None
     recovery = (
         "the provider may still hold the old key, so the operator will not replace it on its own; "
         "to recover, start an emergency rotation: kubectl annotate whc NAME "
         "webhookcerts.io/emergency-rotation=<incident reference>"
     )
+    if pending is not None:
+        recovery += (
+            f", or, once the provider uses the pending next certificate, cut over to it: kubectl annotate whc "
+            f"NAME webhookcerts.io/cutover={pending.serial}"
+        )
     if not secret.exists:
         return Decision(
             Action.NOT_READY,

@@ -23,6 +23,7 @@ from webhookcerts.service import reconcile
 logger = logging.getLogger(__name__)
 
 TIMER_INTERVAL = 20.0
+FORBIDDEN_RETRY = 30.0
 KOPF_PREFIX = f"kopf.{names.PREFIX}"
 RESOURCE = (models.GROUP, models.VERSION, models.PLURAL)
 
@@ -76,12 +77,21 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 def _reconcile(body: kopf.Body) -> None:
+    namespace, name = body.metadata.namespace or "", body.metadata.name or ""
     with _locks[body.metadata.uid or ""]:
         try:
-            result = reconcile.reconcile_latest(_ctx(), body.metadata.namespace or "", body.metadata.name or "")
-        except kube_client.ApiError as exc:
+            result = reconcile.reconcile_latest(_ctx(), namespace, name)
+        except Exception as exc:
+            _ctx().metrics.reconcile_failed(namespace, name, str(body.spec.get("environment", "")))
+            if not isinstance(exc, kube_client.ApiError):
+                raise
+            message = kube_client.api_error_reason(exc)
+            if exc.status == 403:
+                # Missing RBAC is fixed by a person, not by retrying: report it where people look.
+                reconcile.report_forbidden(_ctx(), namespace, name, message)
+                raise kopf.TemporaryError(f"API 403: {message}", delay=FORBIDDEN_RETRY) from exc
             delay = 1 if exc.status in kube_client.TRANSIENT_STATUSES else 10
-            raise kopf.TemporaryError(f"API {exc.status}: {kube_client.api_error_reason(exc)}", delay=delay) from exc
+            raise kopf.TemporaryError(f"API {exc.status}: {message}", delay=delay) from exc
     if result is not None:
         logger.debug("%s: %s (%s)", body.metadata.name, result.decision.reason, result.decision.action.value)
 

@@ -45,8 +45,17 @@ def list_all(clients: kube_client.Clients) -> list[dict[str, Any]]:
 
 
 def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """The merge patch that turns status ``old`` into ``new``: changed fields, and null for removed ones."""
-    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
+    """The merge patch that turns status ``old`` into ``new``: changed fields, and null for removed ones.
+
+    Nested objects are diffed too: a merge patch merges into them, so a key dropped from a nested object
+    (``current.compromisedBy`` after a cut-over) must be sent as null or it survives on the server.
+    """
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if before == value:
+            continue
+        patch[key] = status_patch(before, value) if isinstance(before, dict) and isinstance(value, dict) else value
     patch.update({k: None for k in old if k not in new})
     return patch
 

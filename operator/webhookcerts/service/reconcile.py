@@ -28,7 +28,7 @@ from webhookcerts.domain import clock as clock_mod
 from webhookcerts.domain import conditions, models, names, pki, policy, renewal, trust
 from webhookcerts.kube import client as kube_client
 from webhookcerts.kube import events, resources, secrets
-from webhookcerts.service import consumers, validation
+from webhookcerts.service import consumers, metrics, validation
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class Context:
     clients: kube_client.Clients
     clock: clock_mod.Clock = dataclasses.field(default_factory=clock_mod.SystemClock)
     keygen: KeyGenerator = pki.new_key_pair
+    metrics: metrics.Metrics = dataclasses.field(default_factory=metrics.default)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +107,49 @@ def forget(ctx: Context, body: dict[str, Any]) -> None:
     """A WebhookCertificate is going away: its certificates leave the shared trust store."""
     resource, spec = Resource.from_body(body), parse_spec(body)
     sync_trust(ctx, resource.namespace, spec.trust.secret_name, exclude=resource.name)
+    ctx.metrics.forget(resource.namespace, resource.name)
+
+
+def report_forbidden(ctx: Context, namespace: str, name: str, message: str) -> None:
+    """The API server refused one of our calls (RBAC): say so in Ready and an Event, as far as allowed.
+
+    ``message`` is the API server's, which names the verb, the resource and the service account. Each
+    write here is best effort: the refused permission may be the very one needed to report it, and
+    the log line is the one report that always gets out.
+    """
+    logger.warning("%s/%s: Forbidden: %s", namespace, name, message)
+    try:
+        body = resources.get(ctx.clients, namespace, name)
+        if body is None:
+            return
+        resource, status = Resource.from_body(body), parse_status(body)
+        before = status.to_api()
+        previous = conditions.get(status.conditions, names.READY)
+        status.conditions, changed = conditions.set_condition(
+            status.conditions,
+            type=names.READY,
+            status="False",
+            reason="Forbidden",
+            message=message,
+            now=ctx.clock.now(),
+            observed_generation=resource.generation,
+        )
+        if not changed:
+            return
+        # An Event only when the report is news, never on every retry.
+        if previous is None or previous.reason != "Forbidden" or previous.message != message:
+            events.record(
+                ctx.clients, namespace, name, resource.uid, type="Warning", reason="Forbidden", message=message
+            )
+        resources.patch_status(ctx.clients, namespace, name, before, status.to_api())
+    except kube_client.ApiError as exc:
+        logger.warning(
+            "%s/%s: could not report the refusal: API %s: %s",
+            namespace,
+            name,
+            exc.status,
+            kube_client.api_error_reason(exc),
+        )
 
 
 # --- observation -----------------------------------------------------------------------------------
@@ -263,6 +307,7 @@ class _Reconciler:
             )
         self.observe()
         self.converge(decision, refusals)
+        self.ctx.metrics.observe(self.resource.namespace, self.resource.name, self.spec.environment, self.status)
         return Result(self.status, decision, policy.next_wakeup(self.spec, self.status))
 
     # steps ----------------------------------------------------------------------------------------
@@ -303,6 +348,7 @@ class _Reconciler:
         }
         self.update(next=pending, revision=revision)
         self.save()
+        self.ctx.metrics.rotated(self.resource.namespace, self.resource.name, self.spec.environment, "planned")
         self.sync_trust()
         self.event(
             "Normal",
@@ -342,6 +388,7 @@ class _Reconciler:
             last_emergency_rotation={"reference": reference, "handled_at": self.now},
         )
         self.save()
+        self.ctx.metrics.rotated(self.resource.namespace, self.resource.name, self.spec.environment, "emergency")
         self.sync_trust()
         self.event(
             "Warning",
@@ -372,6 +419,7 @@ class _Reconciler:
         }
         self.update(current=current, next=None, history=self.trim(history), revoked_fingerprints=_unique(revoked))
         self.save()
+        self.ctx.metrics.cut_over(self.resource.namespace, self.resource.name, self.spec.environment)
         self.sync_trust()
         # Only now, with the trust store no longer naming it, is the old key destroyed.
         secrets.delete(self.ctx.clients, self.resource.namespace, self.spec.next_secret_name)
@@ -563,6 +611,9 @@ class _Reconciler:
                 self.ctx.clients, self.resource.namespace, self.spec.consumers, hash_, self.status.consumers, self.now
             )
             self.status.consumers = statuses
+            self.ctx.metrics.trust_reloaded(
+                self.resource.namespace, self.resource.name, self.spec.environment, len(patched)
+            )
             if patched:
                 self.event(
                     "Normal", "TrustReloadRequested", f"trust store {hash_[:12]} announced to {', '.join(patched)}"

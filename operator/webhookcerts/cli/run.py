@@ -108,12 +108,17 @@ def run(args: argparse.Namespace) -> int:
             return 1
         logging.getLogger(__name__).info("serving metrics on %s:%d/metrics", args.metrics_address, args.metrics_port)
     namespaces = args.namespace or []
-    kopf.run(
-        standalone=args.standalone or None,
-        peering_name=args.peering,
-        priority=args.priority,
-        namespaces=namespaces,
-        clusterwide=not namespaces,
-        liveness_endpoint=args.liveness,
-    )
+    try:
+        kopf.run(
+            standalone=args.standalone or None,
+            peering_name=args.peering,
+            priority=args.priority,
+            namespaces=namespaces,
+            clusterwide=not namespaces,
+            liveness_endpoint=args.liveness,
+        )
+    except Exception:
+        # Through logging, so that even the last words are a JSON line when the format is json.
+        logging.getLogger(__name__).exception("the operator stopped on an error")
+        return 1
     return 0

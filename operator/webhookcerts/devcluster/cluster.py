@@ -118,7 +118,10 @@ class DevCluster:
         node: bool = True,
         node_timeout: float = devnode.NODE_TIMEOUT,
         log: Callable[[str], None] = lambda _m: None,
+        kubelet_sync_frequency: str = devnode.SYNC_FREQUENCY,
     ) -> State:
+        """Start the cluster; ``kubelet_sync_frequency`` is the node's kubelet ``syncFrequency`` (how
+        often it syncs each pod, remounting its Secret volumes), a Go duration."""
         existing = State.load(self.directory)
         if existing is not None:
             alive = [c for c in existing.components if base.component_alive(c.name, c.pid)]
@@ -142,6 +145,7 @@ class DevCluster:
                 wait=self._wait,
                 log=log,
                 timeout=node_timeout,
+                sync_frequency=kubelet_sync_frequency,
             )
             self._node.check()
             devnode.sweep_orphans(log)

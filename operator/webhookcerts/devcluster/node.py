@@ -61,6 +61,8 @@ LINK_NAME = "whc-node"
 STOP_FIRST = ("kubelet", "kube-controller-manager", "kube-scheduler")
 HOST_TOOLS = ("containerd", "containerd-shim-runc-v2", "runc", "ctr")
 NODE_TIMEOUT = 120.0
+# Mounted Secrets follow their Secret within seconds instead of the kubelet's default minute.
+SYNC_FREQUENCY = "5s"
 # sun_path holds 108 bytes; containerd also listens on "<socket>.ttrpc".
 _MAX_SOCKET_PATH = 100
 _SHIM_SOCKET_DIR = pathlib.Path("/run/containerd/s")
@@ -215,8 +217,10 @@ class Node:
         wait: Wait,
         log: Log,
         timeout: float = NODE_TIMEOUT,
+        sync_frequency: str = SYNC_FREQUENCY,
     ) -> None:
         self.cluster_dir = cluster_dir
+        self.sync_frequency = sync_frequency
         self.layout = Layout.of(cluster_dir)
         self.certs = certs
         self._spawn = spawn
@@ -488,8 +492,7 @@ class Node:
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,
             "evictionHard": {"nodefs.available": "0%", "nodefs.inodesFree": "0%", "imagefs.available": "0%"},
-            # Mounted Secrets follow their Secret within seconds instead of a minute.
-            "syncFrequency": "5s",
+            "syncFrequency": self.sync_frequency,
             "serializeImagePulls": False,
         }
 

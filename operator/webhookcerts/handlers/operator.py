@@ -10,6 +10,7 @@ timer and an event handler from reconciling one object at the same time.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 from typing import Any
@@ -49,9 +50,11 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     # Kopf talks to the cluster our own clients were configured for, from a kubeconfig or in-cluster.
     conn = kube_client.connection(_ctx().clients)
     if conn.in_cluster:
-        # Kopf re-reads the projected token itself when it rotates.
+        # Kopf re-reads the projected token itself when it rotates (it logs in again on a 401). Its
+        # service-account login names the API server by its DNS name; ours, as client-go does, by the
+        # address the kubelet puts in the environment: the same server, also where no cluster DNS runs.
         info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
-        return info
+        return dataclasses.replace(info, server=conn.server) if info is not None else None
     return kopf.ConnectionInfo(
         server=conn.server,
         ca_path=conn.ca_path,

@@ -1,0 +1,86 @@
+"""``python benchmarks/run.py [NAME ...] [--write]``: run benchmarks, print JSON, optionally record them.
+
+``make bench`` runs every benchmark. Each prints its result as JSON; with ``--write`` it also rewrites
+its own section of docs/benchmarks.md, which refuses fewer runs than the figure there promises.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import shlex
+import sys
+import tempfile
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+# Run as a script, this file's directory is on sys.path, not the repository the package lives in.
+for entry in (REPO, REPO / "operator"):
+    if str(entry) not in sys.path:
+        sys.path.insert(0, str(entry))
+
+from benchmarks import controlplane, emergency, harness, pod_reload, receiver, report  # noqa: E402
+
+NAMES = (controlplane.NAME, emergency.NAME, receiver.NAME, pod_reload.NAME)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="benchmarks/run.py",
+        description="Run the benchmarks and print their results as JSON; --write records them in docs/benchmarks.md.",
+    )
+    p.add_argument("names", nargs="*", metavar="NAME", help=f"any of {', '.join(NAMES)} (default: all)")
+    p.add_argument("--write", action="store_true", help="update the benchmark's section of docs/benchmarks.md")
+    p.add_argument("--controlplane-runs", type=int, default=controlplane.MIN_RUNS)
+    p.add_argument("--emergency-runs", type=int, default=emergency.MIN_RUNS)
+    p.add_argument("--receiver-seconds", type=float, default=10.0, help="length of each receiver run")
+    p.add_argument("--receiver-repeats", type=int, default=3, help="runs per receiver variant")
+    p.add_argument("--pod-reload-runs", type=int, default=pod_reload.MIN_RUNS, help="runs with and without the nudge")
+    p.add_argument(
+        "--pod-reload-sync",
+        default=pod_reload.KUBELET_DEFAULT_SYNC,
+        metavar="DURATION",
+        help=f"the node's kubelet syncFrequency (default {pod_reload.KUBELET_DEFAULT_SYNC}, the kubelet's own)",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    names = args.names or list(NAMES)
+    unknown = sorted(set(names) - set(NAMES))
+    if unknown:
+        p.error(f"unknown benchmark {', '.join(unknown)}; choose from {', '.join(NAMES)}")
+    if args.write and (args.controlplane_runs < controlplane.MIN_RUNS or args.emergency_runs < emergency.MIN_RUNS):
+        print(
+            f"--write needs at least {controlplane.MIN_RUNS} control plane and {emergency.MIN_RUNS} emergency runs",
+            file=sys.stderr,
+        )
+        return 2
+    if args.write and args.pod_reload_runs < pod_reload.MIN_RUNS:
+        print(f"--write needs at least {pod_reload.MIN_RUNS} pod reload runs", file=sys.stderr)
+        return 2
+    command = shlex.join(["python", "benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])])
+    for name in names:
+        with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+            work = pathlib.Path(tmp)
+            if name == controlplane.NAME:
+                result = controlplane.measure(work, runs=args.controlplane_runs)
+                body = controlplane.section(result, command)
+            elif name == emergency.NAME:
+                result = emergency.measure(work, runs=args.emergency_runs)
+                body = emergency.section(result, command)
+            elif name == pod_reload.NAME:
+                result = pod_reload.measure(work, runs=args.pod_reload_runs, sync_frequency=args.pod_reload_sync)
+                body = pod_reload.section(result, command)
+            else:
+                result = receiver.measure(work, seconds=args.receiver_seconds, repeats=args.receiver_repeats)
+                body = receiver.section(result, command)
+        print(harness.dump(result), flush=True)
+        if args.write:
+            report.write_section(name, body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+{{/* Names, labels and the RBAC rules shared by the templates. */}}
+
+{{- define "webhookcerts.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "webhookcerts.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "webhookcerts.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "webhookcerts.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "webhookcerts.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "webhookcerts.labels" -}}
+helm.sh/chart: {{ include "webhookcerts.chart" . }}
+{{ include "webhookcerts.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: webhookcerts
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "webhookcerts.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "webhookcerts.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name must name an existing ServiceAccount when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "webhookcerts.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "webhookcerts.peering" -}}
+{{- gt (int .Values.replicaCount) 1 | ternary "true" "" -}}
+{{- end -}}
+
+{{- define "webhookcerts.peeringName" -}}
+{{- default (include "webhookcerts.fullname" .) .Values.peering.name -}}
+{{- end -}}
+
+{{/*
+What the operator does in the namespaces it serves, verb for verb (README.md, "RBAC", says where each
+comes from). Used as a ClusterRole's rules when every namespace is watched, or as a Role's in each
+watched namespace. tests/integration/test_chart_rbac.py runs the operator with exactly these rules.
+*/}}
+{{- define "webhookcerts.namespacedRules" -}}
+# WebhookCertificates: Kopf lists and watches them and keeps its progress in annotations (patch); the
+# reconciler reads one afresh before acting and lists a namespace's to assemble a shared trust store.
+- apiGroups: ["webhookcerts.io"]
+  resources: ["webhookcertificates"]
+  verbs: ["get", "list", "watch", "patch"]
+# Their status: merge patches of what changed.
+- apiGroups: ["webhookcerts.io"]
+  resources: ["webhookcertificates/status"]
+  verbs: ["patch"]
+# Key, trust store and bundle Secrets, always by name (never a list or a watch of every Secret):
+# read, created, brought up to date, and the retired key destroyed at cut-over.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "patch", "delete"]
+# An Event for every state change.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+# Consumers (spec.consumers): Hot reload annotates the pods that mount the trust store...
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "patch"]
+# ...Rollout annotates the pod template of their Deployment or StatefulSet.
+- apiGroups: ["apps"]
+  resources: ["deployments", "statefulsets"]
+  verbs: ["list", "patch"]
+{{- if and (include "webhookcerts.peering" .) .Values.watchNamespaces }}
+# Kopf peering between replicas, in each watched namespace.
+- apiGroups: ["kopf.dev"]
+  resources: ["kopfpeerings"]
+  verbs: ["get", "list", "watch", "patch"]
+{{- end }}
+{{- end -}}
+
+{{/* What Kopf itself reads cluster-wide, whatever the namespaces watched. */}}
+{{- define "webhookcerts.clusterRules" -}}
+# Kopf notices CRDs being added or removed (it serves WebhookCertificates once their CRD exists).
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["list", "watch"]
+{{- if .Values.watchNamespaces }}
+# Kopf notices the watched namespaces being created or deleted.
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+{{- else if include "webhookcerts.peering" . }}
+# Kopf peering between replicas, cluster-wide.
+- apiGroups: ["kopf.dev"]
+  resources: ["clusterkopfpeerings"]
+  verbs: ["get", "list", "watch", "patch"]
+{{- end }}
+{{- end -}}

@@ -1,0 +1,202 @@
+"""The chart on the local node: `helm install --wait`, the operator in its pod, upgrade and uninstall.
+
+The operator runs in the project's image, in the pod the chart describes, as the chart's ServiceAccount:
+a planned rotation, a cut-over and an emergency rotation complete, so the chart's RBAC is enough in
+the form users deploy it. Its metrics are scraped with curl from the pod's port (the node's network),
+its logs are JSON lines, a `helm upgrade` with a changed value replaces the pod and the new one carries
+on, and `helm uninstall` leaves the CRD, the WebhookCertificates and their key Secrets in place.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+from typing import Any
+
+import kubernetes
+import pytest
+import yaml
+from prometheus_client import parser
+
+from tests import conftest, whc
+from webhookcerts.devcluster import base
+from webhookcerts.devcluster import cluster as devcluster
+from webhookcerts.domain import names
+
+pytestmark = pytest.mark.e2e
+
+CHART = conftest.REPO / "charts" / "webhookcerts"
+RELEASE = "wc"
+DEPLOYMENT = f"{RELEASE}-webhookcerts"
+SELECTOR = f"app.kubernetes.io/instance={RELEASE}"
+
+
+class Helm:
+    def __init__(self, executable: pathlib.Path, kubeconfig: pathlib.Path) -> None:
+        self.executable, self.kubeconfig = executable, kubeconfig
+
+    def __call__(self, *args: str, check: bool = True) -> str:
+        done = subprocess.run(
+            [str(self.executable), "--kubeconfig", str(self.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        if check:
+            assert done.returncode == 0, f"helm {' '.join(args)} failed ({done.returncode}): {done.stdout}{done.stderr}"
+        return done.stdout
+
+
+def devcluster_values(cluster: devcluster.DevCluster, path: pathlib.Path, metrics_port: int, health_port: int) -> str:
+    """values-devcluster.yaml with this cluster's API server port, image tag and free host ports."""
+    values: dict[str, Any] = yaml.safe_load((CHART / "values-devcluster.yaml").read_text())
+    port = cluster.apiserver_url.rsplit(":", 1)[1]
+    for env in values["env"]:
+        if env["name"].startswith("KUBERNETES_SERVICE_PORT"):
+            env["value"] = port
+    repository, tag = cluster.images["webhookcerts"].rsplit(":", 1)
+    assert repository == values["image"]["repository"], "the node's image is not the one the values file names"
+    values["image"]["tag"] = tag
+    values["metrics"]["port"] = metrics_port
+    values["operator"]["healthPort"] = health_port
+    path.write_text(yaml.safe_dump(values))
+    return str(path)
+
+
+def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    done = subprocess.run(
+        ["curl", "--silent", "--show-error", "--fail", f"http://127.0.0.1:{port}/metrics"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in parser.text_string_to_metric_families(done.stdout)
+        for s in family.samples
+    }
+
+
+def operator_pod(kubectl: conftest.KubectlRunner, namespace: str) -> dict[str, Any]:
+    pods = json.loads(kubectl("get", "pods", "-n", namespace, "-l", SELECTOR, "-o", "json").stdout)["items"]
+    running = [p for p in pods if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
+    assert len(running) == 1, [p["metadata"]["name"] for p in pods]
+    pod: dict[str, Any] = running[0]
+    return pod
+
+
+def test_the_chart_runs_the_operator_in_its_pod(
+    node_cluster: devcluster.DevCluster,
+    node_kubectl: conftest.KubectlRunner,
+    node_namespace: str,
+    bin_dir: pathlib.Path,
+    tmp_path: pathlib.Path,
+) -> None:
+    helm = Helm(bin_dir / "helm", node_cluster.kubeconfig)
+    kubectl = node_kubectl
+    metrics_port, health_port = base.free_port(), base.free_port()
+    values = devcluster_values(node_cluster, tmp_path / "values.yaml", metrics_port, health_port)
+    helm("lint", "--strict", str(CHART), "-f", values)
+    helm("install", RELEASE, str(CHART), "-n", node_namespace, "-f", values, "--wait", "--timeout=5m")
+
+    # The pod as the chart describes it: the chart's ServiceAccount, non-root, a read-only root.
+    pod = operator_pod(kubectl, node_namespace)
+    assert pod["spec"]["serviceAccountName"] == DEPLOYMENT
+    name = pod["metadata"]["name"]
+    assert kubectl("exec", "-n", node_namespace, name, "--", "id", "-u").stdout.strip() == "10001"
+    refused = kubectl("exec", "-n", node_namespace, name, "--", "touch", "/opt/x", check=False)
+    assert refused.returncode != 0 and "Read-only file system" in refused.stderr
+
+    configuration = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(config_file=str(node_cluster.kubeconfig), client_configuration=configuration)
+    api = whc.Api(kubernetes.client.ApiClient(configuration), node_namespace)
+    labels = {"name": "upvest-live", "namespace": node_namespace, "environment": "live"}
+    try:
+        api.create("upvest-live", environment="live", duration="1h", renewBefore="59m50s")
+        rotating = conftest.wait_for(
+            lambda: (s := api.status("upvest-live")).next is not None and s, timeout=180, what="a planned rotation"
+        )
+        assert rotating.next is not None and rotating.next.reason == "Planned"
+        api.cutover("upvest-live", rotating.next.serial)
+        conftest.wait_for(
+            lambda: (c := api.status("upvest-live").current) is not None and c.serial == rotating.next.serial,
+            timeout=120,
+            what="the cut-over",
+        )
+        api.emergency("upvest-live", "INC-7")
+        compromised = conftest.wait_for(
+            lambda: (s := api.status("upvest-live")).stage == "Compromised" and s, timeout=120, what="the emergency"
+        )
+        assert compromised.next is not None
+        assert api.events("upvest-live", "EmergencyRotation") and not api.events("upvest-live", "Forbidden")
+
+        scraped = scrape(metrics_port)
+        assert scraped[("webhookcerts_rotations_total", frozenset({**labels, "reason": "emergency"}.items()))] == 1
+        assert scraped[("webhookcerts_cutovers_total", frozenset(labels.items()))] == 1
+        assert scraped[("webhookcerts_certificate_compromised", frozenset(labels.items()))] == 1
+        logs = kubectl("logs", "-n", node_namespace, name).stdout
+        lines = [json.loads(line) for line in logs.splitlines() if line.strip()]
+        assert any("EmergencyRotation" in line["message"] for line in lines)
+
+        # Upgrade with a changed value: a new pod (Recreate), text logs, and it carries on: cut over.
+        helm(
+            "upgrade", RELEASE, str(CHART), "-n", node_namespace, "--reuse-values",
+            "--set", "operator.logFormat=text", "--wait", "--timeout=5m",
+        )  # fmt: skip
+        conftest.wait_for(
+            lambda: (p := operator_pod_or_none(kubectl, node_namespace)) and p["metadata"]["name"] != name,
+            timeout=180,
+            what="the upgraded pod",
+        )
+        upgraded = operator_pod(kubectl, node_namespace)
+        assert "--log-format=text" in upgraded["spec"]["containers"][0]["args"]
+        api.cutover("upvest-live", compromised.next.serial)
+        after = conftest.wait_for(
+            lambda: (
+                (s := api.status("upvest-live")).current is not None
+                and s.current.serial == compromised.next.serial
+                and s
+            ),
+            timeout=120,
+            what="the cut-over by the upgraded operator",
+        )
+        assert after.current is not None and not after.current.compromised_by
+        text_logs = kubectl("logs", "-n", node_namespace, upgraded["metadata"]["name"]).stdout
+        assert "CutOver" in text_logs and not text_logs.lstrip().startswith("{")
+
+        # Uninstall: the operator goes, the CRD, the WebhookCertificate and its key Secret stay.
+        helm("uninstall", RELEASE, "-n", node_namespace, "--wait", "--timeout=5m")
+        conftest.wait_for(
+            lambda: (
+                not json.loads(kubectl("get", "pods", "-n", node_namespace, "-l", SELECTOR, "-o", "json").stdout)[
+                    "items"
+                ]
+            ),
+            timeout=120,
+            what="the operator pod to go",
+        )
+        kubectl("get", "crd", "webhookcertificates.webhookcerts.io")
+        assert api.status("upvest-live").current == after.current
+        kept = api.secret(after.current.secret_name) or {}
+        assert names.TLS_KEY in kept
+    finally:
+        shown = kubectl("logs", "-n", node_namespace, "-l", SELECTOR, "--tail=300", check=False)
+        print(f"--- operator pod log ---\n{shown.stdout}{shown.stderr}")
+        # Whatever happened, nothing of the release outlives the test (a no-op after the uninstall above).
+        helm("uninstall", RELEASE, "-n", node_namespace, "--wait", "--timeout=2m", "--ignore-not-found", check=False)
+        # The kept objects carry Kopf's finalizer: without an operator the namespace could never go.
+        kubectl(
+            "patch", "whc", "upvest-live", "-n", node_namespace, "--type=merge",
+            "-p", '{"metadata":{"finalizers":null}}', check=False,
+        )  # fmt: skip
+
+
+def operator_pod_or_none(kubectl: conftest.KubectlRunner, namespace: str) -> dict[str, Any] | None:
+    try:
+        return operator_pod(kubectl, namespace)
+    except AssertionError:
+        return None

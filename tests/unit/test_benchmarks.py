@@ -1,0 +1,189 @@
+"""The benchmarks' pure parts, so they cannot rot between the (slow, manual) benchmark runs.
+
+The measurements themselves need a control plane and minutes of CPU and are run by ``make bench``;
+here the statistics, the report writer, each benchmark's section rendering and the command line are
+exercised with made-up numbers.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+from benchmarks import controlplane, emergency, pod_reload, receiver, report, run, stats
+
+MACHINE = {
+    "cores": 2,
+    "cpu": "Test CPU",
+    "python": "3.11.0",
+    "openssl": "OpenSSL 3.0.0",
+    "date": "2026-01-02",
+    "load_1min": 0.5,
+}
+
+
+def test_percentile_is_nearest_rank_and_never_interpolates() -> None:
+    values = [0.9, 0.1, 0.5, 0.3, 0.7, 0.2, 0.4, 0.8, 0.6, 1.0]
+
+    assert stats.percentile(values, 0.5) == 0.5
+    assert stats.percentile(values, 0.95) == 1.0  # with 10 samples, the slowest
+    assert stats.percentile(values, 0.1) == 0.1
+    assert stats.percentile([3.0], 0.95) == 3.0
+    assert stats.percentile([*range(1, 101)], 0.95) == 95
+
+
+def test_median_and_summary() -> None:
+    assert stats.median([4.0, 1.0, 3.0, 2.0]) == 2.5
+    assert stats.summary([2.0, 1.0, 3.0]) == {"n": 3, "median": 2.0, "p95": 3.0, "min": 1.0, "max": 3.0}
+    assert stats.summary([1.23456], digits=2)["median"] == 1.23
+
+
+@pytest.mark.parametrize(("values", "q"), [([], 0.5), ([1.0], 0.0), ([1.0], 1.5)])
+def test_percentile_refuses_nonsense(values: list[float], q: float) -> None:
+    with pytest.raises(ValueError, match=r"no samples|q must be"):
+        stats.percentile(values, q)
+
+
+def test_replace_section_touches_only_its_own_section() -> None:
+    text = (
+        "# Title\n\nintro\n\n<!-- benchmark:a -->\nold a\n<!-- /benchmark:a -->\n\n"
+        "middle\n\n<!-- benchmark:b -->\nold b\n<!-- /benchmark:b -->\n"
+    )
+
+    updated = report.replace_section(text, "a", "new a\nwith $1 and \\1 in it")
+
+    assert "old a" not in updated
+    assert "new a\nwith $1 and \\1 in it" in updated
+    assert "old b" in updated and "intro" in updated and "middle" in updated
+    assert report.replace_section(updated, "a", "new a\nwith $1 and \\1 in it") == updated
+
+
+def test_replace_section_appends_a_missing_section() -> None:
+    updated = report.replace_section("# Title\n", "c", "body")
+
+    assert updated == "# Title\n\n<!-- benchmark:c -->\nbody\n<!-- /benchmark:c -->\n"
+
+
+def test_write_section_keeps_the_rest_of_the_page(tmp_path: pathlib.Path) -> None:
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\nhand-written\n")
+
+    report.write_section("controlplane", "## figures", doc)
+
+    assert doc.read_text().startswith("# Benchmarks\n\nhand-written\n")
+    assert "<!-- benchmark:controlplane -->\n## figures\n<!-- /benchmark:controlplane -->" in doc.read_text()
+
+
+def test_machine_reports_what_the_page_needs() -> None:
+    info = report.machine()
+
+    assert isinstance(info["cores"], int) and info["cores"] >= 1
+    assert set(info) == {"cores", "cpu", "python", "openssl", "date", "load_1min"}
+
+
+def test_the_real_page_has_a_section_for_every_benchmark() -> None:
+    text = report.DOC.read_text()
+
+    for name in run.NAMES:
+        assert f"<!-- benchmark:{name} -->" in text and f"<!-- /benchmark:{name} -->" in text
+
+
+def test_controlplane_section() -> None:
+    result = {
+        "start_to_ready_s": stats.summary([4.0, 5.0, 4.5, 4.2, 4.8], digits=2),
+        "samples_s": [4.0, 5.0, 4.5, 4.2, 4.8],
+        "target_s": controlplane.TARGET_S,
+        "meets_target": True,
+        "machine": MACHINE,
+    }
+
+    body = controlplane.section(result, "python benchmarks/run.py controlplane --write")
+
+    assert "4.50 s" in body and "**meets**" in body
+    assert "`python benchmarks/run.py controlplane --write`" in body and "2 cores" in body and "2026-01-02" in body
+    assert "load average 0.5" in body
+
+
+def test_emergency_section() -> None:
+    refused = [0.9, 1.0, 1.1, 0.8, 2.5, 0.95, 1.05, 0.85, 0.9, 1.2]
+    result = {
+        "annotation_to_refusal_s": stats.summary(refused, digits=2),
+        "annotation_to_trust_dir_s": stats.summary([r - 0.1 for r in refused], digits=2),
+        "rsa4096_keygen_s": stats.summary([0.5] * 20, digits=2),
+        "target_s": 2.0,
+        "meets_target": True,
+        "p95_within_budget": False,
+        "samples": [{"refused_s": r, "trust_dir_s": r - 0.1} for r in refused],
+        "probe_interval_s": emergency.PROBE_INTERVAL,
+        "machine": MACHINE,
+    }
+
+    body = emergency.section(result, "python benchmarks/run.py emergency --write")
+
+    assert "| annotation -> receiver refuses the compromised certificate | 0.97 | 2.50 |" in body
+    assert "| RSA-4096 key generation, same run | 0.50 | 0.50 |" in body
+    assert "**meets**" in body and "over that budget" in body
+
+
+def test_receiver_section() -> None:
+    def variant(rate: float) -> dict[str, object]:
+        return {
+            "deliveries_per_s": rate,
+            "runs_per_s": [rate - 1, rate + 1],
+            "latency_ms_p95": 50.0,
+            "failed": 0,
+            "receiver_reloads": [10, 11],
+        }
+
+    modes = {
+        "new_connection": {"steady": variant(100.0), "reload_every_1s": variant(90.0)},
+        "keep_alive": {"steady": variant(1000.0), "reload_every_1s": variant(1000.0)},
+    }
+    result = {"concurrency": 32, "repeats": 2, "seconds": 10.0, "modes": modes, "machine": MACHINE}
+
+    body = receiver.section(result, "python benchmarks/run.py receiver --write")
+
+    assert "| new TLS connection per delivery | 100 | 90 | -10 % |" in body
+    assert "| keep-alive | 1000 | 1000 | +0 % |" in body
+    assert "new TLS connection per delivery: steady 99, 101; reloading 89, 91" in body
+
+
+def test_the_command_line_refuses_unknown_benchmarks_and_short_recorded_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        run.main(["nonsense"])
+    assert run.main(["emergency", "--write", "--emergency-runs", "3"]) == 2
+    assert "at least" in capsys.readouterr().err
+
+
+def test_pod_reload_section() -> None:
+    hot, cold = [0.2, 0.3, 0.25], [31.0, 12.5, 58.0]
+    samples = [{"nudge": True, "accepted_s": s, "volume_s": s - 0.1} for s in hot]
+    samples += [{"nudge": False, "accepted_s": s, "volume_s": None} for s in cold]
+    result = {
+        "secret_to_accepted_s": {"nudge": stats.summary(hot, digits=2), "sync": stats.summary(cold, digits=2)},
+        "secret_to_volume_s": {"nudge": stats.summary([s - 0.1 for s in hot], digits=2), "sync": None},
+        "kubelet_sync_frequency": pod_reload.KUBELET_DEFAULT_SYNC,
+        "target_s": pod_reload.TARGET_S,
+        "meets_target": True,
+        "p95_within_target": True,
+        "samples": samples,
+        "probe_interval_s": pod_reload.PROBE_INTERVAL,
+        "machine": MACHINE,
+    }
+
+    body = pod_reload.section(result, "python benchmarks/run.py pod-reload --write")
+
+    assert "| Secret -> pod accepts, with the Hot nudge | 0.25 | 0.30 |" in body
+    assert "| Secret -> kubelet swaps the volume, with the Hot nudge | 0.15 | 0.20 |" in body
+    assert "| Secret -> pod accepts, without (kubelet's periodic sync) | 31.00 | 58.00 |" in body
+    assert "kubelet swaps the volume, without" not in body
+    assert "`syncFrequency: 1m` (the kubelet's default)" in body
+    assert "with the nudge: 0.20, 0.30, 0.25; without: 31.00, 12.50, 58.00." in body
+    assert "**meets**" in body
+
+
+def test_the_command_line_refuses_to_record_short_pod_reload_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run.main(["pod-reload", "--write", "--pod-reload-runs", "3"]) == 2
+    assert f"at least {pod_reload.MIN_RUNS} pod reload runs" in capsys.readouterr().err

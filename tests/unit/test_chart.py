@@ -1,0 +1,391 @@
+"""The Helm chart as `helm lint` and `helm template` see it: no cluster needed.
+
+What the rendered manifests must say (the pod's security settings, RBAC verb for verb, namespaced Roles,
+the CRD's keep annotation and its agreement with ``crds/``), that the schema refuses unknown values,
+and that the chart's README, values file and alerts agree with the operator's metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import re
+import subprocess
+from typing import Any
+
+import prometheus_client
+import pytest
+import yaml
+
+from tests import conftest
+from webhookcerts.service import metrics
+
+CHART = conftest.REPO / "charts" / "webhookcerts"
+CRD_SOURCE = conftest.REPO / "crds" / "webhookcertificates.webhookcerts.io.yaml"
+DEVCLUSTER_VALUES = CHART / "values-devcluster.yaml"
+
+Rule = tuple[str, str, str]  # API group, resource, verb
+
+# What the operator calls in a namespace it serves (kube/*.py and Kopf); README.md's RBAC table.
+NAMESPACED_RULES: set[Rule] = {
+    *{("webhookcerts.io", "webhookcertificates", v) for v in ("get", "list", "watch", "patch")},
+    ("webhookcerts.io", "webhookcertificates/status", "patch"),
+    *{("", "secrets", v) for v in ("get", "create", "patch", "delete")},
+    ("", "events", "create"),
+    ("", "pods", "list"),
+    ("", "pods", "patch"),
+    *{("apps", r, v) for r in ("deployments", "statefulsets") for v in ("list", "patch")},
+}
+KOPF_CLUSTER_RULES: set[Rule] = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
+NAMESPACE_WATCH_RULES: set[Rule] = {("", "namespaces", v) for v in ("list", "watch")}
+PEERING_VERBS = ("get", "list", "watch", "patch")
+
+
+@pytest.fixture(scope="module")
+def helm(bin_dir: pathlib.Path) -> pathlib.Path:
+    path = bin_dir / "helm"
+    if not path.exists():
+        pytest.fail(f"helm is not in {bin_dir}: run `make setup`")
+    return path
+
+
+def run_helm(helm: pathlib.Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(helm), *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def render(helm: pathlib.Path, *args: str) -> list[dict[str, Any]]:
+    done = run_helm(helm, "template", "r", str(CHART), "--namespace", "ops", *args)
+    assert done.returncode == 0, done.stderr
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def only(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    assert len(found) == 1, f"{len(found)} {kind} {name or ''} in {[(d['kind'], d['metadata']['name']) for d in docs]}"
+    return found[0]
+
+
+def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def rules_of(role: dict[str, Any]) -> set[Rule]:
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    assert len(pod["containers"]) == 1
+    result: dict[str, Any] = pod["containers"][0]
+    return result
+
+
+# --- lint and schema ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        ["-f", str(DEVCLUSTER_VALUES), "--set", "image.tag=dev"],
+        [
+            "--set",
+            "replicaCount=3",
+            "--set",
+            "watchNamespaces={a,b}",
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--set",
+            "metrics.prometheusRule.enabled=true",
+            "--set",
+            "podDisruptionBudget.enabled=true",
+        ],
+    ],
+    ids=["defaults", "devcluster", "everything-on"],
+)
+def test_lint_strict_passes(helm: pathlib.Path, values: list[str]) -> None:
+    done = run_helm(helm, "lint", "--strict", str(CHART), *values)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 chart(s) failed" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("setting", "complaint"),
+    [
+        ("foo=bar", "'foo' not allowed"),
+        ("image.registry=quay.io", "'registry' not allowed"),
+        ("metrics.prometheusRule.renewalOverdue=1h", "'renewalOverdue' not allowed"),
+        ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
+        ("replicaCount=0", "/replicaCount"),
+        ("operator.logFormat=xml", "/operator/logFormat"),
+    ],
+)
+def test_the_schema_refuses_unknown_and_invalid_values(helm: pathlib.Path, setting: str, complaint: str) -> None:
+    done = run_helm(helm, "template", "r", str(CHART), "--set", setting)
+    assert done.returncode != 0
+    assert complaint in done.stderr
+
+
+# --- the pod ------------------------------------------------------------------------------------
+
+
+def test_the_pod_runs_unprivileged(helm: pathlib.Path) -> None:
+    docs = render(helm)
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert "hostNetwork" not in pod
+    sc = container(docs)["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    # The one writable path, for the endpoint probe's temporary key files.
+    assert {"name": "tmp", "mountPath": "/tmp"} in container(docs)["volumeMounts"]
+    assert container(docs)["resources"]["requests"] and container(docs)["resources"]["limits"]["memory"]
+
+
+def test_probes_use_kopfs_health_endpoint(helm: pathlib.Path) -> None:
+    c = container(render(helm, "--set", "operator.healthPort=8181"))
+    assert "--liveness=http://0.0.0.0:8181/healthz" in c["args"]
+    assert {"name": "health", "containerPort": 8181, "protocol": "TCP"} in c["ports"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+
+
+def test_the_image_defaults_to_the_app_version(helm: pathlib.Path) -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert container(render(helm))["image"] == f"webhookcerts:{chart['appVersion']}"
+    digest = "sha256:" + "ab" * 32
+    assert container(render(helm, "--set", f"image.digest={digest}"))["image"] == f"webhookcerts@{digest}"
+
+
+def test_one_replica_runs_standalone_and_is_replaced_not_rolled(helm: pathlib.Path) -> None:
+    docs = render(helm)
+    args = container(docs)["args"]
+    assert "--standalone" in args and not any(a.startswith("--peering") for a in args)
+    assert only(docs, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+    assert not of_kind(docs, "ClusterKopfPeering")
+
+
+def test_several_replicas_use_peering_with_distinct_priorities(helm: pathlib.Path) -> None:
+    docs = render(helm, "--set", "replicaCount=2")
+    args = container(docs)["args"]
+    assert "--standalone" not in args
+    assert "--peering=r-webhookcerts" in args and "--priority=auto" in args
+    env = {e["name"]: e for e in container(docs)["env"]}
+    assert env["POD_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert only(docs, "ClusterKopfPeering")["metadata"]["name"] == "r-webhookcerts"
+    assert only(docs, "Deployment")["spec"]["strategy"]["type"] == "RollingUpdate"
+    peering_crds = yaml.safe_load_all((CHART / "crds" / "kopf-peering.yaml").read_text())
+    assert {c["spec"]["names"]["kind"] for c in peering_crds} == {"ClusterKopfPeering", "KopfPeering"}
+
+
+def test_the_logs_are_json_unless_asked_otherwise(helm: pathlib.Path) -> None:
+    assert "--log-format=json" in container(render(helm))["args"]
+    assert "--log-format=text" in container(render(helm, "--set", "operator.logFormat=text"))["args"]
+
+
+# --- RBAC ---------------------------------------------------------------------------------------
+
+
+def test_cluster_wide_rbac_is_exactly_what_the_operator_uses(helm: pathlib.Path) -> None:
+    docs = render(helm)
+    assert not of_kind(docs, "Role")
+    operator_role = only(docs, "ClusterRole", "r-webhookcerts")
+    assert rules_of(operator_role) == NAMESPACED_RULES
+    assert rules_of(only(docs, "ClusterRole", "r-webhookcerts-kopf")) == KOPF_CLUSTER_RULES
+    for binding in of_kind(docs, "ClusterRoleBinding"):
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "r-webhookcerts", "namespace": "ops"}]
+        assert binding["roleRef"]["name"] == binding["metadata"]["name"]
+    assert only(docs, "ServiceAccount")["metadata"]["name"] == "r-webhookcerts"
+    assert only(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "r-webhookcerts"
+
+
+def test_no_rule_lists_secrets_or_uses_a_wildcard(helm: pathlib.Path) -> None:
+    docs = render(helm, "--set", "replicaCount=2")
+    for role in of_kind(docs, "ClusterRole") + of_kind(docs, "Role"):
+        for group, resource, verb in rules_of(role):
+            assert "*" not in (group, resource, verb)
+            assert not (resource == "secrets" and verb in ("list", "watch")), role["metadata"]["name"]
+
+
+def test_watched_namespaces_get_roles_and_no_cluster_wide_secret_access(helm: pathlib.Path) -> None:
+    docs = render(helm, "--set", "watchNamespaces={payments,webhooks}")
+    roles = {r["metadata"]["namespace"]: r for r in of_kind(docs, "Role")}
+    assert set(roles) == {"payments", "webhooks"}
+    for role in roles.values():
+        assert rules_of(role) == NAMESPACED_RULES
+    bindings = {b["metadata"]["namespace"]: b for b in of_kind(docs, "RoleBinding")}
+    assert set(bindings) == {"payments", "webhooks"}
+    assert all(b["subjects"][0]["namespace"] == "ops" for b in bindings.values())
+    # Cluster-wide, only what Kopf reads: CRDs, and the namespaces it watches coming and going.
+    (cluster_role,) = of_kind(docs, "ClusterRole")
+    assert rules_of(cluster_role) == KOPF_CLUSTER_RULES | NAMESPACE_WATCH_RULES
+    assert "--namespace=payments" in container(docs)["args"] and "--namespace=webhooks" in container(docs)["args"]
+
+
+def test_peering_rights_follow_the_peering_scope(helm: pathlib.Path) -> None:
+    cluster_wide = render(helm, "--set", "replicaCount=2")
+    assert {("kopf.dev", "clusterkopfpeerings", v) for v in PEERING_VERBS} <= rules_of(
+        only(cluster_wide, "ClusterRole", "r-webhookcerts-kopf")
+    )
+    namespaced = render(helm, "--set", "replicaCount=2", "--set", "watchNamespaces={payments}")
+    assert rules_of(only(namespaced, "Role")) == NAMESPACED_RULES | {
+        ("kopf.dev", "kopfpeerings", v) for v in PEERING_VERBS
+    }
+    peering = only(namespaced, "KopfPeering")
+    assert peering["metadata"]["namespace"] == "payments"
+
+
+def test_no_rbac_when_asked(helm: pathlib.Path) -> None:
+    docs = render(helm, "--set", "rbac.create=false")
+    assert not [d for d in docs if d["apiVersion"].startswith("rbac.authorization.k8s.io")]
+
+
+# --- CRDs ---------------------------------------------------------------------------------------
+
+
+def rendered_crd(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return only(docs, "CustomResourceDefinition", "webhookcertificates.webhookcerts.io")
+
+
+def test_the_crd_is_kept_on_uninstall_by_default(helm: pathlib.Path) -> None:
+    crd = rendered_crd(render(helm))
+    assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    unkept = rendered_crd(render(helm, "--set", "crds.keep=false"))
+    assert "helm.sh/resource-policy" not in (unkept["metadata"].get("annotations") or {})
+    assert not of_kind(render(helm, "--set", "crds.enabled=false"), "CustomResourceDefinition")
+
+
+def test_the_rendered_crd_is_the_one_in_crds(helm: pathlib.Path) -> None:
+    """Drift: the chart's copy (files/crds/) must say what crds/ says; `make chart-crds` syncs it."""
+    crd = rendered_crd(render(helm))
+    source = yaml.safe_load(CRD_SOURCE.read_text())
+    meta = crd["metadata"]
+    # Only what the chart adds may differ: its labels and the keep annotation.
+    assert meta.pop("annotations") == {"helm.sh/resource-policy": "keep"}
+    assert meta.pop("labels")["app.kubernetes.io/managed-by"] == "Helm"
+    assert "labels" not in source["metadata"] and "annotations" not in source["metadata"]
+    assert crd == source, "charts/webhookcerts/files/crds/ differs from crds/: run `make chart-crds`"
+
+
+# --- metrics, alerts, docs -----------------------------------------------------------------------
+
+
+def test_metrics_service_and_monitor_point_at_the_metrics_port(helm: pathlib.Path) -> None:
+    docs = render(helm, "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.port=9999")
+    assert "--metrics-port=9999" in container(docs)["args"]
+    assert {"name": "metrics", "containerPort": 9999, "protocol": "TCP"} in container(docs)["ports"]
+    service = only(docs, "Service")
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    monitor = only(docs, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    failing = run_helm(
+        helm,
+        "template",
+        "r",
+        str(CHART),
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "metrics.service.enabled=false",
+    )
+    assert failing.returncode != 0 and "needs metrics.service.enabled" in failing.stderr
+
+
+def operator_metric_names() -> set[str]:
+    registry = prometheus_client.CollectorRegistry()
+    metrics.Metrics(registry)
+    return {family.name for family in registry.collect()}
+
+
+def test_every_alert_uses_metrics_the_operator_exposes(helm: pathlib.Path) -> None:
+    rule = only(render(helm, "--set", "metrics.prometheusRule.enabled=true"), "PrometheusRule")
+    alerts = rule["spec"]["groups"][0]["rules"]
+    assert {a["alert"] for a in alerts} == {
+        "WebhookCertificateRenewalOverdue",
+        "WebhookCertificateCutoverPending",
+        "WebhookCertificateCompromised",
+        "WebhookCertificateExpiringWithoutNext",
+        "WebhookCertificateNotReady",
+    }
+    exposed = operator_metric_names()
+    for alert in alerts:
+        used = set(re.findall(r"webhookcerts_[a-z_]+", alert["expr"]))
+        assert used and used <= exposed, (alert["alert"], used - exposed)
+
+
+def test_the_chart_readme_lists_every_metric_alert_and_value() -> None:
+    readme = (CHART / "README.md").read_text()
+    for name in operator_metric_names():
+        # A counter's family name loses `_total`; the README names the series.
+        assert re.search(rf"`{name}(_total)?`", readme), name
+    for alert in re.findall(r"alert: (\w+)", (CHART / "templates" / "prometheusrule.yaml").read_text()):
+        assert f"`{alert}`" in readme, alert
+    for path in schema_leaves():
+        head = path.split(".")[0]
+        assert f"`{path}`" in readme or f"`{head}.*`" in readme or f"`{head}`" in readme, path
+
+
+def schema_leaves(node: dict[str, Any] | None = None, prefix: str = "") -> list[str]:
+    """Every value path the schema knows, stopping at free-form objects (resources, labels, ...)."""
+    if node is None:
+        node = json.loads((CHART / "values.schema.json").read_text())
+    leaves = []
+    for key, child in node.get("properties", {}).items():
+        path = f"{prefix}{key}"
+        if key == "global":
+            continue
+        if "properties" in child:
+            leaves.extend(schema_leaves(child, f"{path}."))
+        else:
+            leaves.append(path)
+    return leaves
+
+
+def commented_keys(text: str) -> dict[str, bool]:
+    """Each key path of a values file, and whether a comment line sits right above it."""
+    found: dict[str, bool] = {}
+    stack: list[tuple[int, str]] = []
+    previous = ""
+    for line in text.splitlines():
+        match = re.match(r"^( *)([A-Za-z][\w-]*):", line)
+        if match:
+            indent = len(match.group(1))
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            stack.append((indent, match.group(2)))
+            found[".".join(k for _, k in stack)] = previous.lstrip().startswith("#")
+        if line.strip():
+            previous = line
+    return found
+
+
+def test_every_value_is_in_the_schema_and_commented() -> None:
+    keys = commented_keys((CHART / "values.yaml").read_text())
+    leaves = schema_leaves()
+    assert set(leaves) <= set(keys), set(leaves) - set(keys)
+    uncommented = [path for path in leaves if not keys[path]]
+    assert not uncommented
+
+
+def test_the_devcluster_values_are_not_the_defaults(helm: pathlib.Path) -> None:
+    defaults = container(render(helm))
+    assert not any(e["name"].startswith("KUBERNETES_SERVICE") for e in defaults["env"])
+    assert defaults["imagePullPolicy"] == "IfNotPresent"
+    docs = render(helm, "-f", str(DEVCLUSTER_VALUES), "--set", "image.tag=abc")
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    c = container(docs)
+    assert c["image"] == "localhost/webhookcerts:abc" and c["imagePullPolicy"] == "Never"
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["KUBERNETES_SERVICE_HOST"] == "127.0.0.1"
+    assert env["KUBERNETES_SERVICE_PORT"] == env["KUBERNETES_SERVICE_PORT_HTTPS"]

@@ -374,3 +374,26 @@ def test_the_encrypted_key_uses_pbes2_pbkdf2_sha256_aes256_with_600000_rounds(
     assert objects == ["PBES2", "PBKDF2", "hmacWithSHA256", "aes-256-cbc"]
     (rounds,) = re.findall(r"INTEGER\s+:([0-9A-F]+)", result.stdout)
     assert int(rounds, 16) == 600_000
+
+
+def test_a_key_damaged_in_its_private_parts_is_corrupted_not_accepted(
+    pair: pki.KeyPair, key: rsa.RSAPrivateKey
+) -> None:
+    # Same public numbers as the certificate, wrong private exponents (OpenSSL falls back from a bad CRT
+    # result to d, so both are damaged): only a real signature tells.
+    numbers = key.private_numbers()
+    damaged = rsa.RSAPrivateNumbers(
+        p=numbers.p,
+        q=numbers.q,
+        d=numbers.d + 2,
+        dmp1=numbers.dmp1 + 2,
+        dmq1=numbers.dmq1,
+        iqmp=numbers.iqmp,
+        public_numbers=numbers.public_numbers,
+    ).private_key(unsafe_skip_rsa_key_validation=True)
+    damaged_pem = damaged.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    with pytest.raises(pki.InvalidKeyMaterial) as raised:
+        pki.check_key_pair(damaged_pem, pair.cert_pem)
+    assert raised.value.reason == "SecretCorrupted"

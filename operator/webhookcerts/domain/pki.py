@@ -20,6 +20,7 @@ from typing import Literal
 from cryptography import exceptions as crypto_exceptions
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, padding, serialization
+from cryptography.hazmat.primitives.asymmetric import padding as asym_padding
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf import pbkdf2
@@ -179,8 +180,10 @@ def inspect(cert_pem: bytes | str) -> CertificateInfo:
 
 
 def _load_rsa_key(key_pem: bytes) -> rsa.RSAPrivateKey:
+    # OpenSSL's full RSA key check costs about 0.3 s for a 4096-bit key, on every reconcile and before an
+    # emergency rotation can start; ``check_key_pair`` proves the key works with one signature instead.
     try:
-        key = serialization.load_pem_private_key(key_pem, password=None)
+        key = serialization.load_pem_private_key(key_pem, password=None, unsafe_skip_rsa_key_validation=True)
     except (ValueError, TypeError, crypto_exceptions.UnsupportedAlgorithm):
         raise InvalidKeyMaterial("SecretCorrupted", "the private key is not a readable, unencrypted PEM key") from None
     if not isinstance(key, rsa.RSAPrivateKey):
@@ -199,7 +202,17 @@ def check_key_pair(key_pem: bytes, cert_pem: bytes) -> CertificateInfo:
         raise InvalidKeyMaterial(
             "KeyMismatch", f"the private key does not belong to the certificate with serial {info.serial}"
         )
+    # Damage to the private parts leaves the public numbers intact: a signature the certificate's key
+    # verifies proves the key can really sign (a few milliseconds, against 0.3 s for a full key check).
+    try:
+        signature = key.sign(_PROBE, asym_padding.PKCS1v15(), hashes.SHA256())
+        cert_key.verify(signature, _PROBE, asym_padding.PKCS1v15(), hashes.SHA256())
+    except (ValueError, crypto_exceptions.InvalidSignature):
+        raise InvalidKeyMaterial("SecretCorrupted", "the private key is damaged: it cannot sign") from None
     return info
+
+
+_PROBE = b"webhookcerts key check"
 
 
 def pkcs12_bundle(key_pem: bytes, cert_pem: bytes, password: bytes, friendly_name: str) -> bytes:

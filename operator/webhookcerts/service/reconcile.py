@@ -225,6 +225,9 @@ class _Reconciler:
 
     def save(self) -> None:
         """Record status now: later steps may depend on it surviving a crash."""
+        # The stage follows from current and next; setting it with every save keeps the printer column
+        # true the moment a step lands, not a pass later.
+        self.status.stage = stage_of(self.status)
         new = self.status.to_api()
         resources.patch_status(self.ctx.clients, self.resource.namespace, self.resource.name, self.saved, new)
         self.saved = new
@@ -529,14 +532,6 @@ class _Reconciler:
             else:
                 self.drop_condition(type)
 
-        stage: models.Stage
-        if current is None:
-            stage = "Issuing"
-        elif pending is not None:
-            stage = "Compromised" if pending.reason == "Emergency" else "Rotating"
-        else:
-            stage = "Active"
-        self.status.stage = stage
         self.status.observed_generation = self.resource.generation
         self.status.renewal_time = (
             renewal.renewal_time(current.not_after, self.spec.renew_before_delta) if current else None
@@ -710,6 +705,14 @@ _CONDITION_EVENTS: dict[str, dict[str, str]] = {
     names.ENDPOINT_ACCEPTS_NEXT: {"True": "Normal", "False": "Warning"},
     names.ENDPOINT_REJECTS_COMPROMISED: {"True": "Normal", "False": "Warning"},
 }
+
+
+def stage_of(status: models.WebhookCertificateStatus) -> models.Stage:
+    if status.current is None:
+        return "Issuing"
+    if status.next is not None:
+        return "Compromised" if status.next.reason == "Emergency" else "Rotating"
+    return "Active"
 
 
 def _unique(items: list[str]) -> list[str]:

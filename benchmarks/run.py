@@ -18,9 +18,9 @@ for entry in (REPO, REPO / "operator"):
     if str(entry) not in sys.path:
         sys.path.insert(0, str(entry))
 
-from benchmarks import controlplane, emergency, harness, pod_reload, receiver, report  # noqa: E402
+from benchmarks import controlplane, emergency, harness, pod_reload, receiver, renewal, report  # noqa: E402
 
-NAMES = (controlplane.NAME, emergency.NAME, receiver.NAME, pod_reload.NAME)
+NAMES = (controlplane.NAME, renewal.NAME, emergency.NAME, receiver.NAME, pod_reload.NAME)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             elif name == emergency.NAME:
                 result = emergency.measure(work, runs=args.emergency_runs)
                 body = emergency.section(result, command)
+            elif name == renewal.NAME:
+                result = renewal.measure(work)
+                body = renewal.section(result, command)
             elif name == pod_reload.NAME:
                 result = pod_reload.measure(work, runs=args.pod_reload_runs, sync_frequency=args.pod_reload_sync)
                 body = pod_reload.section(result, command)

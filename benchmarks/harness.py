@@ -300,7 +300,8 @@ def cluster(
 
 def operator(handle: Cluster, log: pathlib.Path) -> subprocess.Popen[bytes]:
     argv = ["run", "--standalone", "--kubeconfig", str(handle.dev.kubeconfig), "-n", handle.namespace]
-    return spawn(argv, log)
+    # No fixed metrics port: two benchmarks' operators on one machine must not collide.
+    return spawn([*argv, "--metrics-port", "0"], log)
 
 
 def trust_sync(handle: Cluster, secret: str, directory: pathlib.Path, log: pathlib.Path) -> subprocess.Popen[bytes]:

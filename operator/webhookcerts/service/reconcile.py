@@ -225,9 +225,7 @@ class _Reconciler:
 
     def save(self) -> None:
         """Record status now: later steps may depend on it surviving a crash."""
-        # The stage follows from current and next; setting it with every save keeps the printer column
-        # true the moment a step lands, not a pass later.
-        self.status.stage = stage_of(self.status)
+        self.derive()
         new = self.status.to_api()
         resources.patch_status(self.ctx.clients, self.resource.namespace, self.resource.name, self.saved, new)
         self.saved = new
@@ -476,20 +474,16 @@ class _Reconciler:
     def drop_condition(self, type: str) -> None:
         self.status.conditions, _ = conditions.remove(self.status.conditions, type)
 
-    def converge(self, decision: policy.Decision, refusals: list[policy.Decision]) -> None:
-        current, pending = self.status.current, self.status.next
-        if decision.action is policy.Action.NOT_READY:
-            self.set_condition(names.READY, "False", decision.reason, decision.message)
-        elif current is not None:
-            self.set_condition(
-                names.READY,
-                "True",
-                "CertificateValid",
-                f"serial {current.serial} valid until {current.not_after:%Y-%m-%dT%H:%M:%SZ}",
-            )
-        else:
-            self.set_condition(names.READY, "False", "Issuing", "no certificate has been issued yet")
+    def derive(self) -> None:
+        """What follows from current and next alone: stage, renewal time and the conditions that mirror them.
 
+        Called with every save, so a step's status is consistent the moment it lands, not a pass later.
+        """
+        current, pending = self.status.current, self.status.next
+        self.status.stage = stage_of(self.status)
+        self.status.renewal_time = (
+            renewal.renewal_time(current.not_after, self.spec.renew_before_delta) if current else None
+        )
         if pending is not None:
             reason = "Renewing" if pending.reason == "Planned" else "EmergencyRotation"
             self.set_condition(
@@ -521,6 +515,20 @@ class _Reconciler:
         else:
             self.drop_condition(names.SHORT_VALIDITY)
 
+    def converge(self, decision: policy.Decision, refusals: list[policy.Decision]) -> None:
+        current = self.status.current
+        if decision.action is policy.Action.NOT_READY:
+            self.set_condition(names.READY, "False", decision.reason, decision.message)
+        elif current is not None:
+            self.set_condition(
+                names.READY,
+                "True",
+                "CertificateValid",
+                f"serial {current.serial} valid until {current.not_after:%Y-%m-%dT%H:%M:%SZ}",
+            )
+        else:
+            self.set_condition(names.READY, "False", "Issuing", "no certificate has been issued yet")
+
         by_type = {
             policy.Action.REFUSE_CUTOVER: names.CUTOVER_REFUSED,
             policy.Action.REFUSE_EMERGENCY: names.EMERGENCY_REFUSED,
@@ -533,9 +541,6 @@ class _Reconciler:
                 self.drop_condition(type)
 
         self.status.observed_generation = self.resource.generation
-        self.status.renewal_time = (
-            renewal.renewal_time(current.not_after, self.spec.renew_before_delta) if current else None
-        )
         self.sync_trust()
         if self.spec.bundle is not None:
             self.sync_bundle()

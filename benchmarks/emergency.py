@@ -21,6 +21,8 @@ import time
 import uuid
 from typing import Any
 
+from tests import processes
+
 from benchmarks import harness, report, stats
 from webhookcerts.domain import names, pki
 
@@ -84,7 +86,7 @@ def one_run(
     reference = f"BENCH-{uuid.uuid4().hex[:8]}"
     with DirectoryWatch(trust_dir) as watch:
         started = time.monotonic()
-        handle.annotate(CERT, {names.EMERGENCY_ANNOTATION: reference})
+        handle.emergency(CERT, reference)
         refused_at: float | None = None
         while refused_at is None:
             if time.monotonic() - started > 300:
@@ -106,7 +108,7 @@ def one_run(
     harness.wait_for(compromised, what="stage Compromised")
     pending = handle.status(CERT).next
     assert pending is not None
-    handle.annotate(CERT, {names.CUTOVER_ANNOTATION: pending.serial})
+    handle.cutover(CERT, pending.serial)
 
     def active() -> bool:
         status = handle.status(CERT)
@@ -145,7 +147,7 @@ def measure(directory: pathlib.Path, runs: int = MIN_RUNS) -> dict[str, Any]:
                 samples.append(one_run(handle, rx, trust_dir, directory))
         finally:
             for proc in reversed(procs):
-                harness.stop(proc)
+                processes.stop(proc)
     refused = stats.summary([s["refused_s"] for s in samples], digits=2)
     dir_samples = [s["trust_dir_s"] for s in samples if s["trust_dir_s"] is not None]
     keygen_summary = stats.summary(keygen, digits=2)

@@ -28,6 +28,7 @@ import random
 import ssl
 import subprocess
 import sys
+import textwrap
 import time
 from typing import Any
 
@@ -297,14 +298,18 @@ def section(result: dict[str, Any], command: str) -> str:
         [
             "## Pod reload: trust Secret to the receiver pod accepting the new certificate",
             "",
-            "The receiver as a Deployment on the local node, the trust Secret mounted as a directory volume",
-            "(no trust-sync). Each run adds a fresh RSA-4096 client certificate to the trust Secret; the clock",
-            "starts just before that write and stops at the first TLS connection presenting the new certificate",
-            f"that the pod accepts (probed every {result['probe_interval_s'] * 1000:.0f} ms). With the Hot nudge the",
-            "pod's `webhookcerts.io/trust-hash` annotation is patched right after the Secret, as the operator",
-            "does; without it the kubelet remounts on its periodic sync of the pod. This node's kubelet runs",
-            f"with `syncFrequency: {sync}` ({sync_note}); each run without the nudge starts after a random",
-            "wait, so that the change lands at a random point of the kubelet's cycle.",
+            textwrap.fill(
+                "The receiver as a Deployment on the local node, the trust Secret mounted as a directory volume "
+                "(no trust-sync). Each run adds a fresh RSA-4096 client certificate to the trust Secret; the clock "
+                "starts just before that write and stops at the first TLS connection presenting the new "
+                f"certificate that the pod accepts (probed every {result['probe_interval_s'] * 1000:.0f} ms). "
+                "With the Hot nudge the pod's `webhookcerts.io/trust-hash` annotation is patched right after the "
+                "Secret, as the operator does; without it the kubelet remounts on its periodic sync of the pod. "
+                f"This node's kubelet runs with `syncFrequency: {sync}` ({sync_note}); each run without the nudge "
+                "starts after a random wait, so that the change lands at a random point of the kubelet's cycle.",
+                width=100,
+                break_on_hyphens=False,
+            ),
             "",
             report.table(("", "median (s)", "p95 (s)"), rows),
             "",

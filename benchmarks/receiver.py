@@ -20,6 +20,8 @@ import pathlib
 import threading
 from typing import Any
 
+from tests import processes
+
 from benchmarks import harness, report, stats
 from webhookcerts.domain import models, names, pki
 from webhookcerts.receiver import providersim, trustdir
@@ -121,7 +123,7 @@ def measure(directory: pathlib.Path, seconds: float = 10.0, repeats: int = 2) ->
                 },
             }
     finally:
-        harness.stop(rx.proc)
+        processes.stop(rx.proc)
     return {
         "benchmark": NAME,
         "concurrency": CONCURRENCY,

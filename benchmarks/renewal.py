@@ -12,6 +12,8 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
+from tests import processes
+
 from benchmarks import harness, report, stats
 
 NAME = "renewal"
@@ -34,7 +36,7 @@ def measure(directory: pathlib.Path, count: int = COUNT) -> dict[str, Any]:
             harness.wait_for(all_rotating, timeout=300, what="every planned rotation")
             statuses = [handle.status(n) for n in names_]
         finally:
-            harness.stop(proc)
+            processes.stop(proc)
     delays = []
     for status in statuses:
         if status.next is None or status.renewal_time is None:

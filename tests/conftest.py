@@ -2,7 +2,8 @@
 
 The control plane starts only when a test asks for it (unit tests never pay for it), is tied to the
 pytest process so that even a SIGKILLed run leaves no etcd or API server behind, and is stopped at the
-end of the session whatever happened.
+end of the session whatever happened. Beside the fixtures are the helpers that tests of several modules
+share (kubectl, helm, the operator as a process, polling, a ServiceAccount's kubeconfig, metrics).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import os
 import pathlib
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -18,10 +18,13 @@ from typing import TypeVar
 
 import kubernetes
 import pytest
+import yaml
+from prometheus_client import parser
 
+from tests import processes, whc
 from webhookcerts.devcluster import cluster as devcluster
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+REPO = processes.REPO
 T = TypeVar("T")
 
 
@@ -47,9 +50,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, bin_dir: pathlib.Path) -> 
 
 @pytest.fixture(scope="session")
 def api_client(cluster: devcluster.DevCluster) -> kubernetes.client.ApiClient:
-    configuration = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(config_file=str(cluster.kubeconfig), client_configuration=configuration)
-    return kubernetes.client.ApiClient(configuration)
+    return whc.api_client(cluster.kubeconfig)
 
 
 @pytest.fixture(scope="session")
@@ -112,22 +113,11 @@ class OperatorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        argv = [sys.executable, "-m", "webhookcerts", "run", "--standalone", "-v"]
-        argv += ["--kubeconfig", str(self.kubeconfig)]
+        argv = ["run", "--standalone", "-v", "--kubeconfig", str(self.kubeconfig)]
         argv += ["-n", self.namespace] if self.namespace else []
         # No metrics endpoint unless a test asks for one: operators of several tests may run at once.
         argv += ["--metrics-port", "0", *self.extra_args]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=REPO,
-                env={**os.environ, "PYTHONPATH": str(REPO / "operator")},
-                preexec_fn=devcluster.die_with_parent,
-            )
+        self.proc = processes.spawn(argv, self.log_path)
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, as a crash or an OOM kill would leave things."""
@@ -160,6 +150,16 @@ def operator(
         print(f"--- operator log ---\n{proc.logs()[-20000:]}")
 
 
+def poll(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
+    """Whether ``condition`` holds within ``timeout``, for tests that assert it themselves."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
 def wait_for(predicate: Callable[[], T | None], *, timeout: float = 90, what: str = "condition") -> T:
     """Poll until ``predicate`` returns something truthy; fail with ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -183,3 +183,80 @@ def crd_installed(cluster: devcluster.DevCluster, bin_dir: pathlib.Path) -> None
     run("wait", "--for=condition=Established", "crd/webhookcertificates.webhookcerts.io", "--timeout=60s")
     # Established comes a moment before the resource is served: wait until a list answers.
     wait_for(lambda: run("get", "whc", "-A", check=False).returncode == 0, timeout=30, what="the CRD to serve")
+
+
+class HelmRunner:
+    """Runs the pinned helm against one cluster; a failure fails the test with helm's output."""
+
+    def __init__(self, executable: pathlib.Path, kubeconfig: pathlib.Path, *, timeout: float = 300) -> None:
+        self.executable, self.kubeconfig, self.timeout = executable, kubeconfig, timeout
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [str(self.executable), "--kubeconfig", str(self.kubeconfig), *args],
+            capture_output=True,
+            text=True,
+            timeout=self.timeout,
+            check=False,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed ({done.returncode}): {done.stdout}{done.stderr}")
+        return done
+
+
+def token_kubeconfig(
+    kubectl: KubectlRunner,
+    dev: devcluster.DevCluster,
+    account: str,
+    namespace: str,
+    path: pathlib.Path,
+    *,
+    duration: str | None = None,
+    default_namespace: bool = False,
+) -> pathlib.Path:
+    """A kubeconfig that authenticates as the ServiceAccount ``namespace/account``, with nothing of the
+    admin's; ``default_namespace`` makes its context name that namespace, as a user's kubeconfig may."""
+    args = ["create", "token", account, "-n", namespace]
+    token = kubectl(*args, *([f"--duration={duration}"] if duration else [])).stdout.strip()
+    context = {"cluster": "dev", "user": account, **({"namespace": namespace} if default_namespace else {})}
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "dev",
+                        "cluster": {
+                            "server": dev.apiserver_url,
+                            "certificate-authority": str(dev.directory / "pki" / "ca.crt"),
+                        },
+                    }
+                ],
+                "users": [{"name": account, "user": {"token": token}}],
+                "contexts": [{"name": account, "context": context}],
+                "current-context": account,
+            }
+        )
+    )
+    return path
+
+
+Scraped = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(port: int) -> Scraped:
+    """The operator's /metrics on a loopback port, fetched with curl as Prometheus would, by series."""
+    done = subprocess.run(
+        ["curl", "--silent", "--show-error", "--fail", f"http://127.0.0.1:{port}/metrics"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in parser.text_string_to_metric_families(done.stdout)
+        for s in family.samples
+    }

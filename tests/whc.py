@@ -1,8 +1,12 @@
-"""Test helpers for WebhookCertificates on a real API server: create, read, annotate, inspect Secrets."""
+"""Test helpers for WebhookCertificates on a real API server: create, read, annotate, inspect Secrets.
+
+The benchmarks (benchmarks/harness.py) drive their WebhookCertificates with these too.
+"""
 
 from __future__ import annotations
 
 import base64
+import pathlib
 import subprocess
 from typing import Any
 
@@ -10,6 +14,13 @@ import kubernetes
 from cryptography import x509
 
 from webhookcerts.domain import models, names, pki
+
+
+def api_client(kubeconfig: pathlib.Path) -> kubernetes.client.ApiClient:
+    """A client with the credentials of ``kubeconfig``, leaving the process-wide default alone."""
+    configuration = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    return kubernetes.client.ApiClient(configuration)
 
 
 def manifest(name: str, **spec: Any) -> dict[str, Any]:

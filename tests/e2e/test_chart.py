@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import json
 import pathlib
-import subprocess
 from typing import Any
 
-import kubernetes
 import pytest
 import yaml
-from prometheus_client import parser
 
 from tests import conftest, whc
 from webhookcerts.devcluster import base
@@ -30,23 +27,6 @@ CHART = conftest.REPO / "charts" / "webhookcerts"
 RELEASE = "wc"
 DEPLOYMENT = f"{RELEASE}-webhookcerts"
 SELECTOR = f"app.kubernetes.io/instance={RELEASE}"
-
-
-class Helm:
-    def __init__(self, executable: pathlib.Path, kubeconfig: pathlib.Path) -> None:
-        self.executable, self.kubeconfig = executable, kubeconfig
-
-    def __call__(self, *args: str, check: bool = True) -> str:
-        done = subprocess.run(
-            [str(self.executable), "--kubeconfig", str(self.kubeconfig), *args],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if check:
-            assert done.returncode == 0, f"helm {' '.join(args)} failed ({done.returncode}): {done.stdout}{done.stderr}"
-        return done.stdout
 
 
 def devcluster_values(cluster: devcluster.DevCluster, path: pathlib.Path, metrics_port: int, health_port: int) -> str:
@@ -65,22 +45,6 @@ def devcluster_values(cluster: devcluster.DevCluster, path: pathlib.Path, metric
     return str(path)
 
 
-def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    done = subprocess.run(
-        ["curl", "--silent", "--show-error", "--fail", f"http://127.0.0.1:{port}/metrics"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in parser.text_string_to_metric_families(done.stdout)
-        for s in family.samples
-    }
-
-
 def operator_pod(kubectl: conftest.KubectlRunner, namespace: str) -> dict[str, Any]:
     pods = json.loads(kubectl("get", "pods", "-n", namespace, "-l", SELECTOR, "-o", "json").stdout)["items"]
     running = [p for p in pods if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
@@ -96,7 +60,8 @@ def test_the_chart_runs_the_operator_in_its_pod(
     bin_dir: pathlib.Path,
     tmp_path: pathlib.Path,
 ) -> None:
-    helm = Helm(bin_dir / "helm", node_cluster.kubeconfig)
+    # helm waits up to 5 minutes itself (--wait --timeout=5m).
+    helm = conftest.HelmRunner(bin_dir / "helm", node_cluster.kubeconfig, timeout=600)
     kubectl = node_kubectl
     metrics_port, health_port = base.free_port(), base.free_port()
     values = devcluster_values(node_cluster, tmp_path / "values.yaml", metrics_port, health_port)
@@ -111,9 +76,7 @@ def test_the_chart_runs_the_operator_in_its_pod(
     refused = kubectl("exec", "-n", node_namespace, name, "--", "touch", "/opt/x", check=False)
     assert refused.returncode != 0 and "Read-only file system" in refused.stderr
 
-    configuration = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(config_file=str(node_cluster.kubeconfig), client_configuration=configuration)
-    api = whc.Api(kubernetes.client.ApiClient(configuration), node_namespace)
+    api = whc.Api(whc.api_client(node_cluster.kubeconfig), node_namespace)
     labels = {"name": "upvest-live", "namespace": node_namespace, "environment": "live"}
     try:
         api.create("upvest-live", environment="live", duration="1h", renewBefore="59m50s")
@@ -134,7 +97,7 @@ def test_the_chart_runs_the_operator_in_its_pod(
         assert compromised.next is not None
         assert api.events("upvest-live", "EmergencyRotation") and not api.events("upvest-live", "Forbidden")
 
-        scraped = scrape(metrics_port)
+        scraped = conftest.scrape(metrics_port)
         assert scraped[("webhookcerts_rotations_total", frozenset({**labels, "reason": "emergency"}.items()))] == 1
         assert scraped[("webhookcerts_cutovers_total", frozenset(labels.items()))] == 1
         assert scraped[("webhookcerts_certificate_compromised", frozenset(labels.items()))] == 1

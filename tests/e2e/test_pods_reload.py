@@ -70,11 +70,7 @@ def node_crd(node_kubectl: conftest.KubectlRunner) -> Iterator[None]:
 
 @pytest.fixture
 def node_api(node_cluster: devcluster.DevCluster, node_namespace: str, node_crd: None) -> whc.Api:
-    configuration = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-        config_file=str(node_cluster.kubeconfig), client_configuration=configuration
-    )
-    return whc.Api(kubernetes.client.ApiClient(configuration), node_namespace)
+    return whc.Api(whc.api_client(node_cluster.kubeconfig), node_namespace)
 
 
 @pytest.fixture
@@ -178,6 +174,16 @@ class PodEndpoint(reload.Endpoint):
     def records(self, event: str) -> list[dict[str, Any]]:
         pod = self.serving_pod() or self.pods()[-1]["metadata"]["name"]
         return self.pod_records(pod, event)
+
+    def timeline(self, pod: str) -> list[str]:
+        """The pod's log records in order, each as its event (a delivery as ``delivery <status>``)."""
+        events = []
+        for line in self.logs(pod).splitlines():
+            if line.startswith("{"):
+                record = json.loads(line)
+                event = record.get("event", "")
+                events.append(f"{event} {record['status']}" if event == "delivery" else event)
+        return events
 
     def accepted_fingerprints(self, pod: str) -> collections.Counter[str]:
         """Deliveries answered 200, by client certificate fingerprint, as the pod's log tells them."""
@@ -364,7 +370,12 @@ def test_hot_reload_carries_a_planned_rotation_and_cutover_without_losing_a_deli
     assert set(accepted) == {old.fingerprint, new.fingerprint}
     assert accepted[old.fingerprint] >= delivered_old
     assert accepted[new.fingerprint] >= delivered_new
-    assert len(ep.pod_records(pod, "trust_reloaded")) >= 2
+    # It reloaded (next trusted, then old dropped) while the stream went on: deliveries before and after.
+    timeline = ep.timeline(pod)
+    reloads = [i for i, event in enumerate(timeline) if event == "trust_reloaded"]
+    delivered = [i for i, event in enumerate(timeline) if event == "delivery 200"]
+    assert len(reloads) >= 2
+    assert delivered[0] < reloads[0] and reloads[-1] < delivered[-1]
     # And the cut-over really took the old certificate away.
     assert ep.refuses(old)
     assert ep.accepts(new)

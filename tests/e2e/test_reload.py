@@ -17,10 +17,8 @@ import http.client
 import json
 import os
 import pathlib
-import re
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +29,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests import conftest, whc
+from tests import conftest, processes, whc
 from tests.unit import mtls_pki
 from webhookcerts.devcluster import cluster as devcluster
 from webhookcerts.domain import models, names, pki
@@ -71,12 +69,7 @@ class Client:
 
 
 def write_client(directory: pathlib.Path, name: str, key_pem: bytes, cert_pem: bytes) -> Client:
-    directory.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
-    cert_path.write_bytes(cert_pem)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key_pem)
+    cert_path, key_path = mtls_pki.write_pem_files(directory, name, key_pem, cert_pem)
     return Client(name, cert_path, key_path, pki.inspect(cert_pem).fingerprint)
 
 
@@ -97,31 +90,6 @@ def expired_twin(client: Client, subject: models.Subject, directory: pathlib.Pat
 
 
 # --- the endpoint: trust-sync and the receiver as processes -----------------------------------------
-
-
-def _spawn(argv: list[str], log_path: pathlib.Path, kubeconfig: pathlib.Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(conftest.REPO / "operator"), "KUBECONFIG": str(kubeconfig)}
-    with log_path.open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "webhookcerts", *argv],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=conftest.REPO,
-            env=env,
-            start_new_session=True,
-            preexec_fn=devcluster.die_with_parent,
-        )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 @dataclasses.dataclass
@@ -210,35 +178,26 @@ def endpoint(
     """Starts (once the trust Secret exists) trust-sync and then the receiver; stops both afterwards."""
     procs: list[subprocess.Popen[bytes]] = []
     logs = {"trust-sync": tmp_path / "trust-sync.log", "receiver": tmp_path / "receiver.log"}
+    env = {"KUBECONFIG": str(cluster.kubeconfig)}
 
     def start() -> Endpoint:
         trust_dir = tmp_path / "trust"
-        procs.append(
-            _spawn(
-                ["trust-sync", "--secret", f"{namespace}/{TRUST_SECRET}", "--dir", str(trust_dir)],
-                logs["trust-sync"],
-                cluster.kubeconfig,
-            )
-        )
+        sync_argv = ["trust-sync", "--secret", f"{namespace}/{TRUST_SECRET}", "--dir", str(trust_dir)]
+        procs.append(processes.spawn(sync_argv, logs["trust-sync"], env))
         conftest.wait_for(lambda: (trust_dir / names.TRUST_KEY).exists(), what="trust-sync to write the trust store")
-        receiver_argv = ["receiver", "--cert", str(server_pki.server.cert_path), "--key"]
-        receiver_argv += [str(server_pki.server.key_path), "--trust-dir", str(trust_dir)]
-        procs.append(
-            _spawn([*receiver_argv, "--host", "127.0.0.1", "--port", "0"], logs["receiver"], cluster.kubeconfig)
+        server = server_pki.server
+        receiver = processes.receiver(server.cert_path, server.key_path, trust_dir, logs["receiver"], env=env)
+        procs.append(receiver)
+        port = conftest.wait_for(
+            lambda: processes.listening_port(receiver, logs["receiver"]), what="the receiver to listen"
         )
-
-        def listening() -> int | None:
-            match = re.search(r'"event": "listening", "address": "127\.0\.0\.1:(\d+)"', logs["receiver"].read_text())
-            return int(match.group(1)) if match else None
-
-        port = conftest.wait_for(listening, what="the receiver to listen")
         return Endpoint(port, server_pki.server_ca.cert_path, trust_dir, logs["receiver"], logs["trust-sync"])
 
     try:
         yield start
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            processes.stop(proc)
         for name, path in logs.items():
             if path.exists():
                 print(f"--- {name} log ---\n{path.read_text(errors='replace')[-12000:]}")

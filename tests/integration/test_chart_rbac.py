@@ -21,7 +21,6 @@ from typing import Any
 import kubernetes
 import pytest
 import yaml
-from prometheus_client import parser
 
 from tests import conftest, whc
 from webhookcerts.devcluster import base
@@ -36,23 +35,6 @@ RELEASE_NAMESPACE = "webhookcerts"
 RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 
 
-class Helm:
-    def __init__(self, executable: pathlib.Path, kubeconfig: pathlib.Path) -> None:
-        self.executable, self.kubeconfig = executable, kubeconfig
-
-    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [str(self.executable), "--kubeconfig", str(self.kubeconfig), *args],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(f"helm {' '.join(args)} failed ({done.returncode}): {done.stderr}")
-        return done
-
-
 @pytest.fixture
 def fresh_cluster(tmp_path: pathlib.Path, bin_dir: pathlib.Path) -> Iterator[devcluster.DevCluster]:
     """An API-only cluster of the test's own: a cluster-wide operator sees no other test's objects there."""
@@ -64,52 +46,7 @@ def fresh_cluster(tmp_path: pathlib.Path, bin_dir: pathlib.Path) -> Iterator[dev
         dev.down()
 
 
-def token_kubeconfig(
-    kubectl: conftest.KubectlRunner, dev: devcluster.DevCluster, account: str, namespace: str, path: pathlib.Path
-) -> pathlib.Path:
-    """A kubeconfig that authenticates as the ServiceAccount, with nothing of the admin's."""
-    token = kubectl("create", "token", account, "-n", namespace, "--duration=2h").stdout.strip()
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "dev",
-                        "cluster": {
-                            "server": dev.apiserver_url,
-                            "certificate-authority": str(dev.directory / "pki" / "ca.crt"),
-                        },
-                    }
-                ],
-                "users": [{"name": account, "user": {"token": token}}],
-                "contexts": [{"name": account, "context": {"cluster": "dev", "user": account}}],
-                "current-context": account,
-            }
-        )
-    )
-    return path
-
-
-def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """The operator's /metrics, fetched with curl as Prometheus would, by series."""
-    done = subprocess.run(
-        ["curl", "--silent", "--show-error", "--fail", f"http://127.0.0.1:{port}/metrics"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in parser.text_string_to_metric_families(done.stdout)
-        for s in family.samples
-    }
-
-
-def series(scraped: dict[tuple[str, frozenset[tuple[str, str]]], float], metric: str, **labels: str) -> float | None:
+def series(scraped: conftest.Scraped, metric: str, **labels: str) -> float | None:
     return scraped.get((metric, frozenset(labels.items())))
 
 
@@ -137,12 +74,6 @@ def consumers(api: kubernetes.client.ApiClient, namespace: str) -> list[dict[str
     ]
 
 
-def admin_client(dev: devcluster.DevCluster) -> kubernetes.client.ApiClient:
-    configuration = kubernetes.client.Configuration()
-    kubernetes.config.load_kube_config(config_file=str(dev.kubeconfig), client_configuration=configuration)
-    return kubernetes.client.ApiClient(configuration)
-
-
 def json_lines(text: str) -> list[dict[str, Any]]:
     """Every line of a --log-format json log, parsed; a line that is not JSON fails the test."""
     return [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -154,17 +85,19 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 def test_the_operator_runs_the_lifecycle_with_the_charts_rbac(
     fresh_cluster: devcluster.DevCluster, bin_dir: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
-    helm = Helm(bin_dir / "helm", fresh_cluster.kubeconfig)
+    helm = conftest.HelmRunner(bin_dir / "helm", fresh_cluster.kubeconfig)
     kubectl = conftest.KubectlRunner(bin_dir / "kubectl", fresh_cluster.kubeconfig)
     # The chart as users install it: CRD, ServiceAccount, ClusterRoles (its pods cannot run without a node).
     helm("install", "wc", str(CHART), "-n", RELEASE_NAMESPACE, "--create-namespace")
     kubectl("wait", "--for=condition=Established", "crd/webhookcertificates.webhookcerts.io", "--timeout=60s")
-    api_client = admin_client(fresh_cluster)
+    api_client = whc.api_client(fresh_cluster.kubeconfig)
     kubectl("create", "namespace", "payments")
     api = whc.Api(api_client, "payments")
     consumer_spec = consumers(api_client, "payments")
 
-    kubeconfig = token_kubeconfig(kubectl, fresh_cluster, "wc-webhookcerts", RELEASE_NAMESPACE, tmp_path / "sa")
+    kubeconfig = conftest.token_kubeconfig(
+        kubectl, fresh_cluster, "wc-webhookcerts", RELEASE_NAMESPACE, tmp_path / "sa", duration="2h"
+    )
     assert kubectl("get", "secrets", "-n", "payments", f"--kubeconfig={kubeconfig}", check=False).returncode != 0
     port = base.free_port()
     operator = conftest.OperatorProcess(
@@ -232,7 +165,7 @@ def test_the_operator_runs_the_lifecycle_with_the_charts_rbac(
 
         # The metrics tell the same story.
         labels = {"name": "upvest-sandbox", "namespace": "payments", "environment": "sandbox"}
-        scraped = scrape(port)
+        scraped = conftest.scrape(port)
         assert (series(scraped, "webhookcerts_rotations_total", **labels, reason="planned") or 0) >= 1
         assert series(scraped, "webhookcerts_rotations_total", **labels, reason="emergency") == 1
         assert series(scraped, "webhookcerts_cutovers_total", **labels) == 1
@@ -249,7 +182,7 @@ def test_the_operator_runs_the_lifecycle_with_the_charts_rbac(
         # Deleted: Kopf removes its finalizer (a patch the chart grants) and the object's series go.
         kubectl("delete", "whc", "upvest-sandbox", "-n", "payments", "--timeout=60s")
         conftest.wait_for(
-            lambda: not any(("name", "upvest-sandbox") in key[1] for key in scrape(port)),
+            lambda: not any(("name", "upvest-sandbox") in key[1] for key in conftest.scrape(port)),
             what="the deleted object's series to go",
         )
     finally:
@@ -312,7 +245,7 @@ def forbidden_operator(
     drop: tuple[str, str],
 ) -> conftest.OperatorProcess:
     account = restricted_rbac(bin_dir, kubectl, namespace, drop)
-    kubeconfig = token_kubeconfig(kubectl, cluster, account, namespace, tmp_path / "sa")
+    kubeconfig = conftest.token_kubeconfig(kubectl, cluster, account, namespace, tmp_path / "sa", duration="2h")
     # Watching one namespace, as the chart runs it with watchNamespaces.
     return conftest.OperatorProcess(kubeconfig, namespace, tmp_path / "operator.log")
 
@@ -391,7 +324,7 @@ def test_without_patch_on_status_the_first_issue_says_forbidden(
 def test_upgrade_applies_a_changed_value_and_uninstall_keeps_crd_and_secrets(
     fresh_cluster: devcluster.DevCluster, bin_dir: pathlib.Path
 ) -> None:
-    helm = Helm(bin_dir / "helm", fresh_cluster.kubeconfig)
+    helm = conftest.HelmRunner(bin_dir / "helm", fresh_cluster.kubeconfig)
     kubectl = conftest.KubectlRunner(bin_dir / "kubectl", fresh_cluster.kubeconfig)
     helm("install", "wc", str(CHART), "-n", RELEASE_NAMESPACE, "--create-namespace")
 
@@ -407,7 +340,7 @@ def test_upgrade_applies_a_changed_value_and_uninstall_keeps_crd_and_secrets(
 
     # What the operator leaves behind: a WebhookCertificate and its key Secret, owned by it.
     kubectl("wait", "--for=condition=Established", "crd/webhookcertificates.webhookcerts.io", "--timeout=60s")
-    api_client = admin_client(fresh_cluster)
+    api_client = whc.api_client(fresh_cluster.kubeconfig)
     kubectl("create", "namespace", "payments")
     api = whc.Api(api_client, "payments")
     uid = api.create("kept")["metadata"]["uid"]
@@ -429,12 +362,12 @@ def test_uninstall_without_keep_deletes_the_crd_and_every_webhookcertificate(
     fresh_cluster: devcluster.DevCluster, bin_dir: pathlib.Path
 ) -> None:
     """The other side of crds.keep, which the README warns about: the keep test above can fail."""
-    helm = Helm(bin_dir / "helm", fresh_cluster.kubeconfig)
+    helm = conftest.HelmRunner(bin_dir / "helm", fresh_cluster.kubeconfig)
     kubectl = conftest.KubectlRunner(bin_dir / "kubectl", fresh_cluster.kubeconfig)
     helm("install", "wc", str(CHART), "-n", RELEASE_NAMESPACE, "--create-namespace", "--set", "crds.keep=false")
     kubectl("wait", "--for=condition=Established", "crd/webhookcertificates.webhookcerts.io", "--timeout=60s")
     kubectl("create", "namespace", "payments")
-    whc.Api(admin_client(fresh_cluster), "payments").create("gone")
+    whc.Api(whc.api_client(fresh_cluster.kubeconfig), "payments").create("gone")
 
     helm("uninstall", "wc", "-n", RELEASE_NAMESPACE, "--wait")
     conftest.wait_for(

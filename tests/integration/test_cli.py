@@ -19,7 +19,6 @@ from typing import Any
 
 import kubernetes
 import pytest
-import yaml
 
 from tests import conftest, whc
 from webhookcerts.devcluster import cluster as devcluster
@@ -335,29 +334,8 @@ def test_a_token_without_permissions_is_told_permission_denied(
     tmp_path: pathlib.Path,
 ) -> None:
     kubectl("create", "serviceaccount", "auditor", "-n", namespace)
-    token = kubectl("create", "token", "auditor", "-n", namespace).stdout.strip()
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "dev",
-                        "cluster": {
-                            "server": cluster.apiserver_url,
-                            "certificate-authority": str(cluster.directory / "pki" / "ca.crt"),
-                        },
-                    }
-                ],
-                "users": [{"name": "auditor", "user": {"token": token}}],
-                "contexts": [
-                    {"name": "auditor", "context": {"cluster": "dev", "user": "auditor", "namespace": namespace}}
-                ],
-                "current-context": "auditor",
-            }
-        )
+    kubeconfig = conftest.token_kubeconfig(
+        kubectl, cluster, "auditor", namespace, tmp_path / "kubeconfig", default_namespace=True
     )
     denied = failed(webhookcerts("status", "--kubeconfig", str(kubeconfig)))
     assert denied.startswith("webhookcerts: permission denied: ")

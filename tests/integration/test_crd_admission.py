@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import datetime
 import json
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +42,14 @@ def manifest(name: str = "acme") -> Manifest:
 def apply(kubectl: conftest.KubectlRunner, namespace: str, body: Manifest, *, check: bool = True) -> str:
     result = kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body), check=check)
     return result.stderr if result.returncode else ""
+
+
+def patch_status(
+    kubectl: conftest.KubectlRunner, namespace: str, status: dict[str, Any], *, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Write the status of ``acme`` as the operator does: a merge patch of the status subresource."""
+    patch = ["patch", "whc", "acme", "-n", namespace, "--subresource=status", "--type=merge"]
+    return kubectl(*patch, "-p", json.dumps({"status": status}), check=check)
 
 
 def _set(path: str, value: object) -> Callable[[Manifest], None]:
@@ -269,17 +278,7 @@ def test_status_written_by_the_operator_is_kept_whole(
 ) -> None:
     apply(kubectl, namespace, manifest())
     status = _status().to_api()
-    kubectl(
-        "patch",
-        "whc",
-        "acme",
-        "-n",
-        namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": status}),
-    )
+    patch_status(kubectl, namespace, status)
     stored = json.loads(kubectl("get", "whc", "acme", "-n", namespace, "-o", "json").stdout)
     # Nothing pruned, nothing added: the schema knows every field the operator writes.
     assert stored["status"] == status
@@ -290,18 +289,7 @@ def test_status_that_breaks_the_schema_is_refused(
     kubectl: conftest.KubectlRunner, namespace: str, crd_installed: None
 ) -> None:
     apply(kubectl, namespace, manifest())
-    result = kubectl(
-        "patch",
-        "whc",
-        "acme",
-        "-n",
-        namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": {"stage": "Sleeping"}}),
-        check=False,
-    )
+    result = patch_status(kubectl, namespace, {"stage": "Sleeping"}, check=False)
     assert result.returncode != 0
     assert 'supported values: "Issuing", "Active", "Rotating", "Compromised"' in result.stderr
 
@@ -310,17 +298,7 @@ def test_kubectl_get_shows_the_printer_columns(
     kubectl: conftest.KubectlRunner, namespace: str, crd_installed: None
 ) -> None:
     apply(kubectl, namespace, manifest())
-    kubectl(
-        "patch",
-        "whc",
-        "acme",
-        "-n",
-        namespace,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": _status().to_api()}),
-    )
+    patch_status(kubectl, namespace, _status().to_api())
     header, row = kubectl("get", "whc", "-n", namespace).stdout.splitlines()
     assert header.split() == ["NAME", "ENVIRONMENT", "READY", "STAGE", "EXPIRES", "RENEWAL", "AGE"]
     name, environment, ready, stage, expires, renewal, _age = row.split()

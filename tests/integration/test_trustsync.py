@@ -7,29 +7,18 @@ import os
 import pathlib
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import kubernetes
 import pytest
-import yaml
 
-from tests import conftest
+from tests import conftest, processes
 from webhookcerts.devcluster import cluster as devcluster
 from webhookcerts.receiver import trustdir
 
 pytestmark = pytest.mark.integration
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-
-
-def poll(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
 
 
 def secret(name: str, data: dict[str, bytes]) -> kubernetes.client.V1Secret:
@@ -62,13 +51,7 @@ def stop_later() -> Iterator[list[subprocess.Popen[str]]]:
     procs: list[subprocess.Popen[str]] = []
     yield procs
     for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        processes.stop(proc)
 
 
 def test_the_directory_follows_the_secret(
@@ -83,18 +66,18 @@ def test_the_directory_follows_the_secret(
     proc = trust_sync(cluster, "--secret", f"{namespace}/trust", "--dir", str(directory))
     stop_later.append(proc)
 
-    assert poll(lambda: content(directory) == b"version 1")
+    assert conftest.poll(lambda: content(directory) == b"version 1", timeout=30.0)
     assert os.readlink(directory / "ca.crt") == "..data/ca.crt"
     first_data_dir = os.readlink(directory / "..data")
 
     core_v1.replace_namespaced_secret("trust", namespace, secret("trust", {"ca.crt": b"version 2"}))
-    assert poll(lambda: content(directory) == b"version 2")
+    assert conftest.poll(lambda: content(directory) == b"version 2", timeout=30.0)
     assert os.readlink(directory / "..data") != first_data_dir
 
     # Deleting the Secret is not how trust is revoked: the last content stays, nothing is emptied.
     core_v1.delete_namespaced_secret("trust", namespace)
     core_v1.create_namespaced_secret(namespace, secret("trust", {"ca.crt": b"version 3", "other": b"x"}))
-    assert poll(lambda: content(directory) == b"version 3")
+    assert conftest.poll(lambda: content(directory) == b"version 3", timeout=30.0)
     assert trustdir.read(directory) == {"ca.crt": b"version 3", "other": b"x"}
 
     proc.terminate()
@@ -136,27 +119,8 @@ def test_a_role_for_that_one_secret_is_enough(
         "create", "rolebinding", "trust-sync", "--role=trust-reader", f"--serviceaccount={namespace}:trust-sync",
         "-n", namespace,
     )  # fmt: skip
-    token = kubectl("create", "token", "trust-sync", "-n", namespace).stdout.strip()
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "dev",
-                        "cluster": {
-                            "server": cluster.apiserver_url,
-                            "certificate-authority": str(cluster.directory / "pki" / "ca.crt"),
-                        },
-                    }
-                ],
-                "users": [{"name": "sync", "user": {"token": token}}],
-                "contexts": [{"name": "sync", "context": {"cluster": "dev", "user": "sync", "namespace": namespace}}],
-                "current-context": "sync",
-            }
-        )
+    kubeconfig = conftest.token_kubeconfig(
+        kubectl, cluster, "trust-sync", namespace, tmp_path / "kubeconfig", default_namespace=True
     )
     core_v1.create_namespaced_secret(namespace, secret("trust", {"ca.crt": b"least privilege"}))
     directory = tmp_path / "trust"
@@ -165,8 +129,8 @@ def test_a_role_for_that_one_secret_is_enough(
     )
     stop_later.append(proc)
 
-    assert poll(lambda: content(directory) == b"least privilege")
+    assert conftest.poll(lambda: content(directory) == b"least privilege", timeout=30.0)
     core_v1.replace_namespaced_secret("trust", namespace, secret("trust", {"ca.crt": b"and it watches"}))
-    assert poll(lambda: content(directory) == b"and it watches")
+    assert conftest.poll(lambda: content(directory) == b"and it watches", timeout=30.0)
     denied = kubectl("get", "secrets", "--kubeconfig", str(kubeconfig), check=False)
     assert denied.returncode != 0

@@ -1,6 +1,9 @@
-"""Throw-away certificates for the receiver and simulator tests: a server CA, clients, strangers.
+"""Throw-away keys and certificates for the receiver and simulator tests: a server CA, clients, strangers,
+the provider's message-signing keys.
 
-RSA 2048 keeps the fixtures quick; the product's 4096-bit keys change nothing the tests look at.
+RSA 2048 keeps the fixtures quick; the product's 4096-bit keys change nothing the tests look at. The
+self-signed clients come from the operator's own ``issue_certificate``, so the receiver is tested with
+the certificate profile the operator issues. The benchmarks take their serving certificates from here.
 """
 
 from __future__ import annotations
@@ -9,13 +12,17 @@ import dataclasses
 import datetime
 import hashlib
 import ipaddress
+import os
 import pathlib
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509 import oid
+
+from webhookcerts.domain import models
+from webhookcerts.domain import pki as domain_pki
 
 
 def _key() -> rsa.RSAPrivateKey:
@@ -50,14 +57,24 @@ class Pair:
         return path
 
 
+def write_pem_files(
+    directory: pathlib.Path, name: str, key_pem: bytes, cert_pem: bytes
+) -> tuple[pathlib.Path, pathlib.Path]:
+    """``<name>.crt`` and ``<name>.key`` (mode 0600 from the start), as curl and openssl take them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
+    cert_path.write_bytes(cert_pem)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key_pem)
+    return cert_path, key_path
+
+
 def _write(directory: pathlib.Path, name: str, cert: x509.Certificate, key: rsa.RSAPrivateKey) -> Pair:
-    cert_path = directory / f"{name}.crt"
-    key_path = directory / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    key_path.chmod(0o600)
+    cert_path, key_path = write_pem_files(directory, name, key_pem, cert.public_bytes(serialization.Encoding.PEM))
     return Pair(name, cert, key, cert_path, key_path)
 
 
@@ -65,14 +82,17 @@ def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(oid.NameOID.COMMON_NAME, cn)])
 
 
+def _validity(*, expired: bool) -> tuple[datetime.datetime, datetime.datetime]:
+    now = datetime.datetime.now(datetime.UTC)
+    if expired:
+        return now - datetime.timedelta(days=30), now - datetime.timedelta(days=1)
+    return now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=30)
+
+
 def _builder(
     subject: x509.Name, issuer: x509.Name, key: rsa.RSAPrivateKey, *, expired: bool
 ) -> x509.CertificateBuilder:
-    now = datetime.datetime.now(datetime.UTC)
-    if expired:
-        not_before, not_after = now - datetime.timedelta(days=30), now - datetime.timedelta(days=1)
-    else:
-        not_before, not_after = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=30)
+    not_before, not_after = _validity(expired=expired)
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -85,30 +105,13 @@ def _builder(
 
 
 def self_signed_client(directory: pathlib.Path, name: str, *, expired: bool = False) -> Pair:
-    """A client certificate with the profile the operator issues: self-signed, not a CA, no
-    keyCertSign, clientAuth (only the key is smaller)."""
+    """A client certificate as the operator issues it: self-signed, not a CA, no keyCertSign, clientAuth
+    (only the key is smaller)."""
     key = _key()
-    cert = (
-        _builder(_name(name), _name(name), key, expired=expired)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    not_before, not_after = _validity(expired=expired)
+    # issue_certificate backdates by its own BACKDATE: start from the moment that yields ``not_before``.
+    issued_at = not_before + domain_pki.BACKDATE
+    cert = domain_pki.issue_certificate(key, models.Subject(common_name=name), issued_at, not_after - issued_at)
     return _write(directory, name, cert, key)
 
 
@@ -150,6 +153,19 @@ def issued(directory: pathlib.Path, name: str, issuer: Pair, *, server: bool = F
     else:
         builder = builder.add_extension(x509.ExtendedKeyUsage([oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
     return _write(directory, name, builder.sign(issuer.key, hashes.SHA256()), key)
+
+
+def signing_key(directory: pathlib.Path, name: str) -> tuple[pathlib.Path, pathlib.Path]:
+    """A P-256 key for HTTP message signatures: (``<name>.key``, PKCS#8; ``<name>.pub``, its public key)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    private, public = directory / f"{name}.key", directory / f"{name}.pub"
+    private.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    public.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return private, public
 
 
 @dataclasses.dataclass(frozen=True)

@@ -179,7 +179,7 @@ def test_pod_reload_section() -> None:
     assert "| Secret -> kubelet swaps the volume, with the Hot nudge | 0.15 | 0.20 |" in body
     assert "| Secret -> pod accepts, without (kubelet's periodic sync) | 31.00 | 58.00 |" in body
     assert "kubelet swaps the volume, without" not in body
-    assert "`syncFrequency: 1m` (the kubelet's default)" in body
+    assert "`syncFrequency: 1m` (the kubelet's default)" in " ".join(body.split())
     assert "with the nudge: 0.20, 0.30, 0.25; without: 31.00, 12.50, 58.00." in body
     assert "**meets**" in body
 

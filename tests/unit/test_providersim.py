@@ -9,23 +9,16 @@ import pathlib
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests import conftest
+from tests.unit import conftest as unit
 from tests.unit import mtls_pki
 from webhookcerts.receiver import providersim, server, trustdir
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 PASSWORD = b"bundle-pass-7f3a"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> mtls_pki.Pki:
-    return mtls_pki.make(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")
@@ -57,26 +50,6 @@ class FlakyHandler:
                 self.failures -= 1
                 raise RuntimeError("the application is briefly down")
             self.delivered.add(delivery_id)
-
-
-def start(pki: mtls_pki.Pki, trust_dir: pathlib.Path, **kwargs: object) -> server.Receiver:
-    on_delivery = kwargs.pop("on_delivery", None)
-    config = server.Config(
-        cert=pki.server.cert_path,
-        key=pki.server.key_path,
-        trust_dir=trust_dir,
-        host="127.0.0.1",
-        port=0,
-        **kwargs,  # type: ignore[arg-type]
-    )
-    return server.Receiver(config, on_delivery=on_delivery).start()  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def receiver(pki: mtls_pki.Pki, trust_dir: pathlib.Path) -> Iterator[server.Receiver]:
-    rx = start(pki, trust_dir)
-    yield rx
-    rx.close()
 
 
 def sim_config(rx: server.Receiver, pki: mtls_pki.Pki, bundle: pathlib.Path, **overrides: object) -> providersim.Config:
@@ -115,7 +88,7 @@ def test_500_answers_are_retried_until_delivered(
     pki: mtls_pki.Pki, trust_dir: pathlib.Path, bundles: dict[str, pathlib.Path]
 ) -> None:
     handler = FlakyHandler(failures=3)
-    rx = start(pki, trust_dir, on_delivery=handler)
+    rx = unit.start(pki, trust_dir, on_delivery=handler)
     try:
         summary = providersim.run(sim_config(rx, pki, bundles["alpha"], count=10))
     finally:
@@ -135,7 +108,7 @@ def test_a_delivery_that_never_succeeds_is_counted_failed(
     pki: mtls_pki.Pki, trust_dir: pathlib.Path, bundles: dict[str, pathlib.Path]
 ) -> None:
     handler = FlakyHandler(failures=10**6)
-    rx = start(pki, trust_dir, on_delivery=handler)
+    rx = unit.start(pki, trust_dir, on_delivery=handler)
     try:
         summary = providersim.run(sim_config(rx, pki, bundles["alpha"], count=4, max_attempts=3))
     finally:
@@ -160,7 +133,7 @@ def test_an_untrusted_certificate_is_counted_as_handshake_failures(
     refusals = sum(summary["handshake_failures"].values()) + sum(summary["connection_errors"].values())
     assert refusals == 6
     assert sum(summary["handshake_failures"].values()) >= 1
-    assert _poll(lambda: receiver.stats.handshake_failures["certificate_verify_failed"] == 6)
+    assert conftest.poll(lambda: receiver.stats.handshake_failures["certificate_verify_failed"] == 6)
 
 
 def test_keep_alive_reuses_connections(
@@ -217,38 +190,16 @@ def test_an_emergency_revocation_refuses_the_old_certificate_at_once(
 
 
 def _wait_for_generation(rx: server.Receiver, generation: int) -> bool:
-    return _poll(lambda: rx.trust.current.generation >= generation)
-
-
-def _poll(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
+    return conftest.poll(lambda: rx.trust.current.generation >= generation)
 
 
 def test_signed_deliveries_verify(
     pki: mtls_pki.Pki, trust_dir: pathlib.Path, bundles: dict[str, pathlib.Path], tmp_path: pathlib.Path
 ) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    private = tmp_path / "signing.key"
-    public = tmp_path / "signing.pub"
-    private.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    impostor = tmp_path / "impostor.key"
-    impostor.write_bytes(
-        ec.generate_private_key(ec.SECP256R1()).private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
+    private, public = mtls_pki.signing_key(tmp_path, "signing")
+    impostor, _ = mtls_pki.signing_key(tmp_path, "impostor")
     handler = FlakyHandler(failures=0)
-    rx = start(pki, trust_dir, signature_key=public, signature_key_id="sim", on_delivery=handler)
+    rx = unit.start(pki, trust_dir, signature_key=public, signature_key_id="sim", on_delivery=handler)
     try:
         good = providersim.run(sim_config(rx, pki, bundles["alpha"], count=5, signing_key=private, key_id="sim"))
         bad = providersim.run(

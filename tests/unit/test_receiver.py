@@ -15,32 +15,18 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import http_message_signatures
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests import conftest
+from tests.unit import conftest as unit
 from tests.unit import mtls_pki
 from webhookcerts.receiver import server, signatures, trustdir
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-
-
-def poll(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> mtls_pki.Pki:
-    return mtls_pki.make(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture
@@ -52,26 +38,6 @@ def trust_dir(tmp_path: pathlib.Path, pki: mtls_pki.Pki) -> pathlib.Path:
 
 def trust_bundle(*pairs: mtls_pki.Pair) -> bytes:
     return b"".join(p.cert_pem for p in pairs)
-
-
-def start(pki: mtls_pki.Pki, trust_dir: pathlib.Path, **kwargs: object) -> server.Receiver:
-    on_delivery = kwargs.pop("on_delivery", None)
-    config = server.Config(
-        cert=pki.server.cert_path,
-        key=pki.server.key_path,
-        trust_dir=trust_dir,
-        host="127.0.0.1",
-        port=0,
-        **kwargs,  # type: ignore[arg-type]
-    )
-    return server.Receiver(config, on_delivery=on_delivery).start()  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def receiver(pki: mtls_pki.Pki, trust_dir: pathlib.Path) -> Iterator[server.Receiver]:
-    rx = start(pki, trust_dir)
-    yield rx
-    rx.close()
 
 
 def curl(
@@ -134,7 +100,7 @@ def test_a_client_without_a_certificate_is_refused(receiver: server.Receiver, pk
 
     assert code != 0
     assert status == "000"
-    assert poll(lambda: receiver.stats.handshake_failures["peer_did_not_return_a_certificate"] == 1)
+    assert conftest.poll(lambda: receiver.stats.handshake_failures["peer_did_not_return_a_certificate"] == 1)
 
 
 def test_a_self_signed_stranger_is_refused(receiver: server.Receiver, pki: mtls_pki.Pki) -> None:
@@ -142,7 +108,7 @@ def test_a_self_signed_stranger_is_refused(receiver: server.Receiver, pki: mtls_
 
     assert code != 0
     assert status == "000"
-    assert poll(lambda: receiver.stats.handshake_failures["certificate_verify_failed"] == 1)
+    assert conftest.poll(lambda: receiver.stats.handshake_failures["certificate_verify_failed"] == 1)
 
 
 @pytest.mark.parametrize("which", ["expired", "ca_issued_expired"])
@@ -157,7 +123,7 @@ def test_an_expired_certificate_is_refused_even_when_listed(
     assert status == "000"
     # curl's own message depends on whether it reads the alert before the close; the receiver's log
     # says why it refused.
-    assert poll(lambda: "certificate has expired" in caplog.text)
+    assert conftest.poll(lambda: "certificate has expired" in caplog.text)
 
 
 def test_tls_1_1_is_refused_by_the_server(receiver: server.Receiver, pki: mtls_pki.Pki) -> None:
@@ -182,7 +148,7 @@ def test_tls_1_1_is_refused_by_the_server(receiver: server.Receiver, pki: mtls_p
 
     assert old.returncode != 0
     assert "alert protocol version" in old.stdout + old.stderr
-    assert poll(lambda: receiver.stats.handshake_failures["unsupported_protocol"] == 1)
+    assert conftest.poll(lambda: receiver.stats.handshake_failures["unsupported_protocol"] == 1)
     assert current.returncode == 0, current.stderr
     assert "Protocol  : TLSv1.2" in current.stdout
 
@@ -200,9 +166,9 @@ def test_a_session_resumed_across_a_swap_does_not_bring_a_removed_certificate_ba
     session = first.sock.session
     waiting = socket.create_connection(("127.0.0.1", receiver.port), timeout=10)
     try:
-        assert poll(lambda: receiver.stats.connections == 2)
+        assert conftest.poll(lambda: receiver.stats.connections == 2)
         trustdir.write_atomic(trust_dir, {"ca.crt": trust_bundle(pki.beta)})
-        assert poll(lambda: receiver.trust.current.generation == 2)
+        assert conftest.poll(lambda: receiver.trust.current.generation == 2)
 
         resumed = http.client.HTTPSConnection("127.0.0.1", receiver.port, context=ctx)
         resumed.sock = ctx.wrap_socket(waiting, server_hostname="127.0.0.1", session=session)
@@ -228,7 +194,7 @@ def test_a_swapped_trust_store_applies_to_new_connections_without_restart(
 
     trustdir.write_atomic(trust_dir, {"ca.crt": trust_bundle(pki.beta)})
 
-    assert poll(lambda: accepted(receiver, pki, pki.beta))
+    assert conftest.poll(lambda: accepted(receiver, pki, pki.beta))
     assert not accepted(receiver, pki, pki.alpha)
     assert not accepted(receiver, pki, pki.ca_issued)
     assert receiver.port == port
@@ -251,7 +217,7 @@ def test_an_in_flight_request_completes_across_a_swap(
             + body[:10]
         )
         trustdir.write_atomic(trust_dir, {"ca.crt": trust_bundle(pki.beta)})
-        assert poll(lambda: receiver.trust.current.generation == 2)
+        assert conftest.poll(lambda: receiver.trust.current.generation == 2)
         tls.sendall(body[10:])
         response = http.client.HTTPResponse(tls)
         response.begin()
@@ -268,9 +234,9 @@ def test_a_handshake_that_races_a_swap_is_judged_by_the_new_trust_store(
     first = socket.create_connection(("127.0.0.1", receiver.port), timeout=10)
     second = socket.create_connection(("127.0.0.1", receiver.port), timeout=10)
     try:
-        assert poll(lambda: receiver.stats.connections == 2)
+        assert conftest.poll(lambda: receiver.stats.connections == 2)
         trustdir.write_atomic(trust_dir, {"ca.crt": trust_bundle(pki.beta)})
-        assert poll(lambda: receiver.trust.current.generation == 2)
+        assert conftest.poll(lambda: receiver.trust.current.generation == 2)
 
         conn = http.client.HTTPSConnection("127.0.0.1", receiver.port, context=client_context(pki, pki.beta))
         conn.sock = client_context(pki, pki.beta).wrap_socket(first, server_hostname="127.0.0.1")
@@ -292,7 +258,7 @@ def test_a_keep_alive_connection_of_a_removed_certificate_is_closed(
     assert post(conn).status == 200
 
     trustdir.write_atomic(trust_dir, {"ca.crt": trust_bundle(pki.beta)})
-    assert poll(lambda: receiver.trust.current.generation == 2)
+    assert conftest.poll(lambda: receiver.trust.current.generation == 2)
     response = post(conn)
 
     assert response.status == 421
@@ -309,7 +275,7 @@ def test_a_keep_alive_connection_of_a_still_trusted_certificate_goes_on(
     sock = conn.sock
 
     trustdir.write_atomic(trust_dir, {"ca.crt": trust_bundle(pki.alpha, pki.beta)})
-    assert poll(lambda: receiver.trust.current.generation == 2)
+    assert conftest.poll(lambda: receiver.trust.current.generation == 2)
 
     assert post(conn).status == 200
     assert conn.sock is sock
@@ -322,7 +288,7 @@ def test_an_unusable_trust_file_keeps_the_previous_trust_store(
 ) -> None:
     trustdir.write_atomic(trust_dir, {"ca.crt": b"not a certificate"})
 
-    assert poll(lambda: receiver.trust.last_error is not None)
+    assert conftest.poll(lambda: receiver.trust.last_error is not None)
     assert receiver.trust.current.generation == 1
     assert accepted(receiver, pki, pki.alpha)
     conn = http.client.HTTPSConnection("127.0.0.1", receiver.port, context=client_context(pki, pki.alpha))
@@ -332,7 +298,7 @@ def test_an_unusable_trust_file_keeps_the_previous_trust_store(
     conn.close()
 
     trustdir.write_atomic(trust_dir, {"ca.crt": trust_bundle(pki.beta)})
-    assert poll(lambda: receiver.trust.last_error is None and receiver.trust.current.generation == 2)
+    assert conftest.poll(lambda: receiver.trust.last_error is None and receiver.trust.current.generation == 2)
 
 
 # --- what a delivery must look like ------------------------------------------------------------------
@@ -374,24 +340,14 @@ def test_a_wrong_unsigned_content_digest_is_refused(receiver: server.Receiver, p
 
 @pytest.fixture(scope="module")
 def provider_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path, pathlib.Path]:
-    directory = tmp_path_factory.mktemp("provider-key")
-    key = ec.generate_private_key(ec.SECP256R1())
-    private = directory / "signing.key"
-    public = directory / "signing.pub"
-    private.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    public.write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    return private, public
+    return mtls_pki.signing_key(tmp_path_factory.mktemp("provider-key"), "signing")
 
 
 @pytest.fixture
 def signing_receiver(
     pki: mtls_pki.Pki, trust_dir: pathlib.Path, provider_key: tuple[pathlib.Path, pathlib.Path]
 ) -> Iterator[server.Receiver]:
-    rx = start(pki, trust_dir, signature_key=provider_key[1], signature_key_id="provider-1")
+    rx = unit.start(pki, trust_dir, signature_key=provider_key[1], signature_key_id="provider-1")
     yield rx
     rx.close()
 

@@ -1,0 +1,42 @@
+"""What the receiver and provider-simulator tests share: throw-away certificates and a receiver to test.
+
+A module that asks for ``receiver`` defines the ``trust_dir`` fixture: what the receiver trusts at
+first is each module's own choice.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Iterator
+
+import pytest
+
+from tests.unit import mtls_pki
+from webhookcerts.receiver import server
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> mtls_pki.Pki:
+    return mtls_pki.make(tmp_path_factory.mktemp("pki"))
+
+
+def start(pki: mtls_pki.Pki, trust_dir: pathlib.Path, **kwargs: object) -> server.Receiver:
+    """A running receiver on a free loopback port with ``pki``'s serving certificate; ``kwargs`` go into
+    its Config, except ``on_delivery`` (the application behind it)."""
+    on_delivery = kwargs.pop("on_delivery", None)
+    config = server.Config(
+        cert=pki.server.cert_path,
+        key=pki.server.key_path,
+        trust_dir=trust_dir,
+        host="127.0.0.1",
+        port=0,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    return server.Receiver(config, on_delivery=on_delivery).start()  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def receiver(pki: mtls_pki.Pki, trust_dir: pathlib.Path) -> Iterator[server.Receiver]:
+    rx = start(pki, trust_dir)
+    yield rx
+    rx.close()

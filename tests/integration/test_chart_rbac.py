@@ -159,8 +159,11 @@ def test_the_operator_runs_the_lifecycle_with_the_charts_rbac(
             lambda: api.trusted_fingerprints() == {after.next.fingerprint}, what="only the new certificate trusted"
         )
 
-        for reason in ("Issued", "Renewing", "CutOver", "EmergencyRotation", "TrustReloadRequested"):
-            assert api.events("upvest-sandbox", reason), reason
+        # An Event follows the trust write it reports: give the last one a moment.
+        reasons = ("Issued", "Renewing", "CutOver", "EmergencyRotation", "TrustReloadRequested")
+        conftest.wait_for(
+            lambda: all(api.events("upvest-sandbox", r) for r in reasons), what=f"the Events {', '.join(reasons)}"
+        )
         assert not api.events("upvest-sandbox", "Forbidden")
 
         # The metrics tell the same story.

@@ -229,6 +229,8 @@ class _Reconciler:
         new = self.status.to_api()
         resources.patch_status(self.ctx.clients, self.resource.namespace, self.resource.name, self.saved, new)
         self.saved = new
+        # The gauges mirror what was just recorded, so a scrape never lags the status people read.
+        self.ctx.metrics.observe(self.resource.namespace, self.resource.name, self.spec.environment, self.status)
 
     def event(self, type: str, reason: str, message: str) -> None:
         logger.info("%s/%s: %s: %s", self.resource.namespace, self.resource.name, reason, message)
@@ -308,7 +310,6 @@ class _Reconciler:
             )
         self.observe()
         self.converge(decision, refusals)
-        self.ctx.metrics.observe(self.resource.namespace, self.resource.name, self.spec.environment, self.status)
         return Result(self.status, decision, policy.next_wakeup(self.spec, self.status))
 
     # steps ----------------------------------------------------------------------------------------

@@ -70,6 +70,27 @@ def serving_pki(directory: pathlib.Path) -> tuple[pathlib.Path, Files]:
 # --- the receiver ----------------------------------------------------------------------------------
 
 
+def client_context(server_ca: pathlib.Path, client: Files) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(server_ca))
+    ctx.load_cert_chain(client.cert, client.key)
+    return ctx
+
+
+def accepts(port: int, ctx: ssl.SSLContext, timeout: float = 10.0) -> bool:
+    """One fresh TLS connection and a health request on the loopback: True on 200, False when refused."""
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=timeout)
+    try:
+        conn.request("GET", "/healthz")
+        response = conn.getresponse()
+        response.read()
+        return response.status == 200
+    except (OSError, http.client.HTTPException):
+        # ssl.SSLError is an OSError: a refused certificate, at handshake or (TLS 1.3) first read.
+        return False
+    finally:
+        conn.close()
+
+
 @dataclasses.dataclass
 class Receiver:
     proc: subprocess.Popen[bytes]
@@ -78,23 +99,10 @@ class Receiver:
     log: pathlib.Path
 
     def client_context(self, client: Files) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=str(self.server_ca))
-        ctx.load_cert_chain(client.cert, client.key)
-        return ctx
+        return client_context(self.server_ca, client)
 
     def accepts(self, ctx: ssl.SSLContext, timeout: float = 10.0) -> bool:
-        """One fresh TLS connection and a health request: True on 200, False when refused."""
-        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=ctx, timeout=timeout)
-        try:
-            conn.request("GET", "/healthz")
-            response = conn.getresponse()
-            response.read()
-            return response.status == 200
-        except (OSError, http.client.HTTPException):
-            # ssl.SSLError is an OSError: a refused certificate, at handshake or (TLS 1.3) first read.
-            return False
-        finally:
-            conn.close()
+        return accepts(self.port, ctx, timeout)
 
     def count(self, event: str) -> int:
         needle = f'"event": "{event}"'

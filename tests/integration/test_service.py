@@ -301,7 +301,7 @@ def test_two_certificates_share_one_trust_store_deterministically(harness: Harne
     version = h.resource_version("webhook-trust")
     for name in ("live", "sandbox", "live", "sandbox"):
         h.run(name)
-    reconcile.sync_trust(h.ctx, h.api.namespace, "webhook-trust")
+    reconcile.sync_trust(h.ctx, reconcile.snapshot(h.ctx, h.api.namespace), h.api.namespace, "webhook-trust")
     assert h.resource_version("webhook-trust") == version
     recorded = [h.status(n).trust for n in ("sandbox", "live")]
     assert recorded == [models.TrustStatus(secret_name="webhook-trust", hash=trust.trust_hash(expected))] * 2
@@ -350,7 +350,7 @@ def test_a_revoked_fingerprint_never_returns_even_from_a_stale_status(harness: H
     assert h.status("sandbox").current == compromised and h.status("sandbox").next is None
     h.run("live")
     assert compromised.fingerprint not in h.api.trusted_fingerprints()
-    reconcile.sync_trust(h.ctx, h.api.namespace, "webhook-trust")
+    reconcile.sync_trust(h.ctx, reconcile.snapshot(h.ctx, h.api.namespace), h.api.namespace, "webhook-trust")
     assert h.api.trusted_fingerprints() == {live.fingerprint}
 
 
@@ -401,12 +401,17 @@ def crash(monkeypatch: pytest.MonkeyPatch) -> Iterator[Arm]:
     armed: list[CrashPoint] = []
 
     def patch_status(
-        clients: kube_client.Clients, namespace: str, name: str, old: dict[str, Any], new: dict[str, Any]
-    ) -> bool:
+        clients: kube_client.Clients,
+        namespace: str,
+        name: str,
+        old: dict[str, Any],
+        new: dict[str, Any],
+        **kwargs: Any,
+    ) -> dict[str, Any] | None:
         if armed and armed[0](old, new):
             armed.clear()
             raise SimulatedCrash(f"crashed before recording status of {name}")
-        return original(clients, namespace, name, old, new)
+        return original(clients, namespace, name, old, new, **kwargs)
 
     monkeypatch.setattr(resources, "patch_status", patch_status)
     yield armed.append
@@ -465,8 +470,11 @@ def test_crash_after_the_emergency_next_secret_is_written_rotates_exactly_once(
     with pytest.raises(SimulatedCrash):
         h.run("sos")
     written = h.secret_fingerprint("sos-tls-next")
-    assert written is not None
-    assert h.status("sos").last_emergency_rotation is None
+    assert written is not None and written != (before.next.fingerprint if before.next else None)
+    # Containment was recorded before the key was generated; the replacement is not recorded yet.
+    contained = h.status("sos")
+    assert contained.last_emergency_rotation is not None and contained.next is None
+    assert contained.current is not None and contained.current.compromised_by == "INC-3003"
 
     h.settle("sos")
     status = h.status("sos")
@@ -538,7 +546,9 @@ def test_crash_before_the_trust_store_is_updated_is_repaired_without_a_second_ro
     h.api.emergency("untrusted", "INC-5")
     original = secrets.write
 
-    def crash_on_trust(clients: kube_client.Clients, namespace: str, name: str, **kwargs: Any) -> bool:
+    def crash_on_trust(
+        clients: kube_client.Clients, namespace: str, name: str, **kwargs: Any
+    ) -> secrets.SecretData | None:
         if name == "webhook-trust":
             raise SimulatedCrash("crashed before writing the trust store")
         return original(clients, namespace, name, **kwargs)
@@ -548,14 +558,17 @@ def test_crash_before_the_trust_store_is_updated_is_repaired_without_a_second_ro
         h.run("untrusted")
     monkeypatch.setattr(secrets, "write", original)
     recorded = h.status("untrusted")
-    assert recorded.next is not None and recorded.revision == 2
+    # Containment is recorded before anything else: no key has been generated yet.
+    assert recorded.current is not None and recorded.current.compromised_by == "INC-5"
+    assert old.fingerprint in recorded.revoked_fingerprints
+    assert recorded.next is None and recorded.revision == 1 and h.keygen.calls == 1
     # The window the order leaves: status says revoked, the trust store does not know yet.
     assert old.fingerprint in h.api.trusted_fingerprints()
 
     h.settle("untrusted")
     status = h.status("untrusted")
-    assert status.next == recorded.next and status.revision == 2
-    assert h.api.trusted_fingerprints() == {recorded.next.fingerprint}
+    assert status.next is not None and status.next.reason == "Emergency" and status.revision == 2
+    assert h.api.trusted_fingerprints() == {status.next.fingerprint}
     assert h.keygen.calls == 2
 
 

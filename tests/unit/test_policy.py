@@ -395,6 +395,25 @@ def test_an_emergency_beats_a_broken_current_secret(current_secret: policy.Secre
     assert decided(obs) == (Action.EMERGENCY, "EmergencyRequested")
 
 
+def test_containment_comes_first_and_the_replacement_key_after_it() -> None:
+    # The emergency decision itself generates nothing: it is recorded first, then the key follows.
+    assert policy.decide(observe(status(pending=NEXT), emergency="INC-9")).action is Action.EMERGENCY
+    contained = status(compromised_by="INC-9", handled="INC-9", revoked=(CURRENT.fingerprint,))
+    for emergency in ("INC-9", None):
+        decision = policy.decide(observe(contained, emergency=emergency))
+        assert (decision.action, decision.reason, decision.reference) == (
+            Action.ISSUE_REPLACEMENT,
+            "EmergencyReplacement",
+            "INC-9",
+        )
+    # Also when the current Secret is broken (the emergency was its recovery) or the certificate expired.
+    assert policy.decide(observe(contained, current_secret=broken())).action is Action.ISSUE_REPLACEMENT
+    assert policy.decide(observe(contained, now=CURRENT.not_after)).action is Action.ISSUE_REPLACEMENT
+    # Once the replacement is recorded as next, nothing more is issued.
+    replaced = status(pending=NEXT, reason="Emergency", compromised_by="INC-9", handled="INC-9")
+    assert policy.decide(observe(replaced, emergency="INC-9")).action is Action.UP_TO_DATE
+
+
 def test_an_emergency_beats_a_due_renewal_and_expiry() -> None:
     for when in (RENEWAL, CURRENT.not_after):
         assert policy.decide(observe(status(), now=when, emergency="INC-1")).action is Action.EMERGENCY
@@ -496,6 +515,7 @@ def test_every_action_is_reachable_and_only_key_changes_are_mutating() -> None:
         policy.decide(observe(status(current=None), current_secret=holding(CURRENT))).action,
         policy.decide(observe(status(), now=RENEWAL)).action,
         policy.decide(observe(status(), emergency="INC-1")).action,
+        policy.decide(observe(status(compromised_by="INC-1", handled="INC-1"), emergency="INC-1")).action,
         policy.decide(observe(status(pending=NEXT), cutover=NEXT.serial)).action,
         policy.decide(observe(status(), next_secret=broken())).action,
         policy.decide(observe(status(), current_secret=broken())).action,

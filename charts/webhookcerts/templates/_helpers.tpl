@@ -67,8 +67,8 @@ comes from). Used as a ClusterRole's rules when every namespace is watched, or a
 watched namespace. tests/integration/test_chart_rbac.py runs the operator with exactly these rules.
 */}}
 {{- define "webhookcerts.namespacedRules" -}}
-# WebhookCertificates: Kopf lists and watches them and keeps its progress in annotations (patch); the
-# reconciler reads one afresh before acting and lists a namespace's to assemble a shared trust store.
+# WebhookCertificates: Kopf lists and watches them into the operator's in-memory view; the operator
+# reads one afresh (get) after a write conflict; patch is kept for Kopf's own bookkeeping.
 - apiGroups: ["webhookcerts.io"]
   resources: ["webhookcertificates"]
   verbs: ["get", "list", "watch", "patch"]
@@ -76,11 +76,13 @@ watched namespace. tests/integration/test_chart_rbac.py runs the operator with e
 - apiGroups: ["webhookcerts.io"]
   resources: ["webhookcertificates/status"]
   verbs: ["patch"]
-# Key, trust store and bundle Secrets, always by name (never a list or a watch of every Secret):
-# read, created, brought up to date, and the retired key destroyed at cut-over.
+# Key, trust store and bundle Secrets: listed and watched with the operator's label selector
+# (app.kubernetes.io/managed-by=webhookcerts: never every Secret; RBAC cannot narrow a list to a label,
+# the selector does), read by name where a user made one by hand, created, brought up to date, and the
+# retired key destroyed at cut-over.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # An Event for every state change.
 - apiGroups: [""]
   resources: ["events"]

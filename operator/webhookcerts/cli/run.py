@@ -18,6 +18,8 @@ POD_ID_ENV = "POD_ID"
 # Kopf pauses every operator that shares the highest priority, so "auto" draws from a range wide enough
 # that two replicas practically never collide.
 PRIORITY_RANGE = 2**31 - 1
+# Mirrors service.engine.DEFAULT_RESYNC without importing the service for --help.
+DEFAULT_RESYNC = 600.0
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,8 +52,31 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=os.environ.get("WEBHOOKCERTS_LOG_FORMAT", "text"),
         help="text (the default) or json: one JSON object per line, for log collectors",
     )
+    parser.add_argument(
+        "--resync-interval",
+        type=positive_seconds,
+        default=DEFAULT_RESYNC,
+        help="seconds between safety-net passes over an object with nothing due (default 600); "
+        "they read only memory and write nothing while nothing changed",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="reconcile workers beside the one kept for emergencies (default: twice the cores, at least 4)",
+    )
     parser.add_argument("--verbose", "-v", action="store_true")
     parser.set_defaults(func=run)
+
+
+def positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, not {value!r}")
+    return seconds
 
 
 def parse_priority(value: str) -> int:
@@ -89,13 +114,14 @@ def run(args: argparse.Namespace) -> int:
 
     from webhookcerts.handlers import operator
     from webhookcerts.kube import client as kube_client
-    from webhookcerts.service import reconcile
+    from webhookcerts.service import engine, reconcile
 
     configure_logging(args.log_format, args.verbose)
     if args.kubeconfig:
         # Kopf's own login reads KUBECONFIG; the service's clients get the same file.
         os.environ["KUBECONFIG"] = args.kubeconfig
-    operator.configure(reconcile.Context(kube_client.load(args.kubeconfig, args.context)))
+    context = reconcile.Context(kube_client.load(args.kubeconfig, args.context))
+    operator.configure(engine.Engine(context, workers=args.workers, resync=args.resync_interval))
     if args.metrics_port:
         try:
             metrics.serve(args.metrics_port, args.metrics_address)

@@ -4,7 +4,10 @@ Modelled on cert-manager's trigger policies: each check looks at an ``Observatio
 annotations, what the key Secrets hold, the time) and either returns a ``Decision`` or passes. The
 first decision wins. The order encodes the lifecycle's priorities:
 
-1. an emergency beats everything (it is also the documented recovery from a broken Secret);
+1. an emergency beats everything (it is also the documented recovery from a broken Secret). It is
+   two decisions: ``Emergency`` contains (the compromised certificate is recorded as revoked and
+   leaves the trust store) and only then ``IssueReplacement`` generates the new key, so containment
+   never waits for RSA key generation;
 2. an interrupted cut-over is finished before anything else reads the current Secret;
 3. a current Secret that is missing, corrupt or changed stops everything (never auto-replaced: the
    provider holds a copy of that key) but a cut-over the user asks for, which is the way out;
@@ -31,6 +34,7 @@ class Action(enum.Enum):
     ADOPT_CURRENT = "AdoptCurrent"
     ISSUE_NEXT = "IssueNext"
     EMERGENCY = "Emergency"
+    ISSUE_REPLACEMENT = "IssueReplacement"
     CUTOVER = "Cutover"
     DELETE_STALE_NEXT = "DeleteStaleNext"
     REFUSE_EMERGENCY = "RefuseEmergency"
@@ -46,6 +50,7 @@ MUTATING = frozenset(
         Action.ADOPT_CURRENT,
         Action.ISSUE_NEXT,
         Action.EMERGENCY,
+        Action.ISSUE_REPLACEMENT,
         Action.CUTOVER,
         Action.DELETE_STALE_NEXT,
     }
@@ -107,16 +112,21 @@ def validate_reference(reference: str) -> str | None:
     return None
 
 
+def emergency_pending(status: models.WebhookCertificateStatus, reference: str | None) -> bool:
+    """True when ``reference`` names an incident this object has not handled yet."""
+    if reference is None:
+        return False
+    handled = status.last_emergency_rotation
+    if handled is not None and handled.reference == reference:
+        return False
+    # An earlier incident's reference put back (a GitOps sync of an old manifest, an undo): it was
+    # handled when it came first, and rotating again would revoke the certificate in use now.
+    return not any(entry.incident == reference for entry in status.history)
+
+
 def emergency_requested(obs: Observation) -> Decision | None:
     reference = obs.emergency_reference
-    if reference is None:
-        return None
-    handled = obs.status.last_emergency_rotation
-    if handled is not None and handled.reference == reference:
-        return None
-    if any(entry.incident == reference for entry in obs.status.history):
-        # An earlier incident's reference put back (a GitOps sync of an old manifest, an undo): it was
-        # handled when it came first, and rotating again would revoke the certificate in use now.
+    if reference is None or not emergency_pending(obs.status, reference):
         return None
     problem = validate_reference(reference)
     if problem is not None:
@@ -125,6 +135,20 @@ def emergency_requested(obs: Observation) -> Decision | None:
         Action.EMERGENCY,
         "EmergencyRequested",
         f"emergency rotation for incident {reference}: the current key is treated as compromised",
+        reference,
+    )
+
+
+def replacement_due(obs: Observation) -> Decision | None:
+    """Containment is recorded and no next certificate exists yet: generate the replacement key."""
+    current, handled = obs.status.current, obs.status.last_emergency_rotation
+    if current is None or not current.compromised_by or obs.status.next is not None:
+        return None
+    reference = handled.reference if handled is not None else current.compromised_by
+    return Decision(
+        Action.ISSUE_REPLACEMENT,
+        "EmergencyReplacement",
+        f"incident {reference}: the compromised certificate is contained; issuing its replacement",
         reference,
     )
 
@@ -248,6 +272,7 @@ def nearing_expiry(obs: Observation) -> Decision | None:
 
 CHAIN: Sequence[Check] = (
     emergency_requested,
+    replacement_due,
     cutover_interrupted,
     current_secret_sound,
     next_secret_sound,

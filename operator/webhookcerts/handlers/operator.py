@@ -1,54 +1,64 @@
-"""Kopf registrations for WebhookCertificate: every trigger calls the same service function.
+"""Kopf registrations: watches that feed the engine's view and queue, nothing that reconciles in Kopf.
 
-Create, update (spec or annotations), resume after a restart and a periodic timer all land in
-``service.reconcile.reconcile``; the timer is what starts a planned rotation within a minute of
-``renewalTime`` and what catches up after the operator was down. Handlers run synchronously, so Kopf
-runs them in threads and RSA key generation never blocks its event loop; a per-object lock keeps the
-timer and an event handler from reconciling one object at the same time.
+Kopf's indexing phase runs for every object before any handler, and Kopf holds every handler until
+all indexed resources have been listed once. So the view is filled from the index functions (they
+return None: the view, not a Kopf index, is what the workers read), and the first ``on.event`` call
+means the view is complete: only then may a pass assemble a trust store from it.
+
+Secrets are watched with the operator's label as a server-side selector (Kopf's
+``settings.watching.label_selectors``): the operator sees the Secrets it wrote, never every Secret of
+the cluster (cert-manager #3748).
+
+No Kopf create/update/timer handlers: the engine's work queue schedules each object at its own due
+time, and Kopf writes no progress annotations, so an idle cluster costs no writes.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
-import threading
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
 from webhookcerts.domain import models, names
 from webhookcerts.kube import client as kube_client
+from webhookcerts.service import engine as engine_mod
 from webhookcerts.service import reconcile
 
 logger = logging.getLogger(__name__)
 
-TIMER_INTERVAL = 20.0
-FORBIDDEN_RETRY = 30.0
 KOPF_PREFIX = f"kopf.{names.PREFIX}"
 RESOURCE = (models.GROUP, models.VERSION, models.PLURAL)
+SECRETS = ("v1", "secrets")
+STOP_TIMEOUT = 5.0
 
-_context: reconcile.Context | None = None
-_locks: collections.defaultdict[str, threading.Lock] = collections.defaultdict(threading.Lock)
-
-
-def configure(context: reconcile.Context) -> None:
-    """Set what the handlers reconcile with (the CLI does this before starting Kopf)."""
-    global _context
-    _context = context
+_engine: engine_mod.Engine | None = None
 
 
-def _ctx() -> reconcile.Context:
-    global _context
-    if _context is None:
-        _context = reconcile.Context(kube_client.load())
-    return _context
+def configure(engine: engine_mod.Engine) -> None:
+    """Set the engine the handlers feed (the CLI does this before starting Kopf)."""
+    global _engine
+    _engine = engine
+
+
+def _get() -> engine_mod.Engine:
+    global _engine
+    if _engine is None:
+        _engine = engine_mod.Engine(reconcile.Context(kube_client.load()))
+    return _engine
+
+
+def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    # Kopf hands out read-only views over its raw dicts; the view keeps what it is given.
+    return {key: body[key] for key in body}
 
 
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     # Kopf talks to the cluster our own clients were configured for, from a kubeconfig or in-cluster.
-    conn = kube_client.connection(_ctx().clients)
+    conn = kube_client.connection(_get().ctx.clients)
     if conn.in_cluster:
         # Kopf re-reads the projected token itself when it rotates (it logs in again on a 401). Its
         # service-account login names the API server by its DNS name; ours, as client-go does, by the
@@ -67,52 +77,44 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-    # Our status is fully described by the CRD; Kopf's own bookkeeping goes to annotations so that
-    # nothing it writes is pruned, and no Kopf-generated Events duplicate ours. Kopf ignores changes to
-    # annotations under its storage prefix, so that prefix must not be the one users steer us with.
+    # Kopf's own bookkeeping, if any, goes to annotations under its own prefix (never pruned, never
+    # one users steer us with); Kopf posts no Events of its own beside ours.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
-    settings.execution.max_workers = 8
+    settings.watching.label_selectors[SECRETS] = f"{kube_client.MANAGED_BY_LABEL}={kube_client.MANAGED_BY}"
+    _get().start()
 
 
-def _reconcile(body: kopf.Body) -> None:
-    namespace, name = body.metadata.namespace or "", body.metadata.name or ""
-    with _locks[body.metadata.uid or ""]:
-        try:
-            result = reconcile.reconcile_latest(_ctx(), namespace, name)
-        except Exception as exc:
-            _ctx().metrics.reconcile_failed(namespace, name, str(body.spec.get("environment", "")))
-            if not isinstance(exc, kube_client.ApiError):
-                raise
-            message = kube_client.api_error_reason(exc)
-            if exc.status == 403:
-                # Missing RBAC is fixed by a person, not by retrying: report it where people look.
-                reconcile.report_forbidden(_ctx(), namespace, name, message)
-                raise kopf.TemporaryError(f"API 403: {message}", delay=FORBIDDEN_RETRY) from exc
-            delay = 1 if exc.status in kube_client.TRANSIENT_STATUSES else 10
-            raise kopf.TemporaryError(f"API {exc.status}: {message}", delay=delay) from exc
-    if result is not None:
-        logger.debug("%s: %s (%s)", body.metadata.name, result.decision.reason, result.decision.action.value)
+@kopf.on.cleanup()
+def cleanup(**_: Any) -> None:
+    _get().stop(STOP_TIMEOUT)
 
 
-@kopf.on.create(*RESOURCE, id="reconcile-create")
-@kopf.on.update(*RESOURCE, id="reconcile-update")
-@kopf.on.resume(*RESOURCE, id="reconcile-resume")
-def on_change(body: kopf.Body, **_: Any) -> None:
-    _reconcile(body)
+@kopf.index(*RESOURCE, id="certificates")
+async def index_certificate(body: kopf.Body, **_: Any) -> None:
+    _get().certificate_seen(_plain(body))
 
 
-@kopf.timer(*RESOURCE, interval=TIMER_INTERVAL, initial_delay=TIMER_INTERVAL, id="reconcile-timer")
-def on_timer(body: kopf.Body, **_: Any) -> None:
-    _reconcile(body)
+@kopf.index(*SECRETS, id="owned-secrets")
+async def index_secret(body: kopf.Body, **_: Any) -> None:
+    _get().secret_seen(_plain(body))
 
 
-@kopf.on.delete(*RESOURCE, id="forget")
-def on_delete(body: kopf.Body, **_: Any) -> None:
-    with _locks[body.metadata.uid or ""]:
-        reconcile.forget(_ctx(), dict(body))
-    _locks.pop(body.metadata.uid or "", None)
+@kopf.on.event(*RESOURCE, id="certificate-events")
+async def certificate_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    engine = _get()
+    engine.synced()
+    if type == "DELETED":
+        engine.certificate_gone(_plain(body))
+
+
+@kopf.on.event(*SECRETS, id="secret-events")
+async def secret_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    engine = _get()
+    engine.synced()
+    if type == "DELETED":
+        engine.secret_gone(_plain(body))

@@ -61,16 +61,32 @@ def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 
 def patch_status(
-    clients: kube_client.Clients, namespace: str, name: str, old: dict[str, Any], new: dict[str, Any]
-) -> bool:
-    """Send what changed between two status dicts; True when anything was sent."""
+    clients: kube_client.Clients,
+    namespace: str,
+    name: str,
+    old: dict[str, Any],
+    new: dict[str, Any],
+    *,
+    resource_version: str | None = None,
+) -> dict[str, Any] | None:
+    """Send what changed between two status dicts; the object as the server now has it, or None when
+    nothing had to be sent.
+
+    With ``resource_version`` the patch is conditional: it fails with 409 Conflict when the object
+    changed since that version was read, so a decision taken on a stale copy is never recorded.
+    """
     patch = status_patch(old, new)
     if not patch:
-        return False
-    clients.custom.patch_namespaced_custom_object_status(
-        models.GROUP, models.VERSION, namespace, models.PLURAL, name, {"status": patch}
+        return None
+    body: dict[str, Any] = {"status": patch}
+    if resource_version:
+        body["metadata"] = {"resourceVersion": resource_version}
+    return cast(
+        dict[str, Any],
+        clients.custom.patch_namespaced_custom_object_status(
+            models.GROUP, models.VERSION, namespace, models.PLURAL, name, body
+        ),
     )
-    return True
 
 
 def patch_annotations(

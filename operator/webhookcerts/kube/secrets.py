@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
 import kubernetes
 
@@ -50,6 +52,13 @@ class Owner:
         }
 
 
+class Unknown:
+    """Marks "the caller has no copy of this Secret": ``write`` reads it first."""
+
+
+UNKNOWN = Unknown()
+
+
 def read(clients: kube_client.Clients, namespace: str, name: str) -> SecretData | None:
     try:
         secret = clients.core.read_namespaced_secret(name, namespace)
@@ -57,9 +66,13 @@ def read(clients: kube_client.Clients, namespace: str, name: str) -> SecretData 
         if exc.status == 404:
             return None
         raise
+    return _from_model(secret)
+
+
+def _from_model(secret: kubernetes.client.V1Secret) -> SecretData:
     meta = secret.metadata or kubernetes.client.V1ObjectMeta()
     return SecretData(
-        name=name,
+        name=meta.name or "",
         type=secret.type or OPAQUE,
         data={k: base64.b64decode(v) for k, v in (secret.data or {}).items()},
         labels=dict(meta.labels or {}),
@@ -67,6 +80,27 @@ def read(clients: kube_client.Clients, namespace: str, name: str) -> SecretData 
         resource_version=meta.resource_version or "",
         uid=meta.uid or "",
     )
+
+
+def from_body(body: Mapping[str, Any]) -> SecretData:
+    """A Secret as a watch event carries it (plain JSON, base64 data)."""
+    meta = body.get("metadata") or {}
+    return SecretData(
+        name=meta.get("name", ""),
+        type=body.get("type") or OPAQUE,
+        data={k: base64.b64decode(v) for k, v in (body.get("data") or {}).items()},
+        labels=dict(meta.get("labels") or {}),
+        annotations=dict(meta.get("annotations") or {}),
+        resource_version=meta.get("resourceVersion", ""),
+        uid=meta.get("uid", ""),
+    )
+
+
+def list_managed(clients: kube_client.Clients, namespace: str) -> list[SecretData]:
+    """Every Secret of the namespace that carries the operator's label (what the operator watches)."""
+    selector = f"{kube_client.MANAGED_BY_LABEL}={kube_client.MANAGED_BY}"
+    items = clients.core.list_namespaced_secret(namespace, label_selector=selector).items or []
+    return [_from_model(item) for item in items]
 
 
 def _encode(data: dict[str, bytes]) -> dict[str, str]:
@@ -84,15 +118,23 @@ def write(
     annotations: dict[str, str] | None = None,
     owner: Owner | None = None,
     create_only: bool = False,
-) -> bool:
-    """Create the Secret, or bring an existing one to exactly ``data``; True when anything was sent.
+    existing: SecretData | Unknown | None = UNKNOWN,
+) -> SecretData | None:
+    """Create the Secret, or bring an existing one to exactly ``data``; what the server now holds, or
+    None when nothing had to be sent.
 
     ``create_only`` refuses to touch an existing Secret (``AlreadyExists`` propagates): the first key
     of a WebhookCertificate must never overwrite something a user or an earlier run put there.
+    ``existing`` is the caller's copy of the Secret (from its watch-fed view), read here when not
+    given. A patch carries that copy's resourceVersion, so a stale copy fails with a conflict (409)
+    instead of overwriting a change it has not seen.
     """
     labels = {kube_client.MANAGED_BY_LABEL: kube_client.MANAGED_BY, **(labels or {})}
     annotations = dict(annotations or {})
-    existing = None if create_only else read(clients, namespace, name)
+    if create_only:
+        existing = None
+    elif isinstance(existing, Unknown):
+        existing = read(clients, namespace, name)
     if existing is None:
         body = kubernetes.client.V1Secret(
             metadata=kubernetes.client.V1ObjectMeta(
@@ -105,16 +147,15 @@ def write(
             type=type,
             data=_encode(data),
         )
-        clients.core.create_namespaced_secret(namespace, body)
-        return True
+        return _from_model(clients.core.create_namespaced_secret(namespace, body))
     same_labels = all(existing.labels.get(k) == v for k, v in labels.items())
     same_annotations = all(existing.annotations.get(k) == v for k, v in annotations.items())
     if existing.data == data and same_labels and same_annotations:
-        return False
+        return None
     # A merge patch names every key it keeps; keys that must go are sent as null.
     patch_data: dict[str, str | None] = {k: None for k in existing.data if k not in data}
     patch_data.update(_encode(data))
-    clients.core.patch_namespaced_secret(
+    written = clients.core.patch_namespaced_secret(
         name,
         namespace,
         {
@@ -126,7 +167,7 @@ def write(
             "data": patch_data,
         },
     )
-    return True
+    return _from_model(written)
 
 
 def delete(clients: kube_client.Clients, namespace: str, name: str) -> bool:

@@ -1,8 +1,9 @@
 """Telling the receiving pods that their trust store changed (the spec's ``consumers``).
 
-Run after every trust write and on every reconcile: a consumer that already carries the current trust
-hash is left alone, so nothing is patched (and nothing restarts) when nothing changed, while a pod
-created since the last change is caught up on the next pass.
+Run after a trust write whose hash the consumers' status does not yet record: a consumer that already
+carries the current trust hash is left alone, so nothing is patched (and nothing restarts) when
+nothing changed, and a pass with nothing new to announce lists no pods at all. A pod created since the
+last change mounts the current Secret from its start and needs no nudge.
 """
 
 from __future__ import annotations
@@ -12,6 +13,12 @@ import datetime
 from webhookcerts.domain import models, names, selectors
 from webhookcerts.kube import client as kube_client
 from webhookcerts.kube import workloads
+
+
+def announced(consumers: list[models.Consumer], previous: list[models.ConsumerStatus], trust_hash: str) -> bool:
+    """True when the status records every consumer as already told about ``trust_hash``."""
+    told = {(c.selector, c.reload) for c in previous if c.trust_hash == trust_hash}
+    return all((selectors.to_string(c.selector), c.reload) in told for c in consumers)
 
 
 def nudge(

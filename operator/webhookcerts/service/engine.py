@@ -1,0 +1,221 @@
+"""The operator's engine: the watch-fed view, the work queue and the workers that reconcile from them.
+
+How a change flows: a watch event (Kopf, in ``handlers``) goes into the ``View``; when it changed
+something, the object it concerns is queued. Workers take queued objects one at a time per object
+and run one reconcile pass each; a pass schedules its object again at its own next due time
+(renewalTime, expiry for the automatic cut-over, a backoff after an error, a probe to repeat), and
+at the latest after the resync interval, a safety net that costs no API call while nothing changed.
+
+An emergency annotation is queued urgent: one worker takes nothing else, and its pass stops after
+containment, so neither planned work, nor probes, nor the start-up pass over every object, nor the
+replacement's key generation stands between the annotation and the trust store losing the
+compromised certificate.
+
+Stopping drops the queue (it is rebuilt from the cluster at the next start) and waits only for the
+passes in flight, each one a handful of writes and at most one key generation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import random
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from webhookcerts.domain import names, policy
+from webhookcerts.kube import client as kube_client
+from webhookcerts.kube import resources, secrets
+from webhookcerts.service import probes, reconcile, state, view, workqueue
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RESYNC = 600.0
+FORBIDDEN_RETRY = 30.0
+BACKOFF_INITIAL = 1.0
+BACKOFF_MAX = 300.0
+
+# ("certificate" | "trust", namespace, name)
+Item = tuple[str, str, str]
+
+
+def default_workers() -> int:
+    # Key generation is bounded by the cores on its own; the rest of a pass waits on the API server.
+    return max(4, 2 * (os.cpu_count() or 1))
+
+
+class Engine:
+    def __init__(
+        self,
+        ctx: state.Context,
+        *,
+        workers: int | None = None,
+        resync: float = DEFAULT_RESYNC,
+        probe_interval: float = probes.DEFAULT_INTERVAL,
+    ) -> None:
+        self.ctx = dataclasses.replace(
+            ctx, keygen=state.BoundedKeygen(ctx.keygen), bundle_recheck_seconds=min(ctx.bundle_recheck_seconds, resync)
+        )
+        self.view = view.View()
+        self.queue: workqueue.WorkQueue[Item] = workqueue.WorkQueue()
+        self.prober = probes.Prober(interval=probe_interval, on_done=self._probe_done)
+        self.resync = resync
+        self._workers = workers or default_workers()
+        self._threads: list[threading.Thread] = []
+        self._failures: dict[Item, int] = {}
+        self._lock = threading.Lock()
+
+    # the watch side (called from Kopf's event loop: nothing here may block) ---------------------
+
+    def certificate_seen(self, body: Mapping[str, Any]) -> None:
+        entry, changed = self.view.put_certificate(body)
+        if not changed:
+            return
+        urgent = entry.status is not None and policy.emergency_pending(
+            entry.status, entry.annotations.get(names.EMERGENCY_ANNOTATION)
+        )
+        self.queue.add(("certificate", entry.namespace, entry.name), urgent=urgent)
+
+    def certificate_gone(self, body: Mapping[str, Any]) -> None:
+        meta = body["metadata"]
+        namespace, name = str(meta["namespace"]), str(meta["name"])
+        gone = self.view.drop_certificate(namespace, name)
+        self.prober.forget(namespace, name)
+        self.ctx.metrics.forget(namespace, name)
+        if gone is not None and gone.spec is not None:
+            self.queue.add(("trust", namespace, gone.spec.trust.secret_name))
+
+    def secret_seen(self, body: Mapping[str, Any]) -> None:
+        secret = secrets.from_body(body)
+        namespace = str(body["metadata"]["namespace"])
+        if self.view.put_secret(namespace, secret):
+            self._secret_changed(namespace, secret.name, secret.labels)
+
+    def secret_gone(self, body: Mapping[str, Any]) -> None:
+        meta = body["metadata"]
+        namespace, name = str(meta["namespace"]), str(meta["name"])
+        if self.view.drop_secret(namespace, name, str(meta.get("uid", ""))):
+            self._secret_changed(namespace, name, dict(meta.get("labels") or {}))
+
+    def _secret_changed(self, namespace: str, name: str, labels: Mapping[str, str]) -> None:
+        # A key, next or bundle Secret names its WebhookCertificate; a trust Secret is found by the
+        # index of who names it. Either way only the objects concerned are queued.
+        owner = labels.get(names.INSTANCE_LABEL)
+        if owner:
+            self.queue.add(("certificate", namespace, owner))
+        if self.view.is_trust_secret(namespace, name):
+            self.queue.add(("trust", namespace, name))
+
+    def synced(self) -> None:
+        """Every watched object has been seen once: passes may start (a trust union is now complete)."""
+        self.view.mark_synced()
+
+    def _probe_done(self, namespace: str, name: str) -> None:
+        self.queue.add(("certificate", namespace, name))
+
+    # the worker side ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        lanes = [True] + [False] * self._workers
+        for index, urgent_only in enumerate(lanes):
+            thread = threading.Thread(
+                target=self._work,
+                args=(urgent_only,),
+                name=f"reconcile-{'urgent' if urgent_only else index}",
+                daemon=True,
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.queue.shutdown()
+        self.prober.shutdown()
+        self.view.mark_synced()  # wakes workers still waiting for the first sync
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    def _work(self, urgent_only: bool) -> None:
+        self.view.wait_synced()
+        while True:
+            try:
+                item = self.queue.get(urgent_only=urgent_only)
+            except workqueue.ShutDown:
+                return
+            if item is None:
+                continue
+            try:
+                self.process(item, urgent=urgent_only)
+            except Exception:
+                logger.exception("%s %s/%s: unexpected failure", *item)
+                self._retry(item)
+            finally:
+                self.queue.done(item)
+
+    def process(self, item: Item, *, urgent: bool = False) -> None:
+        kind, namespace, name = item
+        try:
+            if kind == "trust":
+                reconcile.sync_trust(self.ctx, self.view, namespace, name)
+                self._failures.pop(item, None)
+                return
+            result = reconcile.run(self.ctx, self.view, namespace, name, urgent=urgent, prober=self.prober)
+        except kube_client.ApiError as exc:
+            self._api_error(item, exc, urgent)
+            return
+        with self._lock:
+            self._failures.pop(item, None)
+        if result is None:
+            return
+        if urgent:
+            self.queue.add(item)  # the ordinary pass that issues the replacement key
+            return
+        delay = self.resync * random.uniform(0.9, 1.0)  # noqa: S311 - spreading resyncs, not a secret
+        if result.wakeup is not None:
+            delay = min(delay, max(0.0, (result.wakeup - self.ctx.clock.now()).total_seconds()))
+        if result.requeue_after is not None:
+            delay = min(delay, result.requeue_after)
+        self.queue.add(item, delay=delay)
+
+    def _api_error(self, item: Item, exc: kube_client.ApiError, urgent: bool) -> None:
+        kind, namespace, name = item
+        message = kube_client.api_error_reason(exc)
+        if kind == "certificate":
+            entry = self.view.certificate(namespace, name)
+            environment = entry.spec.environment if entry is not None and entry.spec is not None else ""
+            self.ctx.metrics.reconcile_failed(namespace, name, environment)
+        if exc.status == 409 and kind == "certificate":
+            # Someone changed the object since the view saw it (a user, another operator process): read
+            # it once and decide again on what is there now.
+            self._refresh(namespace, name)
+            with self._lock:
+                failures = self._failures.get(item, 0)
+                self._failures[item] = failures + 1
+            self.queue.add(item, delay=min(5.0, 0.05 * 2**failures), urgent=urgent)
+            return
+        if exc.status == 403:
+            # Missing RBAC is fixed by a person, not by retrying: report it where people look.
+            if kind == "certificate":
+                reconcile.report_forbidden(self.ctx, namespace, name, message)
+            self.queue.add(item, delay=FORBIDDEN_RETRY)
+            return
+        logger.warning("%s %s/%s: API %s: %s; retrying", kind, namespace, name, exc.status, message)
+        self._retry(item)
+
+    def _refresh(self, namespace: str, name: str) -> None:
+        try:
+            body = resources.get(self.ctx.clients, namespace, name)
+        except kube_client.ApiError:
+            return
+        if body is None:
+            self.view.drop_certificate(namespace, name)
+        else:
+            self.view.put_certificate(body)
+
+    def _retry(self, item: Item) -> None:
+        with self._lock:
+            failures = self._failures.get(item, 0)
+            self._failures[item] = failures + 1
+        self.queue.add(item, delay=min(BACKOFF_MAX, BACKOFF_INITIAL * 2**failures))

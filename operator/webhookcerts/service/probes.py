@@ -1,0 +1,148 @@
+"""Endpoint validation (``spec.validation``) run beside the reconcile workers, bounded in time and rate.
+
+A probe is a TLS handshake with a timeout; an endpoint that black-holes would hold a reconcile worker
+for that long, and many of them would hold all of them. So a pass only asks for a probe and reads the
+last answer: the probe runs on its own small pool, at most once per ``interval`` for one certificate
+and endpoint, and its answer wakes the object up (``on_done``) so the next pass records it as a
+condition. One writer of status remains: the reconcile pass.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from webhookcerts.domain import names
+from webhookcerts.kube import secrets
+from webhookcerts.service import validation
+from webhookcerts.service.state import Pass
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_INTERVAL = 60.0
+
+ProbeKey = tuple[str, str, str, str, str]  # namespace, name, condition type, fingerprint, url
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+    result: validation.Probe
+    at: float
+
+
+class Prober:
+    """Probes on a pool of their own; ``workers=0`` probes inline (the in-process tests, the CLI)."""
+
+    def __init__(
+        self,
+        *,
+        workers: int = 2,
+        interval: float = DEFAULT_INTERVAL,
+        on_done: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(workers, "probe") if workers else None
+        self.interval = interval
+        self._on_done = on_done
+        self._lock = threading.Lock()
+        self._answers: dict[ProbeKey, Answer] = {}
+        self._running: set[ProbeKey] = set()
+
+    def answer(self, key: ProbeKey, run: Callable[[], validation.Probe]) -> validation.Probe | None:
+        """The latest answer for ``key``; a new probe is started when it is due. None until one came."""
+        with self._lock:
+            held = self._answers.get(key)
+            due = held is None or time.monotonic() - held.at >= self.interval
+            start = due and key not in self._running
+            if start:
+                self._running.add(key)
+        if start:
+            if self._pool is None:
+                self._finish(key, run, notify=False)
+                with self._lock:
+                    held = self._answers.get(key)
+            else:
+                self._pool.submit(self._finish, key, run, notify=True)
+        return held.result if held is not None else None
+
+    def _finish(self, key: ProbeKey, run: Callable[[], validation.Probe], *, notify: bool) -> None:
+        try:
+            result = run()
+        except Exception as exc:  # a probe must never take the pool down with it
+            logger.warning("%s/%s: probe of %s failed: %s", key[0], key[1], key[4], type(exc).__name__)
+            result = validation.Probe(validation.Outcome.UNREACHABLE, f"the probe failed: {type(exc).__name__}")
+        with self._lock:
+            self._answers[key] = Answer(result, time.monotonic())
+            self._running.discard(key)
+        if notify and self._on_done is not None:
+            self._on_done(key[0], key[1])
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            for key in [k for k in self._answers if k[:2] == (namespace, name)]:
+                del self._answers[key]
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            # Probes in flight end by their own timeout; nobody waits for them on the way out.
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def validate(p: Pass, prober: Prober) -> None:
+    """Conditions from probing the endpoint with the pending next, and with a revoked compromised one."""
+    check = p.spec.validation
+    current, pending = p.status.current, p.status.next
+    probes: list[tuple[str, secrets.SecretData | None, bool]] = []
+    if check is not None and pending is not None:
+        probes.append((names.ENDPOINT_ACCEPTS_NEXT, p.next_raw, True))
+    else:
+        p.drop_condition(names.ENDPOINT_ACCEPTS_NEXT)
+    revoked_now = (
+        current is not None and current.compromised_by and current.fingerprint in p.status.revoked_fingerprints
+    )
+    if check is not None and revoked_now:
+        probes.append((names.ENDPOINT_REJECTS_COMPROMISED, p.current_raw, False))
+    else:
+        p.drop_condition(names.ENDPOINT_REJECTS_COMPROMISED)
+    if check is None or not probes:
+        return
+    ca_pem = None
+    if check.ca_secret_ref is not None:
+        ca_secret = secrets.read(p.ctx.clients, p.resource.namespace, check.ca_secret_ref.name)
+        ca_pem = ca_secret.data.get(check.ca_secret_ref.key) if ca_secret else None
+        if ca_pem is None:
+            for type, _, _ in probes:
+                p.set_condition(
+                    type,
+                    "False",
+                    "CASecretNotFound",
+                    f"validation.caSecretRef {check.ca_secret_ref.name} has no usable CA",
+                )
+            return
+    for type, secret, want_accept in probes:
+        if secret is None or names.TLS_KEY not in secret.data or names.TLS_CERT not in secret.data:
+            continue
+        cert_pem, key_pem = secret.data[names.TLS_CERT], secret.data[names.TLS_KEY]
+        fingerprint = pending.fingerprint if want_accept and pending else current.fingerprint if current else ""
+        key = (p.resource.namespace, p.resource.name, type, fingerprint, check.url)
+
+        def run(cert: bytes = cert_pem, private: bytes = key_pem, ca: bytes | None = ca_pem) -> validation.Probe:
+            return validation.probe(check.url, cert, private, ca_pem=ca, timeout=check.timeout_seconds)
+
+        result = prober.answer(key, run)
+        if result is None:
+            continue  # asked for; the answer wakes this object up
+        good = validation.Outcome.ACCEPTED if want_accept else validation.Outcome.REFUSED
+        if result.outcome is good:
+            p.set_condition(type, "True", result.outcome.value, f"{check.url}: {result.detail}")
+            continue
+        # Not yet what the lifecycle needs (an endpoint still reloading, say): ask again later.
+        p.requeue_after = min(p.requeue_after or prober.interval, prober.interval)
+        if result.outcome is validation.Outcome.UNREACHABLE:
+            p.set_condition(type, "Unknown", "Unreachable", f"{check.url}: {result.detail}")
+        else:
+            reason = "Refused" if want_accept else "StillAccepted"
+            p.set_condition(type, "False", reason, f"{check.url}: {result.detail}")

@@ -1,0 +1,294 @@
+"""One reconcile pass's state and plumbing: what it reads from the view, how it records and reports.
+
+A pass reads the object, its key Secrets and its neighbours from the watch-fed ``View`` and writes
+through ``kube``; what the API server answers to a write goes back into the view (write-through), so
+the rest of the pass, and the next one, see the operator's own writes at once. Status is recorded with
+the resourceVersion the pass started from: if anyone changed the object meanwhile (a user, a second
+operator process), the write fails with a conflict and the pass is decided again on the new state.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from webhookcerts.domain import clock as clock_mod
+from webhookcerts.domain import conditions, models, names, pki, policy
+from webhookcerts.kube import client as kube_client
+from webhookcerts.kube import events, resources, secrets
+from webhookcerts.service import derived, metrics, view
+
+logger = logging.getLogger(__name__)
+
+KeyGenerator = Callable[[models.Subject, datetime.datetime, datetime.timedelta], pki.KeyPair]
+
+
+class CheckCache:
+    """Key-pair checks by Secret uid and resourceVersion: an unchanged Secret is never verified again."""
+
+    def __init__(self, size: int = 8192) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._seen: collections.OrderedDict[tuple[str, str], policy.SecretObservation] = collections.OrderedDict()
+        self.misses = 0
+
+    def observe(self, secret: secrets.SecretData | None) -> policy.SecretObservation:
+        if secret is None:
+            return policy.SecretObservation.missing()
+        key = (secret.uid, secret.resource_version)
+        with self._lock:
+            hit = self._seen.get(key)
+            if hit is not None:
+                self._seen.move_to_end(key)
+                return hit
+            self.misses += 1
+        seen = observe_secret(secret)
+        with self._lock:
+            self._seen[key] = seen
+            while len(self._seen) > self._size:
+                self._seen.popitem(last=False)
+        return seen
+
+
+class BoundedKeygen:
+    """RSA key generation, at most one per core at a time.
+
+    cryptography releases the GIL while OpenSSL generates, so threads reach the machine's bound; more
+    at once than there are cores would only make every one of them slower.
+    """
+
+    def __init__(self, generate: KeyGenerator, slots: int | None = None) -> None:
+        self._generate = generate
+        self._slots = threading.BoundedSemaphore(slots or os.cpu_count() or 1)
+
+    def __call__(self, subject: models.Subject, now: datetime.datetime, duration: datetime.timedelta) -> pki.KeyPair:
+        with self._slots:
+            return self._generate(subject, now, duration)
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    clients: kube_client.Clients
+    clock: clock_mod.Clock = dataclasses.field(default_factory=clock_mod.SystemClock)
+    keygen: KeyGenerator = pki.new_key_pair
+    metrics: metrics.Metrics = dataclasses.field(default_factory=metrics.default)
+    checks: CheckCache = dataclasses.field(default_factory=CheckCache)
+    # When each object's bundle password was last read, with the certificates the bundle then held.
+    bundle_checks: dict[tuple[str, str], tuple[tuple[str, ...], float]] = dataclasses.field(default_factory=dict)
+    # How long an unchanged bundle goes without reading its password Secret (which the operator does
+    # not watch: it belongs to the user and carries no label of ours).
+    bundle_recheck_seconds: float = 600.0
+
+
+def observe_secret(secret: secrets.SecretData | None) -> policy.SecretObservation:
+    if secret is None:
+        return policy.SecretObservation.missing()
+    key, cert = secret.data.get(names.TLS_KEY), secret.data.get(names.TLS_CERT)
+    if not key or not cert:
+        missing = " and ".join(k for k, v in ((names.TLS_KEY, key), (names.TLS_CERT, cert)) if not v)
+        return policy.SecretObservation(
+            exists=True,
+            problem="SecretCorrupted",
+            message=f"has no {missing}",
+            annotations=secret.annotations,
+        )
+    try:
+        info = pki.check_key_pair(key, cert)
+    except pki.InvalidKeyMaterial as exc:
+        return policy.SecretObservation(
+            exists=True, problem=exc.reason, message=str(exc), annotations=secret.annotations
+        )
+    return policy.SecretObservation(exists=True, info=info, annotations=secret.annotations)
+
+
+@dataclasses.dataclass(frozen=True)
+class Resource:
+    """Who is being reconciled: identity and the annotations users steer with."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    resource_version: str
+    annotations: dict[str, str]
+
+    @classmethod
+    def from_body(cls, body: Any) -> Resource:
+        meta = body["metadata"]
+        return cls(
+            namespace=meta["namespace"],
+            name=meta["name"],
+            uid=meta.get("uid", ""),
+            generation=int(meta.get("generation") or 0),
+            resource_version=str(meta.get("resourceVersion") or ""),
+            annotations=dict(meta.get("annotations") or {}),
+        )
+
+    def owner(self) -> secrets.Owner:
+        return secrets.Owner(f"{models.GROUP}/{models.VERSION}", models.KIND, self.name, self.uid)
+
+
+def read_secret(
+    ctx: Context, seen: view.View, namespace: str, name: str, *, authoritative: bool
+) -> secrets.SecretData | None:
+    """A Secret from the view; from the API when the view cannot know it (no operator label yet)."""
+    held = seen.secret(namespace, name)
+    if held is not None or authoritative:
+        return held
+    found = secrets.read(ctx.clients, namespace, name)
+    if found is not None:
+        seen.put_secret(namespace, found)
+    return found
+
+
+class Pass:
+    """The state of one reconcile pass over one WebhookCertificate."""
+
+    def __init__(self, ctx: Context, seen: view.View, entry: view.Certificate) -> None:
+        assert entry.spec is not None
+        assert entry.status is not None
+        self.ctx, self.view = ctx, seen
+        self.resource = Resource.from_body(entry.body)
+        self.spec: models.WebhookCertificateSpec = entry.spec
+        self.status: models.WebhookCertificateStatus = entry.status.model_copy(deep=True)
+        self.saved: dict[str, Any] = entry.status.to_api()
+        self.current_raw: secrets.SecretData | None = None
+        self.next_raw: secrets.SecretData | None = None
+        self.last: policy.Observation | None = None
+        self.trust_hash: str | None = None
+        # Seconds after which this pass wants to run again though nothing it knows of is due.
+        self.requeue_after: float | None = None
+
+    @property
+    def now(self) -> datetime.datetime:
+        return self.ctx.clock.now()
+
+    def observe(self) -> policy.Observation:
+        ns = self.resource.namespace
+        # The current key may be a Secret made by hand (adopted), so the view's silence is confirmed
+        # with the API; only the operator ever creates the next key, so its absence is the truth.
+        self.current_raw = read_secret(self.ctx, self.view, ns, self.spec.secret_name, authoritative=False)
+        self.next_raw = read_secret(self.ctx, self.view, ns, self.spec.next_secret_name, authoritative=True)
+        self.last = policy.Observation(
+            spec=self.spec,
+            status=self.status,
+            now=self.now,
+            current_secret=self.ctx.checks.observe(self.current_raw),
+            next_secret=self.ctx.checks.observe(self.next_raw),
+            emergency_reference=self.resource.annotations.get(names.EMERGENCY_ANNOTATION),
+            cutover_serial=self.resource.annotations.get(names.CUTOVER_ANNOTATION),
+        )
+        return self.last
+
+    def save(self) -> None:
+        """Record status now, conditional on the version this pass read: later steps depend on it."""
+        derived.derive(self)
+        new = self.status.to_api()
+        written = resources.patch_status(
+            self.ctx.clients,
+            self.resource.namespace,
+            self.resource.name,
+            self.saved,
+            new,
+            resource_version=self.resource.resource_version,
+        )
+        if written is not None:
+            self.view.put_certificate(written)
+            self.resource = dataclasses.replace(
+                self.resource, resource_version=str(written["metadata"].get("resourceVersion", ""))
+            )
+        self.saved = new
+        # The gauges mirror what was just recorded, so a scrape never lags the status people read.
+        self.ctx.metrics.observe(self.resource.namespace, self.resource.name, self.spec.environment, self.status)
+
+    def event(self, type: str, reason: str, message: str) -> None:
+        logger.info("%s/%s: %s: %s", self.resource.namespace, self.resource.name, reason, message)
+        events.record(
+            self.ctx.clients,
+            self.resource.namespace,
+            self.resource.name,
+            self.resource.uid,
+            type=type,
+            reason=reason,
+            message=message,
+        )
+
+    def update(self, **changes: Any) -> None:
+        # Validate through the model so a step can never record a status the CRD would refuse.
+        merged = {**self.status.model_dump(), **changes}
+        self.status = models.WebhookCertificateStatus.model_validate(merged)
+
+    def key_secret_labels(self) -> dict[str, str]:
+        return {names.ENVIRONMENT_LABEL: self.spec.environment, names.INSTANCE_LABEL: self.resource.name}
+
+    def write_secret(self, name: str, **kwargs: Any) -> secrets.SecretData | None:
+        """Write one of this object's Secrets against the view's copy, and put the result back."""
+        ns = self.resource.namespace
+        existing: secrets.SecretData | secrets.Unknown | None = secrets.UNKNOWN
+        held = self.view.secret(ns, name)
+        if held is not None:
+            existing = held
+        written = secrets.write(
+            self.ctx.clients,
+            ns,
+            name,
+            labels=self.key_secret_labels(),
+            owner=self.resource.owner(),
+            existing=existing,
+            **kwargs,
+        )
+        if written is not None:
+            self.view.put_secret(ns, written)
+        return written
+
+    def write_key_secret(self, name: str, pair: pki.KeyPair, annotations: dict[str, str], create_only: bool) -> None:
+        self.write_secret(
+            name,
+            type=secrets.TLS,
+            data={names.TLS_KEY: pair.key_pem, names.TLS_CERT: pair.cert_pem},
+            annotations=annotations,
+            create_only=create_only,
+        )
+
+    def delete_secret(self, name: str) -> None:
+        secrets.delete(self.ctx.clients, self.resource.namespace, name)
+        self.view.drop_secret(self.resource.namespace, name)
+
+    def new_pair(self) -> pki.KeyPair:
+        return self.ctx.keygen(self.spec.subject, self.now, self.spec.duration_delta)
+
+    def set_condition(self, type: str, status: models.ConditionStatus, reason: str, message: str) -> None:
+        before = conditions.get(self.status.conditions, type)
+        updated, _ = conditions.set_condition(
+            self.status.conditions,
+            type=type,
+            status=status,
+            reason=reason,
+            message=message,
+            now=self.now,
+            observed_generation=self.resource.generation,
+        )
+        self.status.conditions = updated
+        # An Event when a condition that people act on turns (or changes its reason), never on every pass.
+        event_type = CONDITION_EVENTS.get(type, {}).get(status)
+        if event_type and (before is None or before.status != status or before.reason != reason):
+            self.event(event_type, reason, message)
+
+    def drop_condition(self, type: str) -> None:
+        self.status.conditions, _ = conditions.remove(self.status.conditions, type)
+
+
+CONDITION_EVENTS: dict[str, dict[str, str]] = {
+    names.READY: {"False": "Warning"},
+    names.CUTOVER_REFUSED: {"True": "Warning"},
+    names.EMERGENCY_REFUSED: {"True": "Warning"},
+    names.BUNDLE_READY: {"False": "Warning"},
+    names.ENDPOINT_ACCEPTS_NEXT: {"True": "Normal", "False": "Warning"},
+    names.ENDPOINT_REJECTS_COMPROMISED: {"True": "Normal", "False": "Warning"},
+}

@@ -1,0 +1,227 @@
+"""The steps that change key material, one per policy decision, each in a crash-safe write order.
+
+Crash-safe write orders (the lifecycle's invariant 3):
+- rotation: write the next key Secret, record it in status, update the trust store;
+- containment: record the compromised certificate as revoked, update every trust store, nudge the
+  consumers; the replacement key is a later step (invariant 8: containment before key generation);
+- cut-over: write the current Secret, record status, update the trust store, delete the old key Secret.
+A crash between two steps is repaired by the next pass: an unrecorded next Secret made for the same
+purpose is adopted (never a second key), an interrupted cut-over is finished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from webhookcerts.domain import models, names, pki, policy
+from webhookcerts.kube import secrets
+from webhookcerts.service import trust_store
+from webhookcerts.service.state import Pass
+
+
+def _record(info: pki.CertificateInfo, secret_name: str, revision: int) -> dict[str, Any]:
+    return {
+        "serial": info.serial,
+        "fingerprint": info.fingerprint,
+        "not_before": info.not_before,
+        "not_after": info.not_after,
+        "certificate": info.pem,
+        "secret_name": secret_name,
+        "revision": revision,
+    }
+
+
+def _unique(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _history_entry(
+    p: Pass, record: models.CertificateRecord, reason: models.RetireReason, incident: str | None
+) -> dict[str, Any]:
+    return {
+        "serial": record.serial,
+        "fingerprint": record.fingerprint,
+        "not_before": record.not_before,
+        "not_after": record.not_after,
+        "revision": record.revision,
+        "reason": reason,
+        "retired_at": p.now,
+        "incident": incident,
+    }
+
+
+def _trim(p: Pass, history: list[Any]) -> list[Any]:
+    return history[: p.spec.revision_history_limit]
+
+
+def _adoptable_next(p: Pass, obs: policy.Observation, reason: str, incident: str | None) -> pki.KeyPair | None:
+    """An unrecorded next Secret that an interrupted step made for this very purpose."""
+    secret = obs.next_secret
+    if secret.info is None or p.next_raw is None:
+        return None
+    wanted = {names.NEXT_REASON_ANNOTATION: reason, names.INCIDENT_ANNOTATION: incident or ""}
+    if any(secret.annotations.get(k, "") != v for k, v in wanted.items()):
+        return None
+    if secret.info.fingerprint in p.status.revoked_fingerprints:
+        return None
+    return pki.KeyPair(p.next_raw.data[names.TLS_KEY], p.next_raw.data[names.TLS_CERT])
+
+
+def _issue_next(
+    p: Pass, obs: policy.Observation, reason: models.NextReason, incident: str | None
+) -> pki.CertificateInfo:
+    pair = _adoptable_next(p, obs, reason, incident)
+    if pair is None:
+        pair = p.new_pair()
+        annotations = {names.NEXT_REASON_ANNOTATION: reason, names.INCIDENT_ANNOTATION: incident or ""}
+        p.write_key_secret(p.spec.next_secret_name, pair, annotations, create_only=False)
+    return pki.inspect(pair.cert_pem)
+
+
+def issue_initial(p: Pass, obs: policy.Observation, decision: policy.Decision) -> None:
+    pair = p.new_pair()
+    try:
+        p.write_key_secret(p.spec.secret_name, pair, {}, create_only=True)
+    except Exception as exc:
+        if secrets.is_conflict(exc):
+            # Someone else wrote it first: the next observation adopts or flags it.
+            found = secrets.read(p.ctx.clients, p.resource.namespace, p.spec.secret_name)
+            if found is not None:
+                p.view.put_secret(p.resource.namespace, found)
+            return
+        raise
+    info = pki.inspect(pair.cert_pem)
+    revision = p.status.revision + 1
+    p.update(current=_record(info, p.spec.secret_name, revision), revision=revision)
+    p.save()
+    p.event(
+        "Normal",
+        "Issued",
+        f"issued serial {info.serial} (expires {info.not_after:%Y-%m-%d}) into Secret {p.spec.secret_name}",
+    )
+
+
+def adopt_current(p: Pass, obs: policy.Observation, decision: policy.Decision) -> None:
+    assert obs.current_secret.info is not None
+    info = obs.current_secret.info
+    revision = max(p.status.revision, 1)
+    p.update(current=_record(info, p.spec.secret_name, revision), revision=revision)
+    p.save()
+    p.event("Normal", "Adopted", f"adopted serial {info.serial} already in Secret {p.spec.secret_name}")
+
+
+def issue_next(p: Pass, obs: policy.Observation, decision: policy.Decision) -> None:
+    info = _issue_next(p, obs, "Planned", None)
+    revision = p.status.revision + 1
+    pending = {**_record(info, p.spec.next_secret_name, revision), "reason": "Planned", "issued_at": p.now}
+    p.update(next=pending, revision=revision)
+    p.save()
+    p.ctx.metrics.rotated(p.resource.namespace, p.resource.name, p.spec.environment, "planned")
+    trust_store.sync(p)
+    p.event(
+        "Normal",
+        "Renewing",
+        f"{decision.message}; next serial {info.serial} in Secret {p.spec.next_secret_name}: "
+        "submit its bundle to the provider, then cut over",
+    )
+
+
+def contain(p: Pass, obs: policy.Observation, decision: policy.Decision) -> None:
+    """The emergency's first step: no key is generated here, so trust is taken away at once."""
+    reference = decision.reference or ""
+    revoked = list(p.status.revoked_fingerprints)
+    history: list[Any] = list(p.status.history)
+    discarded = p.status.next
+    if discarded is not None:
+        # A pending next was exposed to the same incident: it is discarded, never cut over to.
+        history.insert(0, _history_entry(p, discarded, "Compromised", reference))
+        revoked.append(discarded.fingerprint)
+    current = p.status.current
+    changes: dict[str, Any] = {}
+    if current is not None:
+        changes["current"] = {**current.model_dump(), "compromised_by": reference}
+        if p.spec.emergency_policy == "RevokeImmediately":
+            revoked.append(current.fingerprint)
+    p.update(
+        **changes,
+        next=None,
+        history=_trim(p, history),
+        revoked_fingerprints=_unique(revoked),
+        last_emergency_rotation={"reference": reference, "handled_at": p.now},
+    )
+    p.save()
+    p.ctx.metrics.rotated(p.resource.namespace, p.resource.name, p.spec.environment, "emergency")
+    trust_store.sync(p)
+    removed = " and removed from the trust store" if p.spec.emergency_policy == "RevokeImmediately" else ""
+    p.event(
+        "Warning",
+        "EmergencyRotation",
+        f"incident {reference}: serial {current.serial if current else '-'} treated as compromised{removed}; "
+        f"a new key is being issued into Secret {p.spec.next_secret_name}",
+    )
+
+
+def issue_replacement(p: Pass, obs: policy.Observation, decision: policy.Decision) -> None:
+    reference = decision.reference or ""
+    info = _issue_next(p, obs, "Emergency", reference)
+    revision = p.status.revision + 1
+    pending = {**_record(info, p.spec.next_secret_name, revision), "reason": "Emergency", "issued_at": p.now}
+    p.update(next=pending, revision=revision)
+    p.save()
+    trust_store.sync(p)
+    p.event(
+        "Normal",
+        "ReplacementIssued",
+        f"incident {reference}: new serial {info.serial} in Secret {p.spec.next_secret_name}: "
+        "submit its bundle, then cut over",
+    )
+
+
+def cutover(p: Pass, obs: policy.Observation, decision: policy.Decision) -> None:
+    pending = p.status.next
+    assert pending is not None, "the policy cuts over only to a recorded next certificate"
+    if obs.current_secret.fingerprint != pending.fingerprint:
+        # The policy checked the next Secret holds exactly the pending certificate.
+        assert p.next_raw is not None
+        pair = pki.KeyPair(p.next_raw.data[names.TLS_KEY], p.next_raw.data[names.TLS_CERT])
+        p.write_key_secret(p.spec.secret_name, pair, {}, create_only=False)
+    old = p.status.current
+    history: list[Any] = list(p.status.history)
+    revoked = list(p.status.revoked_fingerprints)
+    if old is not None:
+        reason: models.RetireReason = "Compromised" if old.compromised_by else "Superseded"
+        history.insert(0, _history_entry(p, old, reason, old.compromised_by))
+        revoked.append(old.fingerprint)
+    current = {
+        **pending.model_dump(exclude={"reason", "issued_at", "compromised_by"}),
+        "secret_name": p.spec.secret_name,
+    }
+    p.update(current=current, next=None, history=_trim(p, history), revoked_fingerprints=_unique(revoked))
+    p.save()
+    p.ctx.metrics.cut_over(p.resource.namespace, p.resource.name, p.spec.environment)
+    trust_store.sync(p)
+    # Only now, with the trust store no longer naming it, is the old key destroyed.
+    p.delete_secret(p.spec.next_secret_name)
+    p.event(
+        "Normal",
+        "CutOver",
+        f"{decision.message}: serial {pending.serial} is now current"
+        f"{f'; serial {old.serial} retired and its key destroyed' if old else ''}",
+    )
+
+
+def delete_stale_next(p: Pass, obs: policy.Observation, decision: policy.Decision) -> None:
+    p.delete_secret(p.spec.next_secret_name)
+    p.event("Normal", decision.reason, decision.message)
+
+
+STEPS: dict[policy.Action, Callable[[Pass, policy.Observation, policy.Decision], None]] = {
+    policy.Action.ISSUE_INITIAL: issue_initial,
+    policy.Action.ADOPT_CURRENT: adopt_current,
+    policy.Action.ISSUE_NEXT: issue_next,
+    policy.Action.EMERGENCY: contain,
+    policy.Action.ISSUE_REPLACEMENT: issue_replacement,
+    policy.Action.CUTOVER: cutover,
+    policy.Action.DELETE_STALE_NEXT: delete_stale_next,
+}

@@ -1,0 +1,187 @@
+"""The operator's in-memory view of the cluster: WebhookCertificates and the Secrets it owns.
+
+Fed by watches (Kopf's indexing phase, which sees every object before any handler runs) and by the
+operator's own writes (write-through: what the API server answered goes in at once, so the next pass
+does not act on the state from before its own write). A reconcile reads here instead of the API, and
+a trust write asks only for the WebhookCertificates naming that trust Secret: the cost of a pass is
+what the object and its neighbours contribute, never a namespace LIST.
+
+Staleness is safe by construction rather than by luck: every write made from this view carries the
+resourceVersion it was decided on, so a decision taken on a stale copy fails with a conflict and is
+taken again, never recorded.
+
+Secrets are watched by the operator's label only. A Secret absent from the view is therefore known to
+be absent only in roles the operator alone creates (the next key); one a user may have made by hand
+(a current key to adopt, a trust Secret that predates the operator) is looked up by the caller.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import pydantic
+
+from webhookcerts.domain import models
+from webhookcerts.kube import secrets
+
+Key = tuple[str, str]
+
+
+def _version(resource_version: str) -> int:
+    # resourceVersions are opaque to clients, but etcd's are integers: enough to keep a late watch
+    # event from overwriting what the operator has just written. Anything else compares as "newer".
+    try:
+        return int(resource_version)
+    except ValueError:
+        return -1
+
+
+@dataclasses.dataclass(frozen=True)
+class Certificate:
+    """One WebhookCertificate as last seen, parsed once per resourceVersion."""
+
+    body: Mapping[str, Any]
+    resource_version: str
+    spec: models.WebhookCertificateSpec | None
+    status: models.WebhookCertificateStatus | None
+    problem: str | None
+
+    @property
+    def namespace(self) -> str:
+        return str(self.body["metadata"]["namespace"])
+
+    @property
+    def name(self) -> str:
+        return str(self.body["metadata"]["name"])
+
+    @property
+    def uid(self) -> str:
+        return str(self.body["metadata"].get("uid", ""))
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        return dict(self.body["metadata"].get("annotations") or {})
+
+    @property
+    def deleting(self) -> bool:
+        return bool(self.body["metadata"].get("deletionTimestamp"))
+
+    @classmethod
+    def parse(cls, body: Mapping[str, Any]) -> Certificate:
+        meta = body["metadata"]
+        try:
+            spec = models.WebhookCertificateSpec.model_validate(body.get("spec") or {})
+            status = models.WebhookCertificateStatus.model_validate(body.get("status") or {})
+        except pydantic.ValidationError as exc:
+            problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
+            return cls(body, str(meta.get("resourceVersion", "")), None, None, problem)
+        return cls(body, str(meta.get("resourceVersion", "")), spec, status, None)
+
+
+class View:
+    """Thread-safe: watch callbacks write from the event loop, reconcile workers read from threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._certificates: dict[Key, Certificate] = {}
+        self._by_trust: dict[Key, set[str]] = {}
+        self._secrets: dict[Key, secrets.SecretData] = {}
+        self._synced = threading.Event()
+
+    # feeding --------------------------------------------------------------------------------------
+
+    def put_certificate(self, body: Mapping[str, Any]) -> tuple[Certificate, bool]:
+        """Record a WebhookCertificate unless the view already holds it or a newer version; the entry
+        held now, and whether this changed it (a watch event echoing the operator's own write does not).
+        """
+        meta = body["metadata"]
+        key = (str(meta["namespace"]), str(meta["name"]))
+        with self._lock:
+            held = self._certificates.get(key)
+            if held is not None and held.uid == meta.get("uid"):
+                version = str(meta.get("resourceVersion", ""))
+                if held.resource_version == version or _version(version) < _version(held.resource_version):
+                    return held, False
+            entry = Certificate.parse(body)
+            self._unindex(key)
+            self._certificates[key] = entry
+            if entry.spec is not None:
+                self._by_trust.setdefault((key[0], entry.spec.trust.secret_name), set()).add(key[1])
+            return entry, True
+
+    def drop_certificate(self, namespace: str, name: str) -> Certificate | None:
+        with self._lock:
+            self._unindex((namespace, name))
+            return self._certificates.pop((namespace, name), None)
+
+    def _unindex(self, key: Key) -> None:
+        held = self._certificates.get(key)
+        if held is None or held.spec is None:
+            return
+        trust_key = (key[0], held.spec.trust.secret_name)
+        names_ = self._by_trust.get(trust_key)
+        if names_ is not None:
+            names_.discard(key[1])
+            if not names_:
+                del self._by_trust[trust_key]
+
+    def put_secret(self, namespace: str, secret: secrets.SecretData) -> bool:
+        """Record a Secret unless the view holds it or a newer version; True when this changed it."""
+        key = (namespace, secret.name)
+        with self._lock:
+            held = self._secrets.get(key)
+            if held is not None and held.uid == secret.uid:
+                version = secret.resource_version
+                if held.resource_version == version or _version(version) < _version(held.resource_version):
+                    return False
+            self._secrets[key] = secret
+            return True
+
+    def drop_secret(self, namespace: str, name: str, uid: str = "") -> bool:
+        """Forget a deleted Secret; True when the view still held it (not the operator's own delete)."""
+        with self._lock:
+            held = self._secrets.get((namespace, name))
+            if held is None:
+                return False
+            # A delete observed for an older incarnation must not hide the Secret re-created since.
+            if uid and held.uid != uid:
+                return False
+            del self._secrets[(namespace, name)]
+            return True
+
+    def mark_synced(self) -> None:
+        self._synced.set()
+
+    def wait_synced(self, timeout: float | None = None) -> bool:
+        return self._synced.wait(timeout)
+
+    # reading --------------------------------------------------------------------------------------
+
+    def certificate(self, namespace: str, name: str) -> Certificate | None:
+        with self._lock:
+            return self._certificates.get((namespace, name))
+
+    def certificates(self) -> list[Certificate]:
+        with self._lock:
+            return list(self._certificates.values())
+
+    def naming_trust(self, namespace: str, secret_name: str) -> list[Certificate]:
+        """The WebhookCertificates whose spec names this trust Secret, by name."""
+        with self._lock:
+            names_ = sorted(self._by_trust.get((namespace, secret_name), ()))
+            return [self._certificates[(namespace, n)] for n in names_]
+
+    def is_trust_secret(self, namespace: str, name: str) -> bool:
+        with self._lock:
+            return (namespace, name) in self._by_trust
+
+    def secret(self, namespace: str, name: str) -> secrets.SecretData | None:
+        with self._lock:
+            return self._secrets.get((namespace, name))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._certificates)

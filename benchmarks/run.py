@@ -18,9 +18,9 @@ for entry in (REPO, REPO / "operator"):
     if str(entry) not in sys.path:
         sys.path.insert(0, str(entry))
 
-from benchmarks import controlplane, emergency, harness, pod_reload, receiver, renewal, report  # noqa: E402
+from benchmarks import controlplane, emergency, harness, pod_reload, receiver, renewal, report, scale  # noqa: E402
 
-NAMES = (controlplane.NAME, renewal.NAME, emergency.NAME, receiver.NAME, pod_reload.NAME)
+NAMES = (controlplane.NAME, renewal.NAME, emergency.NAME, receiver.NAME, pod_reload.NAME, scale.NAME)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,6 +41,9 @@ def parser() -> argparse.ArgumentParser:
         metavar="DURATION",
         help=f"the node's kubelet syncFrequency (default {pod_reload.KUBELET_DEFAULT_SYNC}, the kubelet's own)",
     )
+    p.add_argument("--scale-n", type=int, default=scale.DEFAULT_N, help="WebhookCertificates in the scale benchmark")
+    p.add_argument("--scale-idle", type=float, default=scale.IDLE_S, help="seconds of idle measured after all Ready")
+    p.add_argument("--scale-containment-runs", type=int, default=scale.MIN_CONTAINMENT_RUNS)
     return p
 
 
@@ -56,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
             f"--write needs at least {controlplane.MIN_RUNS} control plane and {emergency.MIN_RUNS} emergency runs",
             file=sys.stderr,
         )
+        return 2
+    if args.write and scale.NAME in names and args.scale_containment_runs < scale.MIN_CONTAINMENT_RUNS:
+        print(f"--write needs at least {scale.MIN_CONTAINMENT_RUNS} containment runs", file=sys.stderr)
         return 2
     if args.write and args.pod_reload_runs < pod_reload.MIN_RUNS:
         print(f"--write needs at least {pod_reload.MIN_RUNS} pod reload runs", file=sys.stderr)
@@ -73,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
             elif name == renewal.NAME:
                 result = renewal.measure(work)
                 body = renewal.section(result, command)
+            elif name == scale.NAME:
+                result = scale.measure(
+                    work, n=args.scale_n, idle=args.scale_idle, containment_runs=args.scale_containment_runs
+                )
+                body = scale.section(result, command)
             elif name == pod_reload.NAME:
                 result = pod_reload.measure(work, runs=args.pod_reload_runs, sync_frequency=args.pod_reload_sync)
                 body = pod_reload.section(result, command)

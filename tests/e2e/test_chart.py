@@ -92,7 +92,9 @@ def test_the_chart_runs_the_operator_in_its_pod(
         )
         api.emergency("upvest-live", "INC-7")
         compromised = conftest.wait_for(
-            lambda: (s := api.status("upvest-live")).stage == "Compromised" and s, timeout=120, what="the emergency"
+            lambda: (s := api.status("upvest-live")).stage == "Compromised" and s.next is not None and s,
+            timeout=120,
+            what="the emergency",
         )
         assert compromised.next is not None
         assert api.events("upvest-live", "EmergencyRotation") and not api.events("upvest-live", "Forbidden")

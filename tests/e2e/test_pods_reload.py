@@ -402,7 +402,9 @@ def test_hot_reload_makes_the_pod_refuse_a_compromised_certificate(
     )
     # The probes above were deliveries too: those before the reload got in. From here on, none may.
     before = ep.accepted_fingerprints(pod)[compromised.fingerprint]
-    conftest.wait_for(lambda: api.status(name).stage == "Compromised", what="stage Compromised")
+    conftest.wait_for(
+        lambda: (s := api.status(name)).stage == "Compromised" and s.next is not None, what="the replacement"
+    )
     status = api.status(name)
     assert status.next is not None and status.next.reason == "Emergency"
     fresh = reload.client_from_secret(api, f"{name}-tls-next", clients, "fresh")

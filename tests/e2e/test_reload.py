@@ -435,7 +435,9 @@ def test_emergency_refuses_the_compromised_certificate_and_accepts_the_new_one(
     assert stale.status == 421
 
     # The trust store changes before the reconcile finishes; the stage follows at its end.
-    conftest.wait_for(lambda: api.status(name).stage == "Compromised", what="stage Compromised")
+    conftest.wait_for(
+        lambda: (s := api.status(name)).stage == "Compromised" and s.next is not None, what="the replacement"
+    )
     status = api.status(name)
     assert status.next is not None and status.next.reason == "Emergency"
     fresh = client_from_secret(api, f"{name}-tls-next", tmp_path / "clients", "fresh")

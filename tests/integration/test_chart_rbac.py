@@ -152,7 +152,7 @@ def test_the_operator_runs_the_lifecycle_with_the_charts_rbac(
         # Emergency: the current certificate is treated as compromised at once.
         api.emergency("upvest-sandbox", "INC-42")
         after = conftest.wait_for(
-            lambda: (s := api.status("upvest-sandbox")).stage == "Compromised" and s,
+            lambda: (s := api.status("upvest-sandbox")).stage == "Compromised" and s.next is not None and s,
             what="the emergency rotation",
         )
         assert after.last_emergency_rotation is not None and after.last_emergency_rotation.reference == "INC-42"

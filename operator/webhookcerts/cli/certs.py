@@ -134,13 +134,7 @@ def _same_serial(a: str, b: str) -> bool:
 
 def _settled(status: models.WebhookCertificateStatus) -> bool:
     """Whether the operator has finished its pass: a step records itself before the stage is derived."""
-    if status.current is None:
-        expected = "Issuing"
-    elif status.next is not None:
-        expected = "Compromised" if status.next.reason == "Emergency" else "Rotating"
-    else:
-        expected = "Active"
-    return status.stage == expected
+    return status.stage == policy.stage_of(status)
 
 
 def _hint(session: cli_support.Session, command: str) -> str:
@@ -385,7 +379,11 @@ def run_rotate(args: argparse.Namespace) -> int:
     def handled_now(obj: dict[str, Any]) -> models.WebhookCertificateStatus | None:
         status = _status(obj)
         record = status.last_emergency_rotation
-        return status if record is not None and record.reference == args.reason and _settled(status) else None
+        # Containment is recorded first; the command waits on until the replacement is issued too.
+        issued = status.next is not None and status.next.reason == "Emergency"
+        return (
+            status if record is not None and record.reference == args.reason and issued and _settled(status) else None
+        )
 
     after = _wait(session, args.name, args.timeout, f"the emergency rotation for {args.reason}", handled_now)
     assert after.last_emergency_rotation is not None

@@ -324,6 +324,16 @@ def next_wakeup(
     return current.not_after
 
 
+def stage_of(status: models.WebhookCertificateStatus) -> models.Stage:
+    """The stage status records: what the recorded current and next certificates say."""
+    if status.current is None:
+        return "Issuing"
+    if status.next is not None:
+        return "Compromised" if status.next.reason == "Emergency" else "Rotating"
+    # Contained, with the replacement key not yet issued.
+    return "Compromised" if status.current.compromised_by else "Active"
+
+
 def _same_serial(a: str, b: str) -> bool:
     # Users copy serials from openssl (colons, lower case) as often as from our status.
     def canon(s: str) -> str:

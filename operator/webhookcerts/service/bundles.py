@@ -86,7 +86,13 @@ def sync(p: Pass) -> None:
                     role,
                 )
             )
-        p.write_secret(name, type=secrets.OPAQUE, data=data, annotations={names.BUNDLE_SOURCE_ANNOTATION: source_id})
+        p.write_secret(
+            name,
+            authoritative=True,
+            type=secrets.OPAQUE,
+            data=data,
+            annotations={names.BUNDLE_SOURCE_ANNOTATION: source_id},
+        )
         files = sorted(data)
         p.event(
             "Normal",

@@ -8,24 +8,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from webhookcerts.domain import conditions, models, names, policy, renewal
+from webhookcerts.domain import conditions, names, policy, renewal
 
 if TYPE_CHECKING:
     from webhookcerts.service.state import Pass
 
 
-def stage_of(status: models.WebhookCertificateStatus) -> models.Stage:
-    if status.current is None:
-        return "Issuing"
-    if status.next is not None:
-        return "Compromised" if status.next.reason == "Emergency" else "Rotating"
-    # Contained, with the replacement key not yet issued.
-    return "Compromised" if status.current.compromised_by else "Active"
-
-
 def derive(p: Pass) -> None:
     current, pending = p.status.current, p.status.next
-    p.status.stage = stage_of(p.status)
+    p.status.stage = policy.stage_of(p.status)
     p.status.renewal_time = renewal.renewal_time(current.not_after, p.spec.renew_before_delta) if current else None
     if pending is not None:
         reason = "Renewing" if pending.reason == "Planned" else "EmergencyRotation"

@@ -55,9 +55,7 @@ class Engine:
         resync: float = DEFAULT_RESYNC,
         probe_interval: float = probes.DEFAULT_INTERVAL,
     ) -> None:
-        self.ctx = dataclasses.replace(
-            ctx, keygen=state.BoundedKeygen(ctx.keygen), bundle_recheck_seconds=min(ctx.bundle_recheck_seconds, resync)
-        )
+        self.ctx = dataclasses.replace(ctx, keygen=state.BoundedKeygen(ctx.keygen), bundle_recheck_seconds=resync)
         self.view = view.View()
         self.queue: workqueue.WorkQueue[Item] = workqueue.WorkQueue()
         self.prober = probes.Prober(interval=probe_interval, on_done=self._probe_done)
@@ -66,6 +64,8 @@ class Engine:
         self._threads: list[threading.Thread] = []
         self._failures: dict[Item, int] = {}
         self._lock = threading.Lock()
+        # Objects not yet reconciled once since start: when none is left, the start-up pass is done.
+        self._unvisited: set[tuple[str, str]] | None = None
 
     # the watch side (called from Kopf's event loop: nothing here may block) ---------------------
 
@@ -110,7 +110,30 @@ class Engine:
 
     def synced(self) -> None:
         """Every watched object has been seen once: passes may start (a trust union is now complete)."""
+        if self.view.wait_synced(0):
+            return
+        with self._lock:
+            self._unvisited = {(c.namespace, c.name) for c in self.view.certificates()}
+        logger.info("watches synced: %d WebhookCertificates in view", len(self._unvisited))
         self.view.mark_synced()
+        self._visited(None)
+
+    def _visited(self, key: tuple[str, str] | None) -> None:
+        with self._lock:
+            if self._unvisited is None:
+                return
+            if key is not None:
+                self._unvisited.discard(key)
+            if self._unvisited:
+                return
+            self._unvisited = None
+        logger.info("start-up pass done: every WebhookCertificate reconciled once")
+
+    def _trust_changed(self, namespace: str, secret_name: str) -> None:
+        # The neighbours' recorded trust hash (and their consumers) follow the new content; for each an
+        # ordinary pass that finds nothing else to do sends one status patch.
+        for entry in self.view.naming_trust(namespace, secret_name):
+            self.queue.add(("certificate", namespace, entry.name))
 
     def _probe_done(self, namespace: str, name: str) -> None:
         self.queue.add(("certificate", namespace, name))
@@ -167,6 +190,8 @@ class Engine:
             return
         with self._lock:
             self._failures.pop(item, None)
+        if not urgent:
+            self._visited((namespace, name))
         if result is None:
             return
         if urgent:

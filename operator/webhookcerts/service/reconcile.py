@@ -30,7 +30,6 @@ MAX_STEPS = 6
 
 # The names callers (the handlers, the CLI, the tests) know this service by.
 Context = state.Context
-stage_of = derived.stage_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,12 +124,6 @@ def _converge(p: state.Pass, decision: policy.Decision, refusals: list[policy.De
 def sync_trust(ctx: Context, seen: view.View, namespace: str, secret_name: str) -> str:
     """Rewrite one trust Secret from the view (after a deletion, or a hand edit of the Secret)."""
     return trust_store.write(ctx, seen, namespace, secret_name)
-
-
-def forget(ctx: Context, seen: view.View, namespace: str, name: str, spec: models.WebhookCertificateSpec) -> None:
-    """A WebhookCertificate is gone: its certificates leave the shared trust store."""
-    sync_trust(ctx, seen, namespace, spec.trust.secret_name)
-    ctx.metrics.forget(namespace, name)
 
 
 def report_forbidden(ctx: Context, namespace: str, name: str, message: str) -> None:

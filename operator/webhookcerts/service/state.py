@@ -82,8 +82,12 @@ class Context:
     # When each object's bundle password was last read, with the certificates the bundle then held.
     bundle_checks: dict[tuple[str, str], tuple[tuple[str, ...], float]] = dataclasses.field(default_factory=dict)
     # How long an unchanged bundle goes without reading its password Secret (which the operator does
-    # not watch: it belongs to the user and carries no label of ours).
-    bundle_recheck_seconds: float = 600.0
+    # not watch: it belongs to the user and carries no label of ours). 0: every pass reads it; the
+    # engine sets its resync interval here.
+    bundle_recheck_seconds: float = 0.0
+    # Told (namespace, trust Secret) after a trust Secret's content changed: the engine wakes the other
+    # objects naming it, so their recorded trust hash and their consumers follow.
+    trust_changed: Callable[[str, str], None] | None = None
 
 
 def observe_secret(secret: secrets.SecretData | None) -> policy.SecretObservation:
@@ -227,12 +231,17 @@ class Pass:
     def key_secret_labels(self) -> dict[str, str]:
         return {names.ENVIRONMENT_LABEL: self.spec.environment, names.INSTANCE_LABEL: self.resource.name}
 
-    def write_secret(self, name: str, **kwargs: Any) -> secrets.SecretData | None:
-        """Write one of this object's Secrets against the view's copy, and put the result back."""
+    def write_secret(self, name: str, *, authoritative: bool = False, **kwargs: Any) -> secrets.SecretData | None:
+        """Write one of this object's Secrets against the view's copy, and put the result back.
+
+        ``authoritative``: only the operator creates this Secret (a next key, a bundle), so its absence
+        from the view is the truth and it is created without a read; a Secret that exists after all
+        makes the create fail with a conflict, and the pass is taken again.
+        """
         ns = self.resource.namespace
         existing: secrets.SecretData | secrets.Unknown | None = secrets.UNKNOWN
         held = self.view.secret(ns, name)
-        if held is not None:
+        if held is not None or authoritative:
             existing = held
         written = secrets.write(
             self.ctx.clients,
@@ -250,6 +259,7 @@ class Pass:
     def write_key_secret(self, name: str, pair: pki.KeyPair, annotations: dict[str, str], create_only: bool) -> None:
         self.write_secret(
             name,
+            authoritative=name == self.spec.next_secret_name,
             type=secrets.TLS,
             data={names.TLS_KEY: pair.key_pem, names.TLS_CERT: pair.cert_pem},
             annotations=annotations,

@@ -75,6 +75,8 @@ def write(
             raise
         if written is not None:
             seen.put_secret(namespace, written)
+            if ctx.trust_changed is not None:
+                ctx.trust_changed(namespace, secret_name)
         return hash_
     raise AssertionError("unreachable")
 

@@ -1,0 +1,275 @@
+"""The engine against the real API server: work proportional to change, containment first, clean stops.
+
+Two kinds of test here. With the operator as users run it (``webhookcerts run``) and a resync interval
+of an hour, so nothing a test sees can come from a timer: a key Secret deleted by hand is noticed from
+the watch alone; a restart issues no key and rewrites nothing; a SIGTERM in the middle of issuing is
+obeyed at once and the next start finishes the work with one key per object. In-process, where a
+test can hold the key generator or count the API calls: containment happens while the replacement's
+key generation is blocked; a pass costs only what the object and its trust Secret's neighbours
+contribute, and an unchanged object costs nothing at all.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import pathlib
+import signal
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import kubernetes
+import pytest
+
+from tests import conftest, whc
+from webhookcerts.devcluster import cluster as devcluster
+from webhookcerts.domain import clock, models, names, pki
+from webhookcerts.kube import client as kube_client
+from webhookcerts.kube import secrets
+from webhookcerts.service import engine, reconcile
+
+pytestmark = pytest.mark.integration
+
+# Longer than any test: whatever happens in these tests was caused by a watch event, not a resync.
+NO_RESYNC = ["--resync-interval", "3600"]
+
+
+@pytest.fixture
+def api(api_client: kubernetes.client.ApiClient, namespace: str, crd_installed: None) -> whc.Api:
+    return whc.Api(api_client, namespace)
+
+
+@pytest.fixture
+def quiet_operator(
+    cluster: devcluster.DevCluster, namespace: str, crd_installed: None, tmp_path: pathlib.Path
+) -> Iterator[conftest.OperatorProcess]:
+    proc = conftest.OperatorProcess(cluster.kubeconfig, namespace, tmp_path / "operator.log", NO_RESYNC)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        print(f"--- operator log ---\n{proc.logs()[-20000:]}")
+
+
+def ready(api: whc.Api, name: str) -> bool:
+    condition = api.condition(name, names.READY)
+    return condition is not None and condition.status == "True"
+
+
+def managed_versions(api: whc.Api) -> dict[str, str]:
+    selector = f"{kube_client.MANAGED_BY_LABEL}={kube_client.MANAGED_BY}"
+    return {
+        s.metadata.name: s.metadata.resource_version
+        for s in api.core.list_namespaced_secret(api.namespace, label_selector=selector).items
+    }
+
+
+def certificate_versions(api: whc.Api) -> dict[str, str]:
+    listed = api.custom.list_namespaced_custom_object(models.GROUP, models.VERSION, api.namespace, models.PLURAL)
+    return {o["metadata"]["name"]: o["metadata"]["resourceVersion"] for o in listed["items"]}
+
+
+# --- the operator process ----------------------------------------------------------------------------
+
+
+def test_a_key_secret_deleted_by_hand_is_noticed_from_the_watch(
+    api: whc.Api, quiet_operator: conftest.OperatorProcess
+) -> None:
+    api.create("watched")
+    conftest.wait_for(lambda: ready(api, "watched"), what="Ready=True")
+    api.core.delete_namespaced_secret("watched-tls", api.namespace)
+
+    def reported() -> models.Condition | None:
+        condition = api.condition("watched", names.READY)
+        return condition if condition is not None and condition.status == "False" else None
+
+    # Far inside the hour-long resync: only the Secret watch can have told the operator.
+    condition = conftest.wait_for(reported, timeout=30, what="Ready=False after the deletion")
+    assert condition.reason == "SecretDoesNotExist"
+    # Never replaced on its own: the provider may hold a copy of that key.
+    assert api.secret("watched-tls") is None
+
+
+def test_a_restart_with_existing_objects_issues_no_key_and_rewrites_nothing(
+    api: whc.Api, quiet_operator: conftest.OperatorProcess
+) -> None:
+    for name, environment in (("sandbox", "sandbox"), ("live", "live")):
+        api.create(name, environment=environment, bundle={"passwordSecretRef": {"name": "pw"}})
+    api.core.create_namespaced_secret(
+        api.namespace,
+        kubernetes.client.V1Secret(metadata=kubernetes.client.V1ObjectMeta(name="pw"), string_data={"password": "pw"}),
+    )
+    for name in ("sandbox", "live"):
+        conftest.wait_for(lambda n=name: ready(api, n) and api.status(n).bundle is not None, what=f"{name} Ready")
+    conftest.wait_for(lambda: len(api.trusted_fingerprints()) == 2, what="both in the shared trust store")
+    quiet_operator.stop()
+    secrets_before, objects_before = managed_versions(api), certificate_versions(api)
+    assert {"sandbox-tls", "live-tls", "sandbox-tls-bundle", "live-tls-bundle", "webhook-trust"} <= set(secrets_before)
+
+    quiet_operator.start()
+    conftest.wait_for(lambda: "start-up pass done" in quiet_operator.logs(), what="the start-up pass")
+    # Give anything the pass might have started a moment to land, then compare byte for byte.
+    conftest.poll(lambda: False, timeout=2)
+    assert managed_versions(api) == secrets_before
+    assert certificate_versions(api) == objects_before
+    assert len(api.events("sandbox", "Issued")) == len(api.events("live", "Issued")) == 1
+
+
+def test_sigterm_while_issuing_stops_at_once_and_the_next_start_finishes_with_one_key_each(
+    api: whc.Api, quiet_operator: conftest.OperatorProcess
+) -> None:
+    count = 12
+    for i in range(count):
+        api.create(f"burst-{i:02d}", trust={"secretName": f"trust-{i // 2}"})
+    conftest.wait_for(lambda: any(ready(api, f"burst-{i:02d}") for i in range(count)), what="the first Ready")
+    proc = quiet_operator.proc
+    assert proc is not None
+    proc.send_signal(signal.SIGTERM)
+    # Obeyed, not outlived: the fixture's own stop would SIGKILL after its grace period instead.
+    assert proc.wait(timeout=30) == 0
+    quiet_operator.proc = None
+
+    quiet_operator.start()
+    for i in range(count):
+        conftest.wait_for(lambda n=f"burst-{i:02d}": ready(api, n), timeout=120, what=f"burst-{i:02d} Ready")
+    for i in range(count):
+        name = f"burst-{i:02d}"
+        status = api.status(name)
+        assert status.current is not None and status.revision == 1, name
+        held = api.secret(f"{name}-tls") or {}
+        assert pki.inspect(held[names.TLS_CERT]).fingerprint == status.current.fingerprint
+        assert status.current.fingerprint in api.trusted_fingerprints(f"trust-{i // 2}")
+
+
+# --- in-process: the engine with a key generator the test holds -------------------------------------
+
+
+class HeldKeygen:
+    """The real key generator, held closed while ``hold`` is set: what happens meanwhile cannot wait for it."""
+
+    def __init__(self) -> None:
+        self.hold = threading.Event()
+        self.release = threading.Event()
+        self.waiting = threading.Event()
+        self.calls = 0
+
+    def __call__(self, subject: models.Subject, now: datetime.datetime, duration: datetime.timedelta) -> pki.KeyPair:
+        self.calls += 1
+        if self.hold.is_set():
+            self.waiting.set()
+            assert self.release.wait(60), "the test never released the key generator"
+        return pki.new_key_pair(subject, now, duration)
+
+
+def feed(eng: engine.Engine, api: whc.Api) -> None:
+    """What the watches would deliver: every object and every Secret the operator owns, as they are now."""
+    listed = api.custom.list_namespaced_custom_object(models.GROUP, models.VERSION, api.namespace, models.PLURAL)
+    for body in listed["items"]:
+        eng.certificate_seen(body)
+    for secret in secrets.list_managed(eng.ctx.clients, api.namespace):
+        eng.view.put_secret(api.namespace, secret)
+
+
+def test_containment_happens_while_the_replacement_key_generation_is_held(
+    api: whc.Api, api_client: kubernetes.client.ApiClient
+) -> None:
+    keygen = HeldKeygen()
+    ctx = reconcile.Context(kube_client.Clients(api_client), keygen=keygen)
+    eng = engine.Engine(ctx, workers=2)
+    api.create("held")
+    api.create("neighbour", environment="live")
+    feed(eng, api)
+    eng.synced()
+    eng.start()
+    try:
+        conftest.wait_for(lambda: ready(api, "held") and ready(api, "neighbour"), what="both Ready")
+        compromised = api.status("held").current
+        assert compromised is not None
+        keygen.hold.set()
+        api.emergency("held", "INC-77")
+        feed(eng, api)  # the annotation's watch event
+        assert keygen.waiting.wait(60), "the replacement's key generation never started"
+        # The replacement is still being generated, and the trust store has already let go.
+        trusted = api.trusted_fingerprints()
+        assert compromised.fingerprint not in trusted
+        neighbour = api.status("neighbour").current
+        assert neighbour is not None and neighbour.fingerprint in trusted
+        status = api.status("held")
+        assert status.next is None and status.current is not None and status.current.compromised_by == "INC-77"
+        assert len(api.events("held", "EmergencyRotation")) == 1
+        keygen.release.set()
+        replaced = conftest.wait_for(
+            lambda: (s := api.status("held")).next is not None and s, what="the replacement recorded"
+        )
+        assert replaced.next is not None and replaced.next.reason == "Emergency"
+        assert api.trusted_fingerprints() == {replaced.next.fingerprint, neighbour.fingerprint}
+    finally:
+        keygen.release.set()
+        eng.stop()
+
+
+# --- in-process: what a pass costs --------------------------------------------------------------------
+
+
+class CountingCalls:
+    """Every request the client sends, by method and path: "costs nothing" is then something to check."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[tuple[str, str]] = []
+        original = api_client.call_api
+
+        def call_api(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+            self.calls.append((method, url.split("?", 1)[0]))
+            return original(method, url, *args, **kwargs)
+
+        monkeypatch.setattr(api_client, "call_api", call_api)
+
+    def since(self, mark: int) -> collections.Counter[tuple[str, str]]:
+        return collections.Counter(self.calls[mark:])
+
+
+def test_a_pass_costs_what_its_trust_secrets_neighbours_contribute_and_an_unchanged_one_nothing(
+    api: whc.Api, api_client: kubernetes.client.ApiClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = clock.FakeClock(datetime.datetime.now(datetime.UTC).replace(microsecond=0))
+    ctx = reconcile.Context(kube_client.Clients(api_client), clock=fake)
+    for i in range(8):
+        api.create(f"n-{i}", trust={"secretName": f"trust-{i // 2}"})
+        reconcile.reconcile(ctx, api.get(f"n-{i}"))
+    eng = engine.Engine(ctx)
+    feed(eng, api)
+    eng.synced()
+    counting = CountingCalls(api_client, monkeypatch)
+
+    # The first of each pair records the trust hash its neighbour changed since; then nothing is left.
+    for i in range(8):
+        eng.process(("certificate", api.namespace, f"n-{i}"))
+    # Nothing changed: a pass over every object sends nothing and verifies no key again.
+    checks = ctx.checks.misses
+    mark = len(counting.calls)
+    for i in range(8):
+        eng.process(("certificate", api.namespace, f"n-{i}"))
+    assert counting.since(mark) == collections.Counter()
+    assert ctx.checks.misses == checks
+
+    # An emergency on one: its status, the trust Secret it shares with one neighbour, the Event, the
+    # new key Secret. No list of WebhookCertificates, and no other trust Secret touched.
+    api.emergency("n-2", "INC-5")
+    feed(eng, api)
+    mark = len(counting.calls)
+    eng.process(("certificate", api.namespace, "n-2"))
+    sent = counting.since(mark)
+    paths = {path for _, path in sent}
+    assert not any(m == "GET" and p.endswith("/webhookcertificates") for m, p in sent), sent
+    touched = {p.rsplit("/", 1)[1] for p in paths if "/secrets/" in p}
+    assert touched <= {"trust-1", "n-2-tls-next"}, sent
+    assert "trust-1" in touched
+    assert all(m != "GET" for m, p in sent if "/secrets" in p), sent
+    status = api.status("n-2")
+    assert status.next is not None and status.current is not None and status.current.compromised_by == "INC-5"
+    assert api.trusted_fingerprints("trust-1") == {
+        status.next.fingerprint,
+        *(c.fingerprint for c in [api.status("n-3").current] if c is not None),
+    }

@@ -78,7 +78,7 @@ def test_restart_adopts_and_issues_no_new_key(api: whc.Api, operator: conftest.O
     operator.kill()
     operator.start()
     # Objects that exist when the operator starts are reconciled once from the watch-fed view.
-    conftest.wait_for(lambda: "start-up pass done" in operator.logs(), what="the start-up pass")
+    conftest.wait_for(lambda: operator.logs().count("start-up pass done") == 2, what="the restarted start-up pass")
     after = api.status("live").current
     assert after is not None
     assert after.fingerprint == before.fingerprint

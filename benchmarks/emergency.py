@@ -101,20 +101,7 @@ def one_run(
     dir_at = watch.changed_at
 
     # Back to one Active certificate: cut over to the new one, as after a real incident.
-    def compromised() -> bool:
-        status = handle.status(CERT)
-        return status.stage == "Compromised" and status.next is not None
-
-    harness.wait_for(compromised, what="stage Compromised")
-    pending = handle.status(CERT).next
-    assert pending is not None
-    handle.cutover(CERT, pending.serial)
-
-    def active() -> bool:
-        status = handle.status(CERT)
-        return status.stage == "Active" and status.current is not None and status.current.serial == pending.serial
-
-    harness.wait_for(active, what="the cut-over")
+    harness.cut_over_after_emergency(handle, CERT)
     return {
         "refused_s": round(refused_at - started, 3),
         "trust_dir_s": round(dir_at - started, 3) if dir_at is not None else None,

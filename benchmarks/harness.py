@@ -26,6 +26,7 @@ from tests.unit import mtls_pki
 
 from webhookcerts.devcluster import cluster as devcluster
 from webhookcerts.devcluster import node as devnode
+from webhookcerts.domain import models
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 CRD = REPO / "crds" / "webhookcertificates.webhookcerts.io.yaml"
@@ -169,6 +170,24 @@ def cluster(
         yield handle
     finally:
         dev.down()
+
+
+def cut_over_after_emergency(handle: Cluster, name: str) -> None:
+    """Back to one Active certificate after an emergency: wait for the replacement, cut over to it."""
+
+    def replaced() -> models.NextCertificate | None:
+        status = handle.status(name)
+        pending = status.next
+        return pending if status.stage == "Compromised" and pending is not None else None
+
+    pending = wait_for(replaced, what="the replacement certificate")
+    handle.cutover(name, pending.serial)
+
+    def active() -> bool:
+        status = handle.status(name)
+        return status.stage == "Active" and status.current is not None and status.current.serial == pending.serial
+
+    wait_for(active, what="the cut-over")
 
 
 def operator(handle: Cluster, log: pathlib.Path) -> subprocess.Popen[bytes]:

@@ -137,11 +137,21 @@ class OperatorProcess:
 
 
 @pytest.fixture
+def operator_args() -> Sequence[str]:
+    """Extra arguments of the ``operator`` fixture's ``webhookcerts run``; a test module may override it."""
+    return ()
+
+
+@pytest.fixture
 def operator(
-    cluster: devcluster.DevCluster, namespace: str, crd_installed: None, tmp_path: pathlib.Path
+    cluster: devcluster.DevCluster,
+    namespace: str,
+    crd_installed: None,
+    tmp_path: pathlib.Path,
+    operator_args: Sequence[str],
 ) -> Iterator[OperatorProcess]:
     """The operator watching the test's namespace; its log is printed when the test fails."""
-    proc = OperatorProcess(cluster.kubeconfig, namespace, tmp_path / "operator.log")
+    proc = OperatorProcess(cluster.kubeconfig, namespace, tmp_path / "operator.log", operator_args)
     proc.start()
     try:
         yield proc

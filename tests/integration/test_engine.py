@@ -13,26 +13,20 @@ from __future__ import annotations
 
 import collections
 import datetime
-import pathlib
 import signal
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import kubernetes
 import pytest
 
 from tests import conftest, whc
-from webhookcerts.devcluster import cluster as devcluster
 from webhookcerts.domain import clock, models, names, pki
 from webhookcerts.kube import client as kube_client
 from webhookcerts.kube import secrets
 from webhookcerts.service import engine, reconcile
 
 pytestmark = pytest.mark.integration
-
-# Longer than any test: whatever happens in these tests was caused by a watch event, not a resync.
-NO_RESYNC = ["--resync-interval", "3600"]
 
 
 @pytest.fixture
@@ -41,16 +35,9 @@ def api(api_client: kubernetes.client.ApiClient, namespace: str, crd_installed: 
 
 
 @pytest.fixture
-def quiet_operator(
-    cluster: devcluster.DevCluster, namespace: str, crd_installed: None, tmp_path: pathlib.Path
-) -> Iterator[conftest.OperatorProcess]:
-    proc = conftest.OperatorProcess(cluster.kubeconfig, namespace, tmp_path / "operator.log", NO_RESYNC)
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-        print(f"--- operator log ---\n{proc.logs()[-20000:]}")
+def operator_args() -> list[str]:
+    # Longer than any test: whatever happens in these tests was caused by a watch event, not a resync.
+    return ["--resync-interval", "3600"]
 
 
 def ready(api: whc.Api, name: str) -> bool:
@@ -75,7 +62,7 @@ def certificate_versions(api: whc.Api) -> dict[str, str]:
 
 
 def test_a_key_secret_deleted_by_hand_is_noticed_from_the_watch(
-    api: whc.Api, quiet_operator: conftest.OperatorProcess
+    api: whc.Api, operator: conftest.OperatorProcess
 ) -> None:
     api.create("watched")
     conftest.wait_for(lambda: ready(api, "watched"), what="Ready=True")
@@ -93,7 +80,7 @@ def test_a_key_secret_deleted_by_hand_is_noticed_from_the_watch(
 
 
 def test_a_restart_with_existing_objects_issues_no_key_and_rewrites_nothing(
-    api: whc.Api, quiet_operator: conftest.OperatorProcess
+    api: whc.Api, operator: conftest.OperatorProcess
 ) -> None:
     for name, environment in (("sandbox", "sandbox"), ("live", "live")):
         api.create(name, environment=environment, bundle={"passwordSecretRef": {"name": "pw"}})
@@ -104,13 +91,13 @@ def test_a_restart_with_existing_objects_issues_no_key_and_rewrites_nothing(
     for name in ("sandbox", "live"):
         conftest.wait_for(lambda n=name: ready(api, n) and api.status(n).bundle is not None, what=f"{name} Ready")
     conftest.wait_for(lambda: len(api.trusted_fingerprints()) == 2, what="both in the shared trust store")
-    quiet_operator.stop()
+    operator.stop()
     secrets_before, objects_before = managed_versions(api), certificate_versions(api)
     assert {"sandbox-tls", "live-tls", "sandbox-tls-bundle", "live-tls-bundle", "webhook-trust"} <= set(secrets_before)
 
-    quiet_operator.start()
+    operator.start()
     # The log file is appended to: the second start-up pass is the restarted operator's.
-    conftest.wait_for(lambda: quiet_operator.logs().count("start-up pass done") == 2, what="the start-up pass")
+    conftest.wait_for(lambda: operator.logs().count("start-up pass done") == 2, what="the start-up pass")
     # Give anything the pass might have started a moment to land, then compare byte for byte.
     conftest.poll(lambda: False, timeout=2)
     assert managed_versions(api) == secrets_before
@@ -119,20 +106,20 @@ def test_a_restart_with_existing_objects_issues_no_key_and_rewrites_nothing(
 
 
 def test_sigterm_while_issuing_stops_at_once_and_the_next_start_finishes_with_one_key_each(
-    api: whc.Api, quiet_operator: conftest.OperatorProcess
+    api: whc.Api, operator: conftest.OperatorProcess
 ) -> None:
     count = 12
     for i in range(count):
         api.create(f"burst-{i:02d}", trust={"secretName": f"trust-{i // 2}"})
     conftest.wait_for(lambda: any(ready(api, f"burst-{i:02d}") for i in range(count)), what="the first Ready")
-    proc = quiet_operator.proc
+    proc = operator.proc
     assert proc is not None
     proc.send_signal(signal.SIGTERM)
     # Obeyed, not outlived: the fixture's own stop would SIGKILL after its grace period instead.
     assert proc.wait(timeout=30) == 0
-    quiet_operator.proc = None
+    operator.proc = None
 
-    quiet_operator.start()
+    operator.start()
     for i in range(count):
         conftest.wait_for(lambda n=f"burst-{i:02d}": ready(api, n), timeout=120, what=f"burst-{i:02d} Ready")
     for i in range(count):

@@ -57,6 +57,11 @@ def files(pair: pki.KeyPair, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     return written
 
 
+# openssl verifies against the test's own clock, never the machine's: the certificates were issued at
+# NOW, and a test may not start failing on the day they would have expired.
+AT_TEST_TIME = ("-attime", str(int((NOW + datetime.timedelta(days=1)).timestamp())))
+
+
 def _openssl(*args: str, password: bytes = PASSWORD) -> subprocess.CompletedProcess[str]:
     # The password goes through the environment, not the command line that `ps` shows.
     env = {**os.environ, "BUNDLE_PASSWORD": password.decode()}
@@ -305,7 +310,7 @@ def test_openssl_verify_accepts_the_certificate_as_its_own_trust_store(files: di
     cert = str(_one(files, ".crt.pem"))
     # The endpoint's ca.crt lists the certificate itself; -x509_strict and the client purpose are what
     # a TLS server checks when it validates a client certificate.
-    result = _openssl("verify", "-x509_strict", "-purpose", "sslclient", "-CAfile", cert, cert)
+    result = _openssl("verify", *AT_TEST_TIME, "-x509_strict", "-purpose", "sslclient", "-CAfile", cert, cert)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"{cert}: OK"
 
@@ -315,8 +320,11 @@ def test_openssl_verify_refuses_a_certificate_the_trust_store_does_not_list(
 ) -> None:
     other = tmp_path / "other.crt"
     other.write_bytes(other_pair.cert_pem)
-    result = _openssl("verify", "-purpose", "sslclient", "-CAfile", str(_one(files, ".crt.pem")), str(other))
+    trusted = str(_one(files, ".crt.pem"))
+    result = _openssl("verify", *AT_TEST_TIME, "-purpose", "sslclient", "-CAfile", trusted, str(other))
     assert result.returncode != 0
+    # Refused for not being listed, not for the time: the certificates are valid at the test's clock.
+    assert "self-signed certificate" in result.stderr + result.stdout
 
 
 def test_openssl_pkcs12_info_shows_modern_encryption(files: dict[str, pathlib.Path]) -> None:

@@ -51,8 +51,11 @@ def _get() -> engine_mod.Engine:
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
-    # Kopf hands out read-only views over its raw dicts; the view keeps what it is given.
-    return {key: body[key] for key in body}
+    # Kopf hands out read-only views over its raw dicts; the view keeps what it is given, less the
+    # managedFields nothing here reads (a good part of every object's size, times every object).
+    plain = {key: body[key] for key in body}
+    plain["metadata"] = {k: v for k, v in plain["metadata"].items() if k != "managedFields"}
+    return plain
 
 
 @kopf.on.login()

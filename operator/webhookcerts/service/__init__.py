@@ -1,4 +1,4 @@
-"""Reconciliation services: read through ``kube``, decide with ``domain``, write through ``kube``.
+"""Decisions and writes: the engine (watch-fed view, work queue, workers) and the reconcile pass it runs.
 
-Kopf handlers and the timer call the same service function, so there is one reconcile path.
+Everything here talks to the API through ``webhookcerts.kube`` and decides with ``webhookcerts.domain``.
 """

@@ -43,10 +43,12 @@ class Prober:
         workers: int = 2,
         interval: float = DEFAULT_INTERVAL,
         on_done: Callable[[str, str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._pool = concurrent.futures.ThreadPoolExecutor(workers, "probe") if workers else None
         self.interval = interval
         self._on_done = on_done
+        self._clock = clock
         self._lock = threading.Lock()
         self._answers: dict[ProbeKey, Answer] = {}
         self._running: set[ProbeKey] = set()
@@ -55,7 +57,7 @@ class Prober:
         """The latest answer for ``key``; a new probe is started when it is due. None until one came."""
         with self._lock:
             held = self._answers.get(key)
-            due = held is None or time.monotonic() - held.at >= self.interval
+            due = held is None or self._clock() - held.at >= self.interval
             start = due and key not in self._running
             if start:
                 self._running.add(key)
@@ -75,7 +77,7 @@ class Prober:
             logger.warning("%s/%s: probe of %s failed: %s", key[0], key[1], key[4], type(exc).__name__)
             result = validation.Probe(validation.Outcome.UNREACHABLE, f"the probe failed: {type(exc).__name__}")
         with self._lock:
-            self._answers[key] = Answer(result, time.monotonic())
+            self._answers[key] = Answer(result, self._clock())
             self._running.discard(key)
         if notify and self._on_done is not None:
             self._on_done(key[0], key[1])

@@ -41,7 +41,7 @@ def _version(resource_version: str) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class Certificate:
-    """One WebhookCertificate as last seen, parsed once per resourceVersion."""
+    """One WebhookCertificate as last seen, parsed once per resourceVersion; ``body`` holds its metadata."""
 
     body: Mapping[str, Any]
     resource_version: str
@@ -71,14 +71,20 @@ class Certificate:
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> Certificate:
-        meta = body["metadata"]
+        # Only the metadata a pass reads is kept beside the parsed models: with a thousand objects, the
+        # raw spec and status (certificate PEMs, history) held twice would be most of the view.
+        meta = {k: body["metadata"][k] for k in _KEPT_METADATA if k in body["metadata"]}
+        kept = {"metadata": meta}
         try:
             spec = models.WebhookCertificateSpec.model_validate(body.get("spec") or {})
             status = models.WebhookCertificateStatus.model_validate(body.get("status") or {})
         except pydantic.ValidationError as exc:
             problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
-            return cls(body, str(meta.get("resourceVersion", "")), None, None, problem)
-        return cls(body, str(meta.get("resourceVersion", "")), spec, status, None)
+            return cls(kept, str(meta.get("resourceVersion", "")), None, None, problem)
+        return cls(kept, str(meta.get("resourceVersion", "")), spec, status, None)
+
+
+_KEPT_METADATA = ("namespace", "name", "uid", "resourceVersion", "generation", "annotations", "deletionTimestamp")
 
 
 class View:

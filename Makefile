@@ -40,7 +40,9 @@ format: $(STAMP)
 test: setup lint
 	$(BIN)/pytest -q -ra
 
+# The unit tests need no cluster, only the pinned helm (the chart's rendering): unpacked in seconds.
 test-unit: $(STAMP)
+	@tools/controlplane/build.sh --tools >/dev/null
 	$(BIN)/pytest -q -ra tests/unit
 
 test-integration: setup

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import shutil
 import socket
 import stat
 import subprocess
@@ -115,14 +116,34 @@ def test_an_etcd_that_dies_is_reported_with_its_log(tmp_path: pathlib.Path, bin_
     assert not (tmp_path / "dc").exists()
 
 
+def path_without_go(shadow: pathlib.Path) -> str:
+    """This machine's PATH with every ``go`` taken out, wherever Go is installed: a directory that holds
+    one is replaced by a copy of its links without it (Debian's golang puts go in /usr/bin itself)."""
+    entries = []
+    for index, entry in enumerate(os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep)):
+        directory = pathlib.Path(entry)
+        if not (directory / "go").exists():
+            entries.append(entry)
+            continue
+        copy = shadow / str(index)
+        copy.mkdir(parents=True)
+        for item in directory.iterdir():
+            if item.name != "go":
+                (copy / item.name).symlink_to(item)
+        entries.append(str(copy))
+    return os.pathsep.join(entries)
+
+
 def test_build_without_go_says_so(tmp_path: pathlib.Path) -> None:
     # A cache with nothing in it forces a build, and a PATH without Go makes it impossible.
+    path = path_without_go(tmp_path / "path")
+    assert shutil.which("go", path=path) is None
     result = subprocess.run(
         ["bash", str(conftest.REPO / "tools" / "controlplane" / "build.sh")],
         capture_output=True,
         text=True,
         timeout=60,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "WEBHOOKCERTS_CACHE": str(tmp_path / "cache")},
+        env={"PATH": path, "HOME": str(tmp_path), "WEBHOOKCERTS_CACHE": str(tmp_path / "cache")},
     )
     assert result.returncode == 1
     assert "no Go toolchain" in result.stderr

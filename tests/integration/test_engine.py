@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import pathlib
 import signal
 import threading
 from typing import Any
@@ -21,7 +22,8 @@ import kubernetes
 import pytest
 
 from tests import conftest, whc
-from webhookcerts.domain import clock, models, names, pki
+from webhookcerts.devcluster import cluster as devcluster
+from webhookcerts.domain import clock, models, names, pki, trust
 from webhookcerts.kube import client as kube_client
 from webhookcerts.kube import secrets
 from webhookcerts.service import engine, reconcile
@@ -91,6 +93,13 @@ def test_a_restart_with_existing_objects_issues_no_key_and_rewrites_nothing(
     for name in ("sandbox", "live"):
         conftest.wait_for(lambda n=name: ready(api, n) and api.status(n).bundle is not None, what=f"{name} Ready")
     conftest.wait_for(lambda: len(api.trusted_fingerprints()) == 2, what="both in the shared trust store")
+
+    def settled() -> bool:
+        # Both record the trust Secret's current content: nothing is left for a later pass to do.
+        written = trust.trust_hash((api.secret("webhook-trust") or {}).get(names.TRUST_KEY, b""))
+        return all((t := api.status(n).trust) is not None and t.hash == written for n in ("sandbox", "live"))
+
+    conftest.wait_for(settled, what="both statuses naming the shared trust store's content")
     operator.stop()
     secrets_before, objects_before = managed_versions(api), certificate_versions(api)
     assert {"sandbox-tls", "live-tls", "sandbox-tls-bundle", "live-tls-bundle", "webhook-trust"} <= set(secrets_before)
@@ -261,3 +270,46 @@ def test_a_pass_costs_what_its_trust_secrets_neighbours_contribute_and_an_unchan
         status.next.fingerprint,
         *(c.fingerprint for c in [api.status("n-3").current] if c is not None),
     }
+
+
+def test_two_operator_processes_at_once_handle_each_emergency_once_with_one_key(
+    api: whc.Api, operator: conftest.OperatorProcess, cluster: devcluster.DevCluster, tmp_path: pathlib.Path
+) -> None:
+    # A rolling update's overlap: a second operator, both active (standalone), the same objects.
+    count = 8
+    for i in range(count):
+        api.create(f"pair-{i}", trust={"secretName": f"trust-{i // 2}"})
+    for i in range(count):
+        conftest.wait_for(lambda n=f"pair-{i}": ready(api, n), timeout=120, what=f"pair-{i} Ready")
+    before = {f"pair-{i}": api.status(f"pair-{i}") for i in range(count)}
+    second = conftest.OperatorProcess(
+        cluster.kubeconfig, api.namespace, tmp_path / "second.log", ["--resync-interval", "3600"]
+    )
+    second.start()
+    try:
+        conftest.wait_for(lambda: "start-up pass done" in second.logs(), what="the second operator's start-up pass")
+        for i in range(count):
+            api.emergency(f"pair-{i}", f"INC-{i}")
+        for i in range(count):
+            name = f"pair-{i}"
+            conftest.wait_for(
+                lambda n=name: (s := api.status(n)).next is not None and s.stage == "Compromised",
+                timeout=120,
+                what=f"{name}'s replacement",
+            )
+        # Let both settle: anything a second writer would do has had its chance.
+        conftest.poll(lambda: False, timeout=3)
+        for i in range(count):
+            name = f"pair-{i}"
+            status = api.status(name)
+            assert status.next is not None and status.revision == before[name].revision + 1, name
+            held = api.secret(f"{name}-tls-next") or {}
+            assert pki.inspect(held[names.TLS_CERT]).fingerprint == status.next.fingerprint, name
+            assert len(api.events(name, "EmergencyRotation")) == 1, name
+            assert len(api.events(name, "ReplacementIssued")) == 1, name
+            trusted = api.trusted_fingerprints(f"trust-{i // 2}")
+            assert status.next.fingerprint in trusted and before[name].current is not None
+            assert before[name].current.fingerprint not in trusted, name
+    finally:
+        second.stop()
+        print(f"--- second operator log ---\n{second.logs()[-10000:]}")

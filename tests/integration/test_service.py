@@ -13,6 +13,7 @@ before it are really in the API server when the next reconcile looks.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime
 from collections.abc import Callable, Iterator
@@ -740,3 +741,31 @@ def test_an_emergency_rotation_recovers_a_broken_current_secret(harness: Harness
     assert ready is not None and ready.status == "True"
     assert [(e.serial, e.reason) for e in after.history] == [(old.serial, "Compromised")]
     assert h.api.secret("repair-tls-next") is None
+
+
+def test_a_trust_secret_that_already_holds_the_endpoints_keys_keeps_them_byte_for_byte(harness: Harness) -> None:
+    # The layout of ingress-nginx's client-certificate examples: the endpoint's own server certificate
+    # and key in the Secret that also carries ca.crt.
+    h = harness
+    server = pki.new_key_pair(
+        models.Subject(common_name="endpoint.example.com"), h.fake.now(), datetime.timedelta(days=90)
+    )
+    theirs = {"tls.crt": server.cert_pem, "tls.key": server.key_pem, "notes": b"kept by hand"}
+    h.api.core.create_namespaced_secret(
+        h.api.namespace,
+        kubernetes.client.V1Secret(
+            metadata=kubernetes.client.V1ObjectMeta(name="webhook-trust"),
+            type="kubernetes.io/tls",
+            data={k: base64.b64encode(v).decode() for k, v in theirs.items()},
+        ),
+    )
+    old = active(h, "endpoint")
+    h.api.emergency("endpoint", "INC-11")
+    h.settle("endpoint")
+    status = h.status("endpoint")
+    assert status.next is not None
+    held = h.api.secret("webhook-trust") or {}
+    assert {k: held.get(k) for k in theirs} == theirs
+    assert h.api.trusted_fingerprints() == {status.next.fingerprint}
+    assert old.fingerprint in h.secret_annotations("webhook-trust")[names.REVOKED_ANNOTATION]
+    assert h.api.secret_object("webhook-trust").type == "kubernetes.io/tls"

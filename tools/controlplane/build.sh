@@ -3,6 +3,7 @@
 #
 #   tools/controlplane/build.sh            etcd, kube-apiserver, kubectl, helm
 #   tools/controlplane/build.sh --node     also kube-controller-manager, kube-scheduler, kubelet
+#   tools/controlplane/build.sh --tools    only kubectl and helm (no Go needed: `make test-unit`)
 #   tools/controlplane/build.sh --print-dir   only print where the binaries live
 #
 # Binaries live outside the clone, in $WEBHOOKCERTS_CACHE (default ~/.cache/webhookcerts/<versions>/bin),
@@ -15,11 +16,13 @@ here=$(cd "$(dirname "$0")" && pwd)
 
 node=0
 print_dir=0
+tools_only=0
 for arg in "$@"; do
   case "$arg" in
     --node) node=1 ;;
+    --tools) tools_only=1 ;;
     --print-dir) print_dir=1 ;;
-    *) echo "build.sh: unknown argument '$arg' (expected --node or --print-dir)" >&2; exit 2 ;;
+    *) echo "build.sh: unknown argument '$arg' (expected --node, --tools or --print-dir)" >&2; exit 2 ;;
   esac
 done
 
@@ -27,7 +30,7 @@ key="kube-${KUBE_VERSION}_etcd-${ETCD_VERSION}_kubectl-layer-${KUBECTL_LAYER_VER
 bin="${WEBHOOKCERTS_CACHE:-$HOME/.cache/webhookcerts}/${key}/bin"
 if [ "$print_dir" = 1 ]; then echo "$bin"; exit 0; fi
 
-if ! command -v go >/dev/null 2>&1; then
+if [ "$tools_only" = 0 ] && ! command -v go >/dev/null 2>&1; then
   echo "build.sh: no Go toolchain on PATH; install Go >= 1.26 (the control plane is built from Go modules)" >&2
   exit 1
 fi
@@ -64,9 +67,11 @@ kube_ldflags() {
   echo "$flags"
 }
 
-build etcd etcd go.etcd.io/etcd/server/v3 "-s -w"
-build kube-apiserver kube k8s.io/kubernetes/cmd/kube-apiserver "$(kube_ldflags)"
-if [ "$node" = 1 ]; then
+if [ "$tools_only" = 0 ]; then
+  build etcd etcd go.etcd.io/etcd/server/v3 "-s -w"
+  build kube-apiserver kube k8s.io/kubernetes/cmd/kube-apiserver "$(kube_ldflags)"
+fi
+if [ "$node" = 1 ] && [ "$tools_only" = 0 ]; then
   for cmd in kube-controller-manager kube-scheduler kubelet; do
     build "$cmd" kube "k8s.io/kubernetes/cmd/$cmd" "$(kube_ldflags)"
   done

@@ -119,6 +119,7 @@ def write(
     owner: Owner | None = None,
     create_only: bool = False,
     existing: SecretData | Unknown | None = UNKNOWN,
+    only_keys: bool = False,
 ) -> SecretData | None:
     """Create the Secret, or bring an existing one to exactly ``data``; what the server now holds, or
     None when nothing had to be sent.
@@ -128,6 +129,10 @@ def write(
     ``existing`` is the caller's copy of the Secret (from its watch-fed view), read here when not
     given. A patch carries that copy's resourceVersion, so a stale copy fails with a conflict (409)
     instead of overwriting a change it has not seen.
+
+    ``only_keys`` manages the keys of ``data`` and nothing else: whatever else an existing Secret holds
+    (an endpoint's own ``tls.crt`` and ``tls.key`` beside the trust store's ``ca.crt``) stays byte for
+    byte. Without it the Secret is brought to exactly ``data`` (the operator's own key Secrets).
     """
     labels = {kube_client.MANAGED_BY_LABEL: kube_client.MANAGED_BY, **(labels or {})}
     annotations = dict(annotations or {})
@@ -150,11 +155,14 @@ def write(
         return _from_model(clients.core.create_namespaced_secret(namespace, body))
     same_labels = all(existing.labels.get(k) == v for k, v in labels.items())
     same_annotations = all(existing.annotations.get(k) == v for k, v in annotations.items())
-    if existing.data == data and same_labels and same_annotations:
+    same_data = all(existing.data.get(k) == v for k, v in data.items()) and (
+        only_keys or set(existing.data) == set(data)
+    )
+    if same_data and same_labels and same_annotations:
         return None
-    # A merge patch names every key it keeps; keys that must go are sent as null.
-    patch_data: dict[str, str | None] = {k: None for k in existing.data if k not in data}
-    patch_data.update(_encode(data))
+    # A merge patch names every key it changes; keys that must go are sent as null.
+    patch_data: dict[str, str | None] = {} if only_keys else {k: None for k in existing.data if k not in data}
+    patch_data.update(_encode({k: v for k, v in data.items() if existing.data.get(k) != v}))
     written = clients.core.patch_namespaced_secret(
         name,
         namespace,

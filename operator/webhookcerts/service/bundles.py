@@ -88,7 +88,7 @@ def sync(p: Pass) -> None:
             )
         p.write_secret(
             name,
-            authoritative=True,
+            basis=existing,
             type=secrets.OPAQUE,
             data=data,
             annotations={names.BUNDLE_SOURCE_ANNOTATION: source_id},

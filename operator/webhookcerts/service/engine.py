@@ -230,14 +230,25 @@ class Engine:
         self._retry(item)
 
     def _refresh(self, namespace: str, name: str) -> None:
+        """Read the object and its key Secrets once: a conflict says the view is behind on one of them
+        (another operator process may have written a next key a moment ago: it is adopted, not
+        generated again)."""
         try:
             body = resources.get(self.ctx.clients, namespace, name)
+            if body is None:
+                self.view.drop_certificate(namespace, name)
+                return
+            entry, _ = self.view.put_certificate(body)
+            if entry.spec is None:
+                return
+            for secret_name in (entry.spec.secret_name, entry.spec.next_secret_name):
+                found = secrets.read(self.ctx.clients, namespace, secret_name)
+                if found is not None:
+                    self.view.put_secret(namespace, found)
+                else:
+                    self.view.drop_secret(namespace, secret_name)
         except kube_client.ApiError:
             return
-        if body is None:
-            self.view.drop_certificate(namespace, name)
-        else:
-            self.view.put_certificate(body)
 
     def _retry(self, item: Item) -> None:
         with self._lock:

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from webhookcerts.domain import names
+from webhookcerts.domain import models, names
 from webhookcerts.kube import secrets
 from webhookcerts.service import validation
 from webhookcerts.service.state import Pass
@@ -137,14 +137,18 @@ def validate(p: Pass, prober: Prober) -> None:
         result = prober.answer(key, run)
         if result is None:
             continue  # asked for; the answer wakes this object up
-        good = validation.Outcome.ACCEPTED if want_accept else validation.Outcome.REFUSED
-        if result.outcome is good:
-            p.set_condition(type, "True", result.outcome.value, f"{check.url}: {result.detail}")
-            continue
-        # Not yet what the lifecycle needs (an endpoint still reloading, say): ask again later.
-        p.requeue_after = min(p.requeue_after or prober.interval, prober.interval)
-        if result.outcome is validation.Outcome.UNREACHABLE:
-            p.set_condition(type, "Unknown", "Unreachable", f"{check.url}: {result.detail}")
-        else:
-            reason = "Refused" if want_accept else "StillAccepted"
-            p.set_condition(type, "False", reason, f"{check.url}: {result.detail}")
+        status, reason = verdict(result, want_accept=want_accept)
+        p.set_condition(type, status, reason, f"{check.url}: {result.detail}")
+        if status != "True":
+            # Not yet what the lifecycle needs (an endpoint still reloading, say): ask again later.
+            p.requeue_after = min(p.requeue_after or prober.interval, prober.interval)
+
+
+def verdict(result: validation.Probe, *, want_accept: bool) -> tuple[models.ConditionStatus, str]:
+    """The condition a probe's answer makes: True when the endpoint did what the lifecycle needs."""
+    good = validation.Outcome.ACCEPTED if want_accept else validation.Outcome.REFUSED
+    if result.outcome is good:
+        return "True", result.outcome.value
+    if result.outcome is validation.Outcome.UNREACHABLE:
+        return "Unknown", "Unreachable"
+    return "False", "Refused" if want_accept else "StillAccepted"

@@ -231,25 +231,33 @@ class Pass:
     def key_secret_labels(self) -> dict[str, str]:
         return {names.ENVIRONMENT_LABEL: self.spec.environment, names.INSTANCE_LABEL: self.resource.name}
 
-    def write_secret(self, name: str, *, authoritative: bool = False, **kwargs: Any) -> secrets.SecretData | None:
-        """Write one of this object's Secrets against the view's copy, and put the result back.
+    def write_secret(
+        self,
+        name: str,
+        *,
+        basis: secrets.SecretData | secrets.Unknown | None = secrets.UNKNOWN,
+        **kwargs: Any,
+    ) -> secrets.SecretData | None:
+        """Write one of this object's Secrets and put what the server answered back into the view.
 
-        ``authoritative``: only the operator creates this Secret (a next key, a bundle), so its absence
-        from the view is the truth and it is created without a read; a Secret that exists after all
-        makes the create fail with a conflict, and the pass is taken again.
+        ``basis`` is the copy the decision was taken on: the write is conditional on it (created when
+        it is None, patched at its resourceVersion otherwise), so a Secret someone else wrote since (a
+        second operator process generating the same next key) makes the write fail with a conflict
+        and the pass is decided again, never overwritten. Without a basis, the view's copy is used,
+        read from the API when the view has none.
         """
         ns = self.resource.namespace
-        existing: secrets.SecretData | secrets.Unknown | None = secrets.UNKNOWN
-        held = self.view.secret(ns, name)
-        if held is not None or authoritative:
-            existing = held
+        if isinstance(basis, secrets.Unknown):
+            held = self.view.secret(ns, name)
+            if held is not None:
+                basis = held
         written = secrets.write(
             self.ctx.clients,
             ns,
             name,
             labels=self.key_secret_labels(),
             owner=self.resource.owner(),
-            existing=existing,
+            existing=basis,
             **kwargs,
         )
         if written is not None:
@@ -257,9 +265,12 @@ class Pass:
         return written
 
     def write_key_secret(self, name: str, pair: pki.KeyPair, annotations: dict[str, str], create_only: bool) -> None:
+        # Key Secrets are written against what this pass observed, not what the view holds by the time
+        # the key is generated (a second or more later).
+        observed = self.next_raw if name == self.spec.next_secret_name else self.current_raw
         self.write_secret(
             name,
-            authoritative=name == self.spec.next_secret_name,
+            basis=observed,
             type=secrets.TLS,
             data={names.TLS_KEY: pair.key_pem, names.TLS_CERT: pair.cert_pem},
             annotations=annotations,

@@ -64,6 +64,8 @@ def write(
                     names.REVOKED_ANNOTATION: ",".join(sorted(revoked)),
                 },
                 existing=existing,
+                # An existing Secret may hold the endpoint's own keys beside ca.crt: they are not ours.
+                only_keys=True,
             )
         except Exception as exc:
             if secrets.is_conflict(exc) and attempt < CONFLICT_RETRIES - 1:

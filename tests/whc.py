@@ -13,7 +13,7 @@ from typing import Any
 import kubernetes
 from cryptography import x509
 
-from webhookcerts.domain import models, names, pki
+from webhookcerts.domain import models, names, pki, trust
 
 
 def api_client(kubeconfig: pathlib.Path) -> kubernetes.client.ApiClient:
@@ -103,9 +103,10 @@ class Api:
 
 
 def fingerprints_in(pem_bundle: bytes) -> set[str]:
+    """The client certificates a trust bundle admits (the placeholder of an empty store admits none)."""
     if not pem_bundle.strip():
         return set()
-    return {pki.fingerprint(c) for c in x509.load_pem_x509_certificates(pem_bundle)}
+    return {pki.fingerprint(c) for c in x509.load_pem_x509_certificates(pem_bundle)} - {trust.PLACEHOLDER_FINGERPRINT}
 
 
 def openssl(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:

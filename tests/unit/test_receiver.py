@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from tests import conftest
 from tests.unit import conftest as unit
 from tests.unit import mtls_pki
+from webhookcerts.domain import trust
 from webhookcerts.receiver import server, signatures, trustdir
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -200,6 +201,19 @@ def test_a_swapped_trust_store_applies_to_new_connections_without_restart(
     assert receiver.port == port
     assert receiver.trust.current.generation == 2
     assert receiver.trust.current.fingerprints == {pki.beta.fingerprint}
+
+
+def test_a_store_that_trusts_nobody_is_loaded_and_refuses_everyone(
+    receiver: server.Receiver, pki: mtls_pki.Pki, trust_dir: pathlib.Path
+) -> None:
+    # An emergency contained before its replacement exists: the operator writes the placeholder, and
+    # the receiver must take it (an empty file would be refused and the old trust kept).
+    assert accepted(receiver, pki, pki.alpha)
+    trustdir.write_atomic(trust_dir, {"ca.crt": trust.assemble([])})
+    assert conftest.poll(lambda: receiver.trust.current.generation == 2)
+    assert receiver.trust.last_error is None
+    assert not accepted(receiver, pki, pki.alpha)
+    assert not accepted(receiver, pki, pki.client_ca)
 
 
 def test_an_in_flight_request_completes_across_a_swap(

@@ -82,9 +82,24 @@ def test_revoked_fingerprints_are_dropped_in_either_notation(certs: list[str]) -
         assert len(_listed(data)) == 2
 
 
-def test_nothing_in_gives_nothing_out(certs: list[str]) -> None:
-    assert trust.assemble([]) == b""
-    assert trust.assemble(certs[:1], [_fingerprint(certs[0])]) == b""
+def test_a_store_that_trusts_nobody_holds_only_the_placeholder(certs: list[str], tmp_path: pathlib.Path) -> None:
+    # Never an empty file: servers refuse to load one and keep trusting what they trusted before.
+    assert trust.assemble([]) == trust.PLACEHOLDER_PEM
+    assert trust.assemble(certs[:1], [_fingerprint(certs[0])]) == trust.PLACEHOLDER_PEM
+    # The placeholder never joins real certificates, even when a status carries it.
+    assert trust.PLACEHOLDER_FINGERPRINT not in _listed(trust.assemble([*certs, trust.PLACEHOLDER_PEM.decode()]))
+    # openssl loads it as a trust store, and it admits no client: it expired long ago.
+    store = tmp_path / "ca.crt"
+    store.write_bytes(trust.assemble([]))
+    placeholder = tmp_path / "placeholder.crt"
+    placeholder.write_bytes(trust.PLACEHOLDER_PEM)
+    done = subprocess.run(
+        ["openssl", "verify", "-purpose", "sslclient", "-CAfile", str(store), str(placeholder)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0 and "certificate has expired" in done.stdout + done.stderr
 
 
 def test_unreadable_input_is_refused() -> None:

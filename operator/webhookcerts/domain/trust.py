@@ -27,15 +27,39 @@ def _certificates(pem: str | bytes) -> list[x509.Certificate]:
         raise pki.InvalidKeyMaterial("SecretCorrupted", "a trusted certificate is not readable PEM") from None
 
 
+# What the store holds when it trusts nobody (an emergency contained before its replacement exists, the
+# last WebhookCertificate naming it deleted). An empty file is refused as unusable by nginx, by the
+# reference receiver and by most TLS servers, which then keep trusting what they trusted before: the
+# compromised certificate. This one parses everywhere and admits no client: it expired on 2000-01-02
+# and its (ECDSA P-256) key was thrown away when it was made.
+PLACEHOLDER_PEM = b"""-----BEGIN CERTIFICATE-----
+MIIBtzCCAV2gAwIBAgIBATAKBggqhkjOPQQDAjBcMRUwEwYDVQQKDAx3ZWJob29r
+Y2VydHMxQzBBBgNVBAMMOndlYmhvb2tjZXJ0cyBwbGFjZWhvbGRlcjogbm8gY2xp
+ZW50IGNlcnRpZmljYXRlIGlzIHRydXN0ZWQwHhcNMDAwMTAxMDAwMDAwWhcNMDAw
+MTAyMDAwMDAwWjBcMRUwEwYDVQQKDAx3ZWJob29rY2VydHMxQzBBBgNVBAMMOndl
+Ymhvb2tjZXJ0cyBwbGFjZWhvbGRlcjogbm8gY2xpZW50IGNlcnRpZmljYXRlIGlz
+IHRydXN0ZWQwWTATBgcqhkjOPQIBBggqhkjOPQMBBwNCAATmlsWr+33ZWTWI+UEa
+B51DKVLxc9hY9oY/NLMcFMjIEqRVZv+heQIVv1FkMtJJTFuBuVcFg1w5LDYF3Vf6
+cr+7oxAwDjAMBgNVHRMBAf8EAjAAMAoGCCqGSM49BAMCA0gAMEUCIQDtKjhQXpHn
+gOqLYi5jH704b3piHiei28KtjX/zMOi/7AIgZSzKWdjQb2BkVQ9Q9Y6EGCdWxoaM
+Gh3ElYPcA4epzH0=
+-----END CERTIFICATE-----
+"""
+PLACEHOLDER_FINGERPRINT = pki.fingerprint(x509.load_pem_x509_certificate(PLACEHOLDER_PEM))
+
+
 def assemble(certificate_pems: Iterable[str | bytes], revoked: Iterable[str] = ()) -> bytes:
-    """Concatenate the canonical PEM of every certificate, each once, none revoked, sorted by fingerprint."""
+    """Concatenate the canonical PEM of every certificate, each once, none revoked, sorted by fingerprint;
+    the placeholder when none is left."""
     dropped = {pki.normalize_fingerprint(f) for f in revoked}
     by_fingerprint: dict[str, bytes] = {}
     for pem in certificate_pems:
         for cert in _certificates(pem):
             fp = pki.fingerprint(cert)
-            if fp not in dropped:
+            if fp not in dropped and fp != PLACEHOLDER_FINGERPRINT:
                 by_fingerprint[fp] = cert.public_bytes(serialization.Encoding.PEM)
+    if not by_fingerprint:
+        return PLACEHOLDER_PEM
     return b"".join(by_fingerprint[fp] for fp in sorted(by_fingerprint))
 
 

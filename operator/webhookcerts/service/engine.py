@@ -55,7 +55,12 @@ class Engine:
         resync: float = DEFAULT_RESYNC,
         probe_interval: float = probes.DEFAULT_INTERVAL,
     ) -> None:
-        self.ctx = dataclasses.replace(ctx, keygen=state.BoundedKeygen(ctx.keygen), bundle_recheck_seconds=resync)
+        self.ctx = dataclasses.replace(
+            ctx,
+            keygen=state.BoundedKeygen(ctx.keygen),
+            bundle_recheck_seconds=resync,
+            trust_changed=self._trust_changed,
+        )
         self.view = view.View()
         self.queue: workqueue.WorkQueue[Item] = workqueue.WorkQueue()
         self.prober = probes.Prober(interval=probe_interval, on_done=self._probe_done)

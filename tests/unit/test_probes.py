@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import threading
 
+from tests.unit.ticks import Ticks
 from webhookcerts.service import probes, validation
 
 KEY: probes.ProbeKey = ("ns", "name", "EndpointAcceptsNext", "AB:CD", "https://endpoint.example/")
 ACCEPTED = validation.Probe(validation.Outcome.ACCEPTED, "the endpoint answered 'HTTP/1.1 200 OK'")
-
-
-class Ticks:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_black_holing_endpoint_never_holds_the_pass_that_asked() -> None:

@@ -6,17 +6,8 @@ import threading
 
 import pytest
 
+from tests.unit.ticks import Ticks
 from webhookcerts.service import workqueue
-
-
-class Ticks:
-    """A clock the test moves by hand: no test here depends on how fast the machine is."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_an_item_added_twice_is_handed_out_once_at_its_earliest_due_time() -> None:

@@ -411,7 +411,8 @@ def test_hot_reload_makes_the_pod_refuse_a_compromised_certificate(
     assert fresh.fingerprint == status.next.fingerprint
     fresh_only = trust_hash_listing(api, {fresh.fingerprint})
     conftest.wait_for(lambda: ep.annotation(pod) == fresh_only, what="the operator to annotate the pod")
-    assert ep.accepts(fresh)
+    # Containment reached the endpoint first (a store trusting nobody); the replacement comes after.
+    conftest.wait_for(lambda: ep.accepts(fresh), timeout=POD_TIMEOUT, what="the endpoint to accept the replacement")
 
     # The provider simulator: the compromised bundle delivers nothing, the new one everything.
     def simulate(client: reload.Client) -> dict[str, Any]:

@@ -40,10 +40,6 @@ class Result:
     requeue_after: float | None = None
 
 
-def parse_spec(body: dict[str, Any]) -> models.WebhookCertificateSpec:
-    return models.WebhookCertificateSpec.model_validate(body.get("spec") or {})
-
-
 def parse_status(body: dict[str, Any]) -> models.WebhookCertificateStatus:
     return models.WebhookCertificateStatus.model_validate(body.get("status") or {})
 

@@ -122,7 +122,3 @@ class WorkQueue(Generic[T]):
     def __len__(self) -> int:
         with self._cond:
             return len(self._queued)
-
-    def in_work(self) -> int:
-        with self._cond:
-            return len(self._active)

@@ -36,6 +36,9 @@ DEFAULT_RESYNC = 600.0
 FORBIDDEN_RETRY = 30.0
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 300.0
+# A conflict is the view a moment behind: decided again almost at once.
+CONFLICT_BACKOFF_INITIAL = 0.05
+CONFLICT_BACKOFF_MAX = 5.0
 
 # ("certificate" | "trust", namespace, name)
 Item = tuple[str, str, str]
@@ -185,16 +188,18 @@ class Engine:
     def process(self, item: Item, *, urgent: bool = False) -> None:
         kind, namespace, name = item
         try:
+            result = None
             if kind == "trust":
                 reconcile.sync_trust(self.ctx, self.view, namespace, name)
-                self._failures.pop(item, None)
-                return
-            result = reconcile.run(self.ctx, self.view, namespace, name, urgent=urgent, prober=self.prober)
+            else:
+                result = reconcile.run(self.ctx, self.view, namespace, name, urgent=urgent, prober=self.prober)
         except kube_client.ApiError as exc:
             self._api_error(item, exc, urgent)
             return
         with self._lock:
             self._failures.pop(item, None)
+        if kind == "trust":
+            return
         if not urgent:
             self._visited((namespace, name))
         if result is None:
@@ -220,10 +225,7 @@ class Engine:
             # Someone changed the object since the view saw it (a user, another operator process): read
             # it once and decide again on what is there now.
             self._refresh(namespace, name)
-            with self._lock:
-                failures = self._failures.get(item, 0)
-                self._failures[item] = failures + 1
-            self.queue.add(item, delay=min(5.0, 0.05 * 2**failures), urgent=urgent)
+            self._retry(item, initial=CONFLICT_BACKOFF_INITIAL, maximum=CONFLICT_BACKOFF_MAX, urgent=urgent)
             return
         if exc.status == 403:
             # Missing RBAC is fixed by a person, not by retrying: report it where people look.
@@ -255,8 +257,16 @@ class Engine:
         except kube_client.ApiError:
             return
 
-    def _retry(self, item: Item) -> None:
+    def _retry(
+        self,
+        item: Item,
+        *,
+        initial: float = BACKOFF_INITIAL,
+        maximum: float = BACKOFF_MAX,
+        urgent: bool = False,
+    ) -> None:
+        """Queue the item again after an exponential backoff per item, reset by its next success."""
         with self._lock:
             failures = self._failures.get(item, 0)
             self._failures[item] = failures + 1
-        self.queue.add(item, delay=min(BACKOFF_MAX, BACKOFF_INITIAL * 2**failures))
+        self.queue.add(item, delay=min(maximum, initial * 2**failures), urgent=urgent)

@@ -6,13 +6,14 @@ the pod, and the receiver's watcher reloads it. Each run adds a fresh RSA-4096 c
 the trust Secret and probes the pod with it, on a new TLS connection every 50 ms, until it is accepted.
 
 Two ways the kubelet learns of the change. With the Hot nudge the pod's
-``webhookcerts.io/trust-hash`` annotation is patched right after the Secret, as the operator does for a
-``reload: Hot`` consumer: a pod update makes the kubelet sync that pod, and remount its Secret volumes,
-at once. Without it the kubelet remounts on its own periodic sync of the pod (``syncFrequency`` plus up
-to half of it in jitter). The node's kubelet runs with the kubelet's default ``syncFrequency`` of one
-minute, as a real cluster does, unless told otherwise (the local cluster's tests run with 5 s). Before
-each run without the nudge the benchmark waits a random part of that period, so that the change lands
-at a random point of the kubelet's cycle rather than always just after a sync.
+``trust-hash.webhookcerts.io/webhook-trust`` annotation (the operator keeps one per trust Secret) is
+patched right after the Secret, as the operator does for a ``reload: Hot`` consumer: a pod update makes
+the kubelet sync that pod, and remount its Secret volumes, at once. Without it the kubelet remounts on
+its own periodic sync of the pod (``syncFrequency`` plus up to half of it in jitter). The node's kubelet
+runs with the kubelet's default ``syncFrequency`` of one minute, as a real cluster does, unless told
+otherwise (the local cluster's tests run with 5 s). Before each run without the nudge the benchmark
+waits a random part of that period, so that the change lands at a random point of the kubelet's cycle
+rather than always just after a sync.
 
 The mounted volume is watched from the host as well (the kubelet's pod directory), which splits each
 figure at the moment the kubelet swapped the volume's ``..data`` link.
@@ -180,7 +181,7 @@ def one_run(
         core.patch_namespaced_secret(TRUST_STORE, handle.namespace, {"data": {names.TRUST_KEY: _b64(bundle)}})
         if nudge:
             # What the operator does for a `reload: Hot` consumer, right after it wrote the trust Secret.
-            annotations = {names.TRUST_HASH_ANNOTATION: trust.trust_hash(bundle)}
+            annotations = {names.consumer_annotation(TRUST_STORE): trust.trust_hash(bundle)}
             core.patch_namespaced_pod(pod, handle.namespace, {"metadata": {"annotations": annotations}})
         while not harness.accepts(port, ctx):
             if time.monotonic() - started > RUN_TIMEOUT:
@@ -291,8 +292,9 @@ def section(result: dict[str, Any], command: str) -> str:
                 "(no trust-sync). Each run adds a fresh RSA-4096 client certificate to the trust Secret; the clock "
                 "starts just before that write and stops at the first TLS connection presenting the new "
                 f"certificate that the pod accepts (probed every {result['probe_interval_s'] * 1000:.0f} ms). "
-                "With the Hot nudge the pod's `webhookcerts.io/trust-hash` annotation is patched right after the "
-                "Secret, as the operator does; without it the kubelet remounts on its periodic sync of the pod. "
+                f"With the Hot nudge the pod's `{names.consumer_annotation(TRUST_STORE)}` annotation is patched "
+                "right after the Secret, as the operator does; without it the kubelet remounts on its periodic "
+                "sync of the pod. "
                 f"This node's kubelet runs with `syncFrequency: {sync}` ({sync_note}); each run without the nudge "
                 "starts after a random wait, so that the change lands at a random point of the kubelet's cycle.",
                 width=100,

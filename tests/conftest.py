@@ -190,7 +190,21 @@ def crd_installed(cluster: devcluster.DevCluster, bin_dir: pathlib.Path) -> None
     """The WebhookCertificate CRD applied with the pinned kubectl, as users apply it, and serving."""
     run = KubectlRunner(bin_dir / "kubectl", cluster.kubeconfig)
     run("apply", "-f", str(CRD_FILE))
-    run("wait", "--for=condition=Established", "crd/webhookcertificates.webhookcerts.io", "--timeout=60s")
+    # kubectl wait fails at once ("accessor error") while the CRD has no status yet: ask again.
+    wait_for(
+        lambda: (
+            run(
+                "wait",
+                "--for=condition=Established",
+                "crd/webhookcertificates.webhookcerts.io",
+                "--timeout=60s",
+                check=False,
+            ).returncode
+            == 0
+        ),
+        timeout=90,
+        what="the CRD to be established",
+    )
     # Established comes a moment before the resource is served: wait until a list answers.
     wait_for(lambda: run("get", "whc", "-A", check=False).returncode == 0, timeout=30, what="the CRD to serve")
 

@@ -59,7 +59,14 @@ def node_crd(node_kubectl: conftest.KubectlRunner) -> Iterator[None]:
     installed = node_kubectl("get", "crd", CRD, check=False).returncode != 0
     if installed:
         node_kubectl("apply", "-f", str(conftest.CRD_FILE))
-    node_kubectl("wait", "--for=condition=Established", f"crd/{CRD}", "--timeout=60s")
+    conftest.wait_for(
+        lambda: (
+            node_kubectl("wait", "--for=condition=Established", f"crd/{CRD}", "--timeout=60s", check=False).returncode
+            == 0
+        ),
+        timeout=90,
+        what="the CRD to be established",
+    )
     conftest.wait_for(
         lambda: node_kubectl("get", "whc", "-A", check=False).returncode == 0, timeout=60, what="the CRD to serve"
     )
@@ -193,13 +200,14 @@ class PodEndpoint(reload.Endpoint):
 
     def annotation(self, pod: str) -> str | None:
         out = self.kubectl("get", "pod", pod, "-n", self.namespace, "-o", "json").stdout
-        value: str | None = json.loads(out)["metadata"].get("annotations", {}).get(names.TRUST_HASH_ANNOTATION)
+        annotations = json.loads(out)["metadata"].get("annotations", {})
+        value: str | None = annotations.get(names.consumer_annotation(reload.TRUST_SECRET))
         return value
 
     def template_annotation(self) -> str | None:
         out = self.kubectl("get", "deployment", self.app, "-n", self.namespace, "-o", "json").stdout
         template = json.loads(out)["spec"]["template"]["metadata"]
-        value: str | None = template.get("annotations", {}).get(names.TRUST_HASH_ANNOTATION)
+        value: str | None = template.get("annotations", {}).get(names.consumer_annotation(reload.TRUST_SECRET))
         return value
 
 

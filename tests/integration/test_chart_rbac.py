@@ -134,9 +134,10 @@ def test_the_operator_runs_the_lifecycle_with_the_charts_rbac(
             trust = api.status("upvest-sandbox").trust
             pod = core.read_namespaced_pod("receiver", "payments").metadata.annotations or {}
             template = apps.read_namespaced_deployment("legacy", "payments").spec.template.metadata
-            return trust is not None and pod.get(names.TRUST_HASH_ANNOTATION) == trust.hash == (
-                (template.annotations or {}).get(names.TRUST_HASH_ANNOTATION)
-            )
+            if trust is None:
+                return False
+            annotation = names.consumer_annotation(trust.secret_name)
+            return pod.get(annotation) == trust.hash == (template.annotations or {}).get(annotation)
 
         conftest.wait_for(nudged, what="the pod and the Deployment to carry the trust hash")
 

@@ -7,15 +7,21 @@ node are the end-to-end tier's business.
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import kubernetes
 import pytest
 
 from tests import conftest, whc
 from webhookcerts.domain import names, trust
+from webhookcerts.kube import client as kube_client
+from webhookcerts.service import consumers, reconcile
 
 pytestmark = pytest.mark.integration
 
-HASH = names.TRUST_HASH_ANNOTATION
+# The objects of these tests name the trust Secret whc.manifest gives them.
+HASH = names.consumer_annotation("webhook-trust")
 
 
 @pytest.fixture
@@ -100,3 +106,132 @@ def test_rollout_consumers_roll_their_workload(
     conftest.wait_for(lambda: template_hash("legacy") not in (None, first), what="the Deployment rolled")
     # A changed pod template is what makes the Deployment controller roll the pods.
     assert apps.read_namespaced_deployment("legacy", api.namespace).metadata.generation > generation
+
+
+@pytest.mark.parametrize(
+    ("secret", "expected"),
+    [
+        ("webhook-trust", "trust-hash.webhookcerts.io/webhook-trust"),
+        ("a" * 63, "trust-hash.webhookcerts.io/" + "a" * 63),
+    ],
+)
+def test_the_consumer_annotation_names_its_trust_secret(secret: str, expected: str) -> None:
+    assert names.consumer_annotation(secret) == expected
+
+
+def test_a_long_trust_secret_name_is_shortened_to_a_valid_distinct_annotation() -> None:
+    # Secret names are DNS subdomains (up to 253 characters); an annotation's name part holds 63.
+    qualified = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+    long_names = ["a" * 64, "a" * 253, "trust." + "b" * 47 + "-.x" + "c" * 30, "trust." + "b" * 47 + "-.y" + "c" * 30]
+    seen: set[str] = set()
+    for secret in long_names:
+        prefix, _, name = names.consumer_annotation(secret).partition("/")
+        assert prefix == "trust-hash.webhookcerts.io"
+        assert len(name) <= 63 and qualified.fullmatch(name), name
+        assert names.consumer_annotation(secret) == f"{prefix}/{name}"  # stable
+        seen.add(name)
+    assert len(seen) == len(long_names)
+    # The cut drops what would end the kept part badly before the hash is appended.
+    assert names.consumer_annotation("trust." + "b" * 47 + "-.x" + "c" * 30).split("/")[1][:54] == (
+        "trust." + "b" * 47 + "-"
+    )
+
+
+@pytest.mark.parametrize("recheck", [False, True], ids=["status-shortcut", "every-pass-rechecks"])
+def test_consumers_of_two_trust_stores_settle_with_one_reload_per_trust_change(
+    api: whc.Api,
+    api_client: kubernetes.client.ApiClient,
+    crd_installed: None,
+    monkeypatch: pytest.MonkeyPatch,
+    recheck: bool,
+) -> None:
+    """Two WebhookCertificates with different trust Secrets select one Deployment (Rollout) and one pod
+    (Hot): each trust Secret keeps its own annotation there, so reconciling them in turn reaches a fixed
+    point instead of each overwriting the other's hash (and rolling the workload) on every pass.
+
+    ``recheck`` turns off the status short-cut (``consumers.announced``), as when a pass cannot trust
+    what the status says it told (a lost status write): the consumers themselves must then be at rest.
+    """
+    if recheck:
+        monkeypatch.setattr(consumers, "announced", lambda *_: False)
+    apps = kubernetes.client.AppsV1Api(api_client)
+    apps.create_namespaced_deployment(api.namespace, deployment("shared", {"app": "shared"}))
+    api.core.create_namespaced_pod(api.namespace, pod("shared-0", {"app": "shared"}))
+    stores = {"alpha": "trust-alpha", "beta": "trust-beta"}
+    selector: dict[str, Any] = {"matchLabels": {"app": "shared"}}
+    for name, store in stores.items():
+        api.create(
+            name,
+            trust={"secretName": store},
+            consumers=[{"selector": selector, "reload": "Rollout"}, {"selector": selector, "reload": "Hot"}],
+        )
+
+    # Every change of a trust Secret's content, as the operator is told of it (several may fall in one pass).
+    held: dict[str, str] = {}
+    changes: list[str] = []
+
+    def trust_changed(namespace: str, secret_name: str) -> None:
+        now_held = api.secret_object(secret_name).metadata.annotations[names.TRUST_HASH_ANNOTATION]
+        if held.get(secret_name) != now_held:
+            held[secret_name] = now_held
+            changes.append(secret_name)
+
+    ctx = reconcile.Context(kube_client.Clients(api_client), trust_changed=trust_changed)
+
+    def generation() -> int:
+        return int(apps.read_namespaced_deployment("shared", api.namespace).metadata.generation)
+
+    def observed() -> tuple[int, dict[str, str], dict[str, str], str]:
+        template = apps.read_namespaced_deployment("shared", api.namespace).spec.template.metadata
+        shared_pod = api.core.read_namespaced_pod("shared-0", api.namespace).metadata
+        return (
+            generation(),
+            dict(template.annotations or {}),
+            dict(shared_pod.annotations or {}),
+            shared_pod.resource_version,
+        )
+
+    def passes(rounds: int = 6) -> list[tuple[int, dict[str, str], dict[str, str], str]]:
+        """Both objects reconciled in turn, ``rounds`` times each; what the consumers looked like after each."""
+        seen = []
+        for _ in range(rounds):
+            for name in stores:
+                reconcile.reconcile(ctx, api.get(name))
+                seen.append(observed())
+        return seen
+
+    def assert_each_consumer_carries_each_trust_hash() -> None:
+        _, template, pod_annotations, _ = observed()
+        for name, store in stores.items():
+            data = api.secret(store)
+            assert data is not None, f"{store} was not written"
+            expected = trust.trust_hash(data[names.TRUST_KEY])
+            recorded = api.status(name).trust
+            assert recorded is not None and recorded.hash == expected, (name, recorded)
+            assert template.get(names.consumer_annotation(store)) == expected, (store, template)
+            assert pod_annotations.get(names.consumer_annotation(store)) == expected, (store, pod_annotations)
+
+    start = generation()
+    history = passes()
+    assert sorted(changes) == ["trust-alpha", "trust-beta"]  # each store written once, by its first pass
+    # One rollout per trust change, and after that a fixed point: nothing moves in the later rounds.
+    assert generation() == start + len(changes), [h[0] for h in history]
+    assert_each_consumer_carries_each_trust_hash()
+    settled = observed()
+    assert history[-1] == settled
+    assert passes() == [settled] * 2 * 6
+    assert sorted(changes) == ["trust-alpha", "trust-beta"]
+
+    # One object's trust store changes (an emergency: containment, then the replacement key): the
+    # workload rolls once per change of that store, and then settles again.
+    changes.clear()
+    before = generation()
+    api.emergency("alpha", "INC-6006")
+    history = passes()
+    assert changes and set(changes) == {"trust-alpha"}, changes
+    assert generation() == before + len(changes), (changes, [h[0] for h in history])
+    assert_each_consumer_carries_each_trust_hash()
+    settled = observed()
+    assert history[-1] == settled
+    assert passes() == [settled] * 2 * 6
+    assert set(changes) == {"trust-alpha"}, changes

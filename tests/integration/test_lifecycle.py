@@ -49,7 +49,9 @@ def test_create_issues_a_key_and_a_trust_store(
     assert secret.type == "kubernetes.io/tls"
     assert secret.metadata.labels["app.kubernetes.io/managed-by"] == "webhookcerts"
     assert secret.metadata.labels[names.ENVIRONMENT_LABEL] == "sandbox"
-    assert [o.kind for o in secret.metadata.owner_references] == ["WebhookCertificate"]
+    assert secret.metadata.labels[names.ROLE_LABEL] == "key"
+    # deletionPolicy Retain (the default): the key outlives the object, as the provider holds a copy.
+    assert not secret.metadata.owner_references
     data = api.secret("sandbox-tls")
     assert data is not None
     info = pki.check_key_pair(data["tls.key"], data["tls.crt"])
@@ -278,6 +280,8 @@ def test_private_keys_stay_out_of_logs_events_and_status(api: whc.Api, operator:
     conftest.wait_for(lambda: stage(api, "secretive", "Rotating"), timeout=120, what="stage Rotating")
     api.emergency("secretive", "INC-6006")
     conftest.wait_for(lambda: stage(api, "secretive", "Compromised"), what="stage Compromised")
+    # Containment comes first; the replacement key follows in a pass of its own.
+    conftest.wait_for(lambda: api.status("secretive").next is not None, what="the replacement recorded")
     keys = [(api.secret(n) or {}).get("tls.key", b"") for n in ("secretive-tls", "secretive-tls-next")]
     # A recognisable run of each key's base64 body, as it would appear if anything printed the key.
     fragments = [k.decode().splitlines()[5] for k in keys if k]

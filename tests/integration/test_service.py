@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -582,7 +583,7 @@ def test_crash_before_the_old_key_is_deleted_deletes_it_next_time(
     h.api.cutover("late", before.next.serial)
     original = secrets.delete
 
-    def crash_on_delete(clients: kube_client.Clients, namespace: str, name: str) -> bool:
+    def crash_on_delete(clients: kube_client.Clients, namespace: str, name: str, **_: object) -> bool:
         raise SimulatedCrash(f"crashed before deleting {name}")
 
     monkeypatch.setattr(secrets, "delete", crash_on_delete)
@@ -769,3 +770,55 @@ def test_a_trust_secret_that_already_holds_the_endpoints_keys_keeps_them_byte_fo
     assert h.api.trusted_fingerprints() == {status.next.fingerprint}
     assert old.fingerprint in h.secret_annotations("webhook-trust")[names.REVOKED_ANNOTATION]
     assert h.api.secret_object("webhook-trust").type == "kubernetes.io/tls"
+
+
+# --- names at the API server's limits ------------------------------------------------------------------
+
+# The longest metadata.name there is: a DNS subdomain of 253 characters, with dots.
+LONGEST_NAME = ".".join(["a" * 60, "b" * 60, "c" * 60, "d" * 60, "e" * 9])
+
+
+def test_a_253_character_name_is_ready_with_events_labels_and_a_bundle(harness: Harness) -> None:
+    # Event names, label values and bundle file names all derive from the object's name and have
+    # limits of their own (253, 63 and 253 characters): each must still be accepted.
+    h = harness
+    assert len(LONGEST_NAME) == 253
+    h.api.core.create_namespaced_secret(
+        h.api.namespace,
+        kubernetes.client.V1Secret(
+            metadata=kubernetes.client.V1ObjectMeta(name="pw"), string_data={"password": "correct horse"}
+        ),
+    )
+    h.create(
+        LONGEST_NAME,
+        environment="live",
+        subject={"commonName": "long.webhooks.example.com"},
+        secretName="long-tls",
+        bundle={"passwordSecretRef": {"name": "pw"}},
+    )
+    h.settle(LONGEST_NAME)
+
+    status = h.status(LONGEST_NAME)
+    ready = condition(status, names.READY)
+    assert ready is not None and ready.status == "True", ready
+    bundle_ready = condition(status, names.BUNDLE_READY)
+    assert bundle_ready is not None and bundle_ready.status == "True", bundle_ready
+    assert status.current is not None
+
+    recorded = h.events(LONGEST_NAME, "Issued") + h.events(LONGEST_NAME, "BundleWritten")
+    assert {e.reason for e in recorded} == {"Issued", "BundleWritten"}
+    for event in recorded:
+        assert event.metadata is not None and len(event.metadata.name or "") <= 253
+        assert event.involved_object.name == LONGEST_NAME
+
+    key_secret = h.api.secret_object("long-tls").metadata
+    assert key_secret is not None
+    assert (key_secret.labels or {}).get(names.INSTANCE_LABEL) == names.label_value(LONGEST_NAME)
+
+    files = h.api.secret("long-tls-bundle") or {}
+    stem = pki.bundle_stem("live", LONGEST_NAME, status.current.serial)
+    assert sorted(files) == sorted(f"{stem}{suffix}" for suffix in pki.BUNDLE_SUFFIXES)
+    for file_name in files:
+        assert re.fullmatch(r"[-._a-zA-Z0-9]+", file_name) and len(file_name) <= 253, file_name
+    assert status.bundle is not None and status.bundle.files == sorted(files)
+    assert pki.inspect(files[f"{stem}.crt.pem"]).fingerprint == status.current.fingerprint

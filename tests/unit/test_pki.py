@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import pathlib
 import re
@@ -405,3 +406,64 @@ def test_a_key_damaged_in_its_private_parts_is_corrupted_not_accepted(
     with pytest.raises(pki.InvalidKeyMaterial) as raised:
         pki.check_key_pair(damaged_pem, pair.cert_pem)
     assert raised.value.reason == "SecretCorrupted"
+
+
+# --- bundle file names for any name the API server accepts ---------------------------------------------
+
+# metadata.name is a DNS subdomain of up to 253 characters; the environment a DNS label of up to 63.
+LONG_NAME = ".".join(["a" * 60, "b" * 60, "c" * 60, "d" * 60, "e" * 9])
+LONG_ENVIRONMENT = "e" * 63
+# The longest serial a certificate of ours has (159 random bits, padded to whole bytes).
+LONG_SERIAL = "7F" * 20
+DATA_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+
+
+def _assert_data_keys(keys: list[str]) -> None:
+    for key in keys:
+        assert DATA_KEY.fullmatch(key) and len(key) <= 253 and key not in (".", ".."), key
+
+
+def test_bundle_files_of_a_253_character_name_are_valid_secret_data_keys(pair: pki.KeyPair) -> None:
+    assert len(LONG_NAME) == 253
+    serial = pki.inspect(pair.cert_pem).serial
+    written = pki.bundle_files(LONG_ENVIRONMENT, LONG_NAME, pair.key_pem, pair.cert_pem, PASSWORD, "current")
+    _assert_data_keys(list(written))
+    stem = pki.bundle_stem(LONG_ENVIRONMENT, LONG_NAME, serial)
+    assert sorted(written) == sorted([f"{stem}.p12", f"{stem}.crt.pem", f"{stem}.key.enc.pem"])
+    # Environment and serial stay whole: they tell the files apart; the name is cut and hashed.
+    digest = hashlib.sha256(LONG_NAME.encode()).hexdigest()[:8]
+    assert stem.startswith(f"{LONG_ENVIRONMENT}-{LONG_NAME[:100]}") and stem.endswith(f"-{digest}-{serial}")
+    assert written[f"{stem}.crt.pem"] == pair.cert_pem
+
+
+def test_long_bundle_stems_fit_for_every_environment_and_serial_length() -> None:
+    for environment in ("a", "sandbox", LONG_ENVIRONMENT):
+        for serial in ("01", "0A1B2C3D", LONG_SERIAL):
+            stem = pki.bundle_stem(environment, LONG_NAME, serial)
+            _assert_data_keys([f"{stem}{suffix}" for suffix in pki.BUNDLE_SUFFIXES])
+            # As much of the name as fits is kept (less a separator the cut may end on).
+            assert 252 <= len(f"{stem}.key.enc.pem") <= 253
+            assert stem.startswith(f"{environment}-a") and stem.endswith(f"-{serial}")
+
+
+def test_long_bundle_stems_are_deterministic_and_keep_two_names_apart() -> None:
+    assert pki.bundle_stem("live", LONG_NAME, LONG_SERIAL) == pki.bundle_stem("live", LONG_NAME, LONG_SERIAL)
+    # Two names that share their first 54 characters, and two that differ only past the part kept.
+    for other in (LONG_NAME[:54] + "x" * 199, LONG_NAME[:-1] + "f"):
+        assert len(other) == 253
+        assert pki.bundle_stem("live", other, LONG_SERIAL) != pki.bundle_stem("live", LONG_NAME, LONG_SERIAL)
+
+
+def test_bundle_stems_that_fit_are_unchanged_and_a_cut_never_ends_on_a_separator() -> None:
+    room = 253 - len(".key.enc.pem")
+    fits = "n" * (room - len("live--01"))
+    assert pki.bundle_stem("live", fits, "01") == f"live-{fits}-01"
+    assert pki.bundle_stem("live", "acme", "01") == "live-acme-01"
+    too_long = fits + "n"
+    assert pki.bundle_stem("live", too_long, "01") != f"live-{too_long}-01"
+    # A cut that lands after a '.' or '-' drops it rather than writing '.-' or '--' into the name.
+    for separator in ".", "-":
+        name = "n" * (room - len("live--01-12345678") - 1) + separator + "m" * 20
+        stem = pki.bundle_stem("live", name, "01")
+        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+        assert stem == f"live-{name[: name.index(separator)]}-{digest}-01"

@@ -101,6 +101,7 @@ def observe(
     next_secret: policy.SecretObservation | None = None,
     emergency: str | None = None,
     cutover: str | None = None,
+    discard: str | None = None,
     sp: models.WebhookCertificateSpec | None = None,
 ) -> policy.Observation:
     """What the reconciler would see, with the Secrets holding what status records unless told otherwise."""
@@ -116,6 +117,7 @@ def observe(
         next_secret=next_secret,
         emergency_reference=emergency,
         cutover_serial=cutover,
+        discard_serial=discard,
     )
 
 
@@ -520,10 +522,17 @@ def test_every_action_is_reachable_and_only_key_changes_are_mutating() -> None:
         policy.decide(observe(status(), next_secret=broken())).action,
         policy.decide(observe(status(), current_secret=broken())).action,
         policy.decide(observe(status())).action,
-        *(r.action for r in policy.plan(observe(status(), emergency="", cutover="FF")).refusals),
+        policy.decide(observe(status(pending=NEXT), discard=NEXT.serial)).action,
+        *(r.action for r in policy.plan(observe(status(), emergency="", cutover="FF", discard="FF")).refusals),
     }
     assert reached == set(Action)
-    passive = {Action.REFUSE_EMERGENCY, Action.REFUSE_CUTOVER, Action.NOT_READY, Action.UP_TO_DATE}
+    passive = {
+        Action.REFUSE_EMERGENCY,
+        Action.REFUSE_CUTOVER,
+        Action.REFUSE_DISCARD,
+        Action.NOT_READY,
+        Action.UP_TO_DATE,
+    }
     assert set(policy.MUTATING) == set(Action) - passive
 
 
@@ -571,3 +580,43 @@ def test_next_wakeup_is_whole_seconds() -> None:
     wakeup = policy.next_wakeup(spec(), status(current=fractional))
     assert wakeup is not None and wakeup.microsecond == 0
     assert policy.decide(observe(status(current=fractional), now=wakeup)).action is Action.ISSUE_NEXT
+
+
+def test_a_lost_next_key_is_discarded_by_serial_and_the_current_stays() -> None:
+    lost = observe(status(pending=NEXT), next_secret=holding(None), discard=NEXT.serial.lower())
+    decision = policy.decide(lost)
+    assert (decision.action, decision.reason) == (Action.DISCARD_NEXT, "NextDiscarded")
+    # Without the annotation the same state is NotReady, and the message names the way out.
+    stuck = policy.decide(observe(status(pending=NEXT), next_secret=holding(None)))
+    assert stuck.action is Action.NOT_READY
+    assert f"webhookcerts.io/discard-next={NEXT.serial}" in stuck.message
+
+
+def test_a_discard_naming_another_serial_is_refused_and_blocks_nothing() -> None:
+    result = policy.plan(observe(status(pending=NEXT), discard="FF"))
+    assert result.decision.action is Action.UP_TO_DATE
+    assert [(r.action, r.reason) for r in result.refusals] == [(Action.REFUSE_DISCARD, "DiscardSerialMismatch")]
+    # Once discarded (history says so) the annotation left behind is neither acted on nor refused.
+    done = status().model_copy(
+        update={
+            "history": [
+                models.HistoryEntry(
+                    serial=NEXT.serial,
+                    fingerprint=NEXT.fingerprint,
+                    not_before=NEXT.not_before,
+                    not_after=NEXT.not_after,
+                    revision=2,
+                    reason="Discarded",
+                    retired_at=ISSUED,
+                )
+            ]
+        }
+    )
+    assert policy.plan(observe(done, discard=NEXT.serial)).refusals == ()
+
+
+def test_every_emergency_reference_ever_handled_is_remembered_beyond_the_history() -> None:
+    # INC-1 handled long ago: the history no longer names it and the last handled is INC-9.
+    old = status(handled="INC-9").model_copy(update={"emergency_references": ["INC-1", "INC-9"]})
+    assert policy.decide(observe(old, emergency="INC-1")).action is Action.UP_TO_DATE
+    assert policy.decide(observe(old, emergency="INC-10")).action is Action.EMERGENCY

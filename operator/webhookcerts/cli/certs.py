@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import pydantic
 
 from webhookcerts.cli import common
-from webhookcerts.domain import conditions, models, names, policy
+from webhookcerts.domain import conditions, models, names, pki, policy
 from webhookcerts.kube import cli_support
 
 T = TypeVar("T")
@@ -291,7 +291,7 @@ def run_export(args: argparse.Namespace) -> int:
         record = status.current
 
     bundle = cli_support.read_secret(session, status.bundle.secret_name)
-    stem = f"{spec.get('environment')}-{args.name}-{record.serial}"
+    stem = pki.bundle_stem(str(spec.get("environment")), args.name, record.serial)
     files = {key: value for key, value in bundle.data.items() if key.startswith(f"{stem}.")}
     if not files:
         if not args.next and record.compromised_by:

@@ -30,7 +30,8 @@ ReloadMode = Literal["Hot", "Rollout"]
 Stage = Literal["Issuing", "Active", "Rotating", "Compromised"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 NextReason = Literal["Planned", "Emergency"]
-RetireReason = Literal["Superseded", "Compromised"]
+RetireReason = Literal["Superseded", "Compromised", "Discarded"]
+DeletionPolicy = Literal["Retain", "Delete"]
 
 SecretName = Annotated[str, pydantic.Field(min_length=1, max_length=SECRET_NAME_MAX, pattern=SECRET_NAME)]
 # Bounded so the CRD's CEL rules (duration(), matches()) fit the API server's cost budget.
@@ -102,6 +103,7 @@ class WebhookCertificateSpec(Model):
     trust: TrustSpec
     revision_history_limit: int = pydantic.Field(default=10, ge=1, le=100)
     emergency_policy: EmergencyPolicy = "RevokeImmediately"
+    deletion_policy: DeletionPolicy = "Retain"
     bundle: BundleSpec | None = None
     consumers: list[Consumer] = pydantic.Field(default_factory=list)
     validation: ValidationSpec | None = None
@@ -217,6 +219,7 @@ class WebhookCertificateStatus(StatusModel):
     history: list[HistoryEntry] = pydantic.Field(default_factory=list)
     revoked_fingerprints: list[str] = pydantic.Field(default_factory=list)
     last_emergency_rotation: EmergencyRecord | None = None
+    emergency_references: list[str] = pydantic.Field(default_factory=list)
     trust: TrustStatus | None = None
     consumers: list[ConsumerStatus] = pydantic.Field(default_factory=list)
     bundle: BundleStatus | None = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime
+import hashlib
 import os
 import re
 from typing import Literal
@@ -309,6 +310,35 @@ def encrypted_key_pem(key_pem: bytes, password: bytes, *, rounds: int = KDF_ROUN
 
 # --- bundles ------------------------------------------------------------------------------------------
 
+# The files of one certificate; ``bundle_files`` writes them.
+BUNDLE_SUFFIXES = (".p12", ".crt.pem", ".key.enc.pem")
+# Each file is a key of the bundle Secret's data: at most 253 characters of [-._a-zA-Z0-9].
+DATA_KEY_MAX = 253
+NAME_HASH_LENGTH = 8
+
+
+def bundle_stem(environment: str, resource_name: str, serial: str) -> str:
+    """``{environment}-{resource_name}-{serial}``: what a bundle's file names start with.
+
+    A WebhookCertificate's name may have 253 characters, too many for a Secret data key once the
+    environment, serial and suffix are added. Then the name part is cut and followed by the first
+    8 hex of the full name's SHA-256, so the names stay deterministic and two long names that start
+    alike stay apart. Environment and serial are always whole: they say which file is which.
+    Names that fit are unchanged.
+    """
+    room = DATA_KEY_MAX - max(len(suffix) for suffix in BUNDLE_SUFFIXES)
+    stem = f"{environment}-{resource_name}-{serial}"
+    if len(stem) <= room:
+        return stem
+    digest = hashlib.sha256(resource_name.encode()).hexdigest()[:NAME_HASH_LENGTH]
+    keep = room - len(f"{environment}--{digest}-{serial}")
+    part = resource_name[: max(keep, 0)].rstrip("-.")
+    stem = f"{environment}-{part}-{digest}-{serial}" if part else f"{environment}-{digest}-{serial}"
+    if len(stem) > room:
+        # Only a serial far beyond RFC 5280's 20 octets gets here.
+        raise ValueError(f"serial {serial[:16]}... is too long for a bundle file name")
+    return stem
+
 
 def bundle_files(
     environment: str, resource_name: str, key_pem: bytes, cert_pem: bytes, password: bytes, role: Role
@@ -322,7 +352,7 @@ def bundle_files(
     if role not in ("current", "next"):
         raise ValueError(f"role must be 'current' or 'next', not {role!r}")
     info = check_key_pair(key_pem, cert_pem)
-    stem = f"{environment}-{resource_name}-{info.serial}"
+    stem = bundle_stem(environment, resource_name, info.serial)
     return {
         f"{stem}.p12": pkcs12_bundle(key_pem, info.pem.encode(), password, stem),
         f"{stem}.crt.pem": info.pem.encode(),

@@ -8,7 +8,8 @@ first decision wins. The order encodes the lifecycle's priorities:
    two decisions: ``Emergency`` contains (the compromised certificate is recorded as revoked and
    leaves the trust store) and only then ``IssueReplacement`` generates the new key, so containment
    never waits for RSA key generation;
-2. an interrupted cut-over is finished before anything else reads the current Secret;
+2. an interrupted cut-over is finished before anything else reads the current Secret; a pending
+   next the user gives up (``discard-next``: lost or damaged, not exposed) goes next;
 3. a current Secret that is missing, corrupt or changed stops everything (never auto-replaced: the
    provider holds a copy of that key) but a cut-over the user asks for, which is the way out;
 4. a cut-over asked for by annotation, then one forced by expiry;
@@ -37,8 +38,10 @@ class Action(enum.Enum):
     ISSUE_REPLACEMENT = "IssueReplacement"
     CUTOVER = "Cutover"
     DELETE_STALE_NEXT = "DeleteStaleNext"
+    DISCARD_NEXT = "DiscardNext"
     REFUSE_EMERGENCY = "RefuseEmergency"
     REFUSE_CUTOVER = "RefuseCutover"
+    REFUSE_DISCARD = "RefuseDiscard"
     NOT_READY = "NotReady"
     UP_TO_DATE = "UpToDate"
 
@@ -53,6 +56,7 @@ MUTATING = frozenset(
         Action.ISSUE_REPLACEMENT,
         Action.CUTOVER,
         Action.DELETE_STALE_NEXT,
+        Action.DISCARD_NEXT,
     }
 )
 
@@ -85,6 +89,7 @@ class Observation:
     next_secret: SecretObservation
     emergency_reference: str | None = None
     cutover_serial: str | None = None
+    discard_serial: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,11 +121,14 @@ def emergency_pending(status: models.WebhookCertificateStatus, reference: str | 
     """True when ``reference`` names an incident this object has not handled yet."""
     if reference is None:
         return False
+    if reference in status.emergency_references:
+        return False
     handled = status.last_emergency_rotation
     if handled is not None and handled.reference == reference:
         return False
     # An earlier incident's reference put back (a GitOps sync of an old manifest, an undo): it was
-    # handled when it came first, and rotating again would revoke the certificate in use now.
+    # handled when it came first, and rotating again would revoke the certificate in use now. Status
+    # written before every reference was recorded still has the history to go by.
     return not any(entry.incident == reference for entry in status.history)
 
 
@@ -205,6 +213,34 @@ def current_secret_sound(obs: Observation) -> Decision | None:
     return None
 
 
+def discard_requested(obs: Observation) -> Decision | None:
+    """The non-emergency way out of a lost or damaged next key (nothing was exposed): give it up.
+
+    The pending next leaves the trust store and the current certificate stays trusted as it is; the
+    renewal that follows issues a new planned next. The annotation names the serial, as a cut-over
+    does, so a stale annotation never discards a later next.
+    """
+    serial = obs.discard_serial
+    pending = obs.status.next
+    if serial is None:
+        return None
+    if pending is not None and _same_serial(serial, pending.serial):
+        return Decision(
+            Action.DISCARD_NEXT,
+            "NextDiscarded",
+            f"discarding the pending next serial {pending.serial}; the current certificate stays trusted "
+            "and a new next is issued",
+        )
+    if pending is None and any(_same_serial(serial, h.serial) for h in obs.status.history if h.reason == "Discarded"):
+        return None
+    expected = f"the pending next certificate has serial {pending.serial}" if pending else "no rotation is pending"
+    return Decision(
+        Action.REFUSE_DISCARD,
+        "DiscardSerialMismatch",
+        f"discarding serial {serial} refused: {expected}; nothing was changed",
+    )
+
+
 def next_secret_sound(obs: Observation) -> Decision | None:
     secret, pending, name = obs.next_secret, obs.status.next, obs.spec.next_secret_name
     current_fp = obs.status.current.fingerprint if obs.status.current else None
@@ -221,7 +257,9 @@ def next_secret_sound(obs: Observation) -> Decision | None:
         return Decision(
             Action.NOT_READY,
             "NextSecretInvalid",
-            f"Secret {name} with the pending next key {what}; start an emergency rotation to issue a new one",
+            f"Secret {name} with the pending next key {what}; if that key was not exposed, give it up and "
+            f"issue a new one (the current certificate stays trusted): kubectl annotate whc NAME "
+            f"webhookcerts.io/discard-next={pending.serial}; if it was, start an emergency rotation",
         )
     return None
 
@@ -274,6 +312,7 @@ CHAIN: Sequence[Check] = (
     emergency_requested,
     replacement_due,
     cutover_interrupted,
+    discard_requested,
     current_secret_sound,
     next_secret_sound,
     cutover_requested,
@@ -284,7 +323,7 @@ CHAIN: Sequence[Check] = (
 
 # A refusal is reported as a condition but must not block the rest of the chain: a mistyped
 # annotation may not stop a planned renewal.
-REFUSALS = frozenset({Action.REFUSE_EMERGENCY, Action.REFUSE_CUTOVER})
+REFUSALS = frozenset({Action.REFUSE_EMERGENCY, Action.REFUSE_CUTOVER, Action.REFUSE_DISCARD})
 
 
 @dataclasses.dataclass(frozen=True)

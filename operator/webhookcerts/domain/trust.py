@@ -8,7 +8,10 @@ revoked ones dropped, sorted by fingerprint. Same input, same bytes.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import hashlib
+import json
 from collections.abc import Iterable
 
 from cryptography import x509
@@ -92,3 +95,59 @@ def trusted_certificates(status: models.WebhookCertificateStatus, spec: models.W
             continue
         trusted.append(record.certificate)
     return trusted
+
+
+# --- where each certificate of a store came from -----------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """What one WebhookCertificate put into a trust store, and whether it stays once that object is gone."""
+
+    fingerprints: tuple[str, ...]
+    retain: bool
+
+
+def parse_sources(text: str) -> dict[str, Source]:
+    """The ``webhookcerts.io/sources`` annotation; an unreadable one (edited by hand) reads as empty."""
+    try:
+        raw = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    found: dict[str, Source] = {}
+    for name, entry in raw.items():
+        if isinstance(entry, dict) and isinstance(entry.get("fingerprints"), list):
+            fps = tuple(str(f) for f in entry["fingerprints"])
+            found[str(name)] = Source(fps, bool(entry.get("retain", True)))
+    return found
+
+
+def render_sources(sources: dict[str, Source]) -> str:
+    # Canonical, like the store itself: the same sources never rewrite the Secret.
+    return json.dumps(
+        {
+            n: {"fingerprints": sorted(s.fingerprints), "retain": s.retain}
+            for n, s in sorted(sources.items())
+            if s.fingerprints
+        },
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+
+
+def certificates_by_fingerprint(data: bytes) -> dict[str, tuple[bytes, datetime.datetime]]:
+    """The certificates a store holds, by fingerprint, with their expiry; the placeholder left out."""
+    if not data.strip():
+        return {}
+    found: dict[str, tuple[bytes, datetime.datetime]] = {}
+    for cert in _certificates(data):
+        fp = pki.fingerprint(cert)
+        if fp != PLACEHOLDER_FINGERPRINT:
+            found[fp] = (cert.public_bytes(serialization.Encoding.PEM), cert.not_valid_after_utc)
+    return found
+
+
+def fingerprints_of(pems: Iterable[str | bytes]) -> list[str]:
+    return [pki.fingerprint(cert) for pem in pems for cert in _certificates(pem)]

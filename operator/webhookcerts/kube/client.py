@@ -12,9 +12,11 @@ import os
 
 import kubernetes
 
+from webhookcerts.domain import names
+
 # The operator's own marks on what it creates.
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY = "webhookcerts"
+MANAGED_BY_LABEL = names.MANAGED_BY_LABEL
+MANAGED_BY = names.MANAGED_BY
 
 
 class ConfigError(RuntimeError):

@@ -14,6 +14,19 @@ from webhookcerts.domain import models
 from webhookcerts.kube import client as kube_client
 
 COMPONENT = "webhookcerts"
+# An Event's name is a DNS subdomain (RFC 1123): at most 253 characters, each dot-separated label
+# starting and ending with a letter or digit.
+NAME_MAX = 253
+
+
+def event_name(name: str, suffix: str) -> str:
+    """``{name}.{suffix}``, the name shortened so the whole stays a valid Event name for any object name.
+
+    The suffix (random hex) keeps Events unique; the prefix only helps a reader, so it is the part cut.
+    A cut can end a label on ``-`` or leave a trailing ``.``; those are stripped.
+    """
+    prefix = name[: max(NAME_MAX - len(suffix) - 1, 0)].rstrip("-.")
+    return f"{prefix}.{suffix}" if prefix else suffix
 
 
 def record(
@@ -28,7 +41,7 @@ def record(
 ) -> None:
     now = datetime.datetime.now(datetime.UTC)
     event = kubernetes.client.CoreV1Event(
-        metadata=kubernetes.client.V1ObjectMeta(name=f"{name}.{uuid.uuid4().hex[:16]}", namespace=namespace),
+        metadata=kubernetes.client.V1ObjectMeta(name=event_name(name, uuid.uuid4().hex[:16]), namespace=namespace),
         involved_object=kubernetes.client.V1ObjectReference(
             api_version=f"{models.GROUP}/{models.VERSION}",
             kind=models.KIND,

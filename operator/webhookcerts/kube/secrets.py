@@ -29,6 +29,8 @@ class SecretData:
     annotations: dict[str, str]
     resource_version: str
     uid: str
+    # The uids of the objects that own it (ownerReferences): what garbage collection deletes it with.
+    owner_uids: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
         # Secrets hold private keys: their representation names the keys, never the values.
@@ -79,6 +81,7 @@ def _from_model(secret: kubernetes.client.V1Secret) -> SecretData:
         annotations=dict(meta.annotations or {}),
         resource_version=meta.resource_version or "",
         uid=meta.uid or "",
+        owner_uids=tuple(ref.uid for ref in meta.owner_references or ()),
     )
 
 
@@ -93,6 +96,7 @@ def from_body(body: Mapping[str, Any]) -> SecretData:
         annotations=dict(meta.get("annotations") or {}),
         resource_version=meta.get("resourceVersion", ""),
         uid=meta.get("uid", ""),
+        owner_uids=tuple(str(ref.get("uid", "")) for ref in meta.get("ownerReferences") or ()),
     )
 
 
@@ -117,6 +121,7 @@ def write(
     labels: dict[str, str] | None = None,
     annotations: dict[str, str] | None = None,
     owner: Owner | None = None,
+    disown: str | None = None,
     create_only: bool = False,
     existing: SecretData | Unknown | None = UNKNOWN,
     only_keys: bool = False,
@@ -133,6 +138,9 @@ def write(
     ``only_keys`` manages the keys of ``data`` and nothing else: whatever else an existing Secret holds
     (an endpoint's own ``tls.crt`` and ``tls.key`` beside the trust store's ``ca.crt``) stays byte for
     byte. Without it the Secret is brought to exactly ``data`` (the operator's own key Secrets).
+
+    ``owner`` makes the object the Secret's owner (garbage-collected with it); ``disown`` is the uid
+    of an object whose ownership an existing Secret loses (its deletionPolicy turned to Retain).
     """
     labels = {kube_client.MANAGED_BY_LABEL: kube_client.MANAGED_BY, **(labels or {})}
     annotations = dict(annotations or {})
@@ -158,30 +166,60 @@ def write(
     same_data = all(existing.data.get(k) == v for k, v in data.items()) and (
         only_keys or set(existing.data) == set(data)
     )
-    if same_data and same_labels and same_annotations:
+    owners_wrong = (owner is not None and owner.uid not in existing.owner_uids) or (
+        disown is not None and disown in existing.owner_uids
+    )
+    if same_data and same_labels and same_annotations and not owners_wrong:
         return None
     # A merge patch names every key it changes; keys that must go are sent as null.
     patch_data: dict[str, str | None] = {} if only_keys else {k: None for k in existing.data if k not in data}
     patch_data.update(_encode({k: v for k, v in data.items() if existing.data.get(k) != v}))
-    written = clients.core.patch_namespaced_secret(
-        name,
-        namespace,
-        {
-            "metadata": {
-                "labels": labels,
-                "annotations": annotations,
-                "resourceVersion": existing.resource_version,
-            },
-            "data": patch_data,
-        },
-    )
+    metadata: dict[str, Any] = {
+        "labels": labels,
+        "annotations": annotations,
+        "resourceVersion": existing.resource_version,
+    }
+    if owners_wrong:
+        # Patches are strategic merges, which merge ownerReferences by uid: the list is replaced.
+        metadata["ownerReferences"] = [
+            {"$patch": "replace"},
+            *_owner_references(clients, namespace, name, owner, disown),
+        ]
+    written = clients.core.patch_namespaced_secret(name, namespace, {"metadata": metadata, "data": patch_data})
     return _from_model(written)
 
 
-def delete(clients: kube_client.Clients, namespace: str, name: str) -> bool:
-    """Delete the Secret; True when it existed."""
+def _owner_references(
+    clients: kube_client.Clients, namespace: str, name: str, owner: Owner | None, disown: str | None
+) -> list[dict[str, object]]:
+    # A merge patch replaces the whole list: the owners someone else set are read and kept.
+    meta = clients.core.read_namespaced_secret(name, namespace).metadata
+    kept: list[dict[str, object]] = [
+        {
+            "apiVersion": ref.api_version,
+            "kind": ref.kind,
+            "name": ref.name,
+            "uid": ref.uid,
+            **({"controller": ref.controller} if ref.controller is not None else {}),
+            **({"blockOwnerDeletion": ref.block_owner_deletion} if ref.block_owner_deletion is not None else {}),
+        }
+        for ref in (meta.owner_references if meta is not None else None) or []
+        if ref.uid != disown and (owner is None or ref.uid != owner.uid)
+    ]
+    return [*kept, owner.reference()] if owner is not None else kept
+
+
+def delete(clients: kube_client.Clients, namespace: str, name: str, *, resource_version: str | None = None) -> bool:
+    """Delete the Secret (only at ``resource_version`` when given: 409 if it changed); True when it existed."""
+    options = (
+        kubernetes.client.V1DeleteOptions(
+            preconditions=kubernetes.client.V1Preconditions(resource_version=resource_version)
+        )
+        if resource_version
+        else None
+    )
     try:
-        clients.core.delete_namespaced_secret(name, namespace)
+        clients.core.delete_namespaced_secret(name, namespace, body=options)
     except kubernetes.client.ApiException as exc:
         if exc.status == 404:
             return False

@@ -1,6 +1,9 @@
 """The password-protected bundles to submit to the provider: PKCS#12 and PEM pairs in one Secret.
 
-A bundle holds the current certificate (unless compromised) and a pending next. It is rebuilt when
+A bundle holds the current certificate (unless compromised) and a pending next, as status records
+them: each taken from its key Secret only when that Secret holds the recorded certificate, so a stale
+or foreign key is never packaged. An object that is not Ready leaves its bundle as it is (a Secret
+gone missing must not make the bundle drop a certificate the provider may still need). It is rebuilt when
 those certificates change or when the password Secret changes (cert-manager #3450): the bundle
 Secret records the password Secret's uid and resourceVersion with the fingerprints it was built from.
 The password Secret belongs to the user and is not watched, so an unchanged bundle reads it at most
@@ -12,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import time
 
-from webhookcerts.domain import names, pki, policy
+from webhookcerts.domain import conditions, models, names, pki, policy
 from webhookcerts.kube import secrets
 from webhookcerts.service.state import Pass
 
@@ -20,22 +23,35 @@ PASSWORD_RETRY = 15.0
 
 
 def _sources(p: Pass) -> list[tuple[pki.Role, str, secrets.SecretData]]:
-    """The key Secrets worth submitting: the current one (unless compromised) and a pending next."""
+    """The key Secrets worth submitting: the recorded current one (unless compromised) and a pending next."""
     assert p.last is not None
-    compromised = p.status.current is not None and bool(p.status.current.compromised_by)
-    candidates: list[tuple[pki.Role, policy.SecretObservation, secrets.SecretData | None, bool]] = [
-        ("current", p.last.current_secret, p.current_raw, compromised),
-        ("next", p.last.next_secret, p.next_raw, False),
+    current, pending = p.status.current, p.status.next
+    candidates: list[
+        tuple[pki.Role, models.CertificateRecord | None, policy.SecretObservation, secrets.SecretData | None]
+    ] = [
+        (
+            "current",
+            current if current is not None and not current.compromised_by else None,
+            p.last.current_secret,
+            p.current_raw,
+        ),
+        ("next", pending, p.last.next_secret, p.next_raw),
     ]
     return [
         (role, seen.info.fingerprint, raw)
-        for role, seen, raw, skip in candidates
-        if seen.info is not None and raw is not None and not skip
+        for role, record, seen, raw in candidates
+        if record is not None
+        and seen.info is not None
+        and raw is not None
+        and seen.info.fingerprint == record.fingerprint
     ]
 
 
 def sync(p: Pass) -> None:
     assert p.spec.bundle is not None
+    ready = conditions.get(p.status.conditions, names.READY)
+    if ready is None or ready.status != "True":
+        return
     ns, name = p.resource.namespace, p.spec.bundle_secret_name
     sources = _sources(p)
     fingerprints = tuple(fp for _, fp, _ in sources)
@@ -88,6 +104,7 @@ def sync(p: Pass) -> None:
             )
         p.write_secret(
             name,
+            role="bundle",
             basis=existing,
             type=secrets.OPAQUE,
             data=data,

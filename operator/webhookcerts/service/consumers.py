@@ -4,6 +4,10 @@ Run after a trust write whose hash the consumers' status does not yet record: a 
 carries the current trust hash is left alone, so nothing is patched (and nothing restarts) when
 nothing changed, and a pass with nothing new to announce lists no pods at all. A pod created since the
 last change mounts the current Secret from its start and needs no nudge.
+
+Each trust Secret has its own annotation on a consumer (``names.consumer_annotation``): several
+WebhookCertificates with different trust Secrets may select the same pods or workload, and each then
+keeps its own hash there instead of overwriting the others' (which would roll the workload forever).
 """
 
 from __future__ import annotations
@@ -24,13 +28,15 @@ def announced(consumers: list[models.Consumer], previous: list[models.ConsumerSt
 def nudge(
     clients: kube_client.Clients,
     namespace: str,
+    trust_secret: str,
     consumers: list[models.Consumer],
     trust_hash: str,
     previous: list[models.ConsumerStatus],
     now: datetime.datetime,
 ) -> tuple[list[models.ConsumerStatus], list[str]]:
-    """Bring every consumer to ``trust_hash``; the new consumer status and what was patched."""
-    annotation = names.TRUST_HASH_ANNOTATION
+    """Bring every consumer to ``trust_hash`` of the Secret ``trust_secret``; the new consumer status
+    and what was patched. Only that Secret's annotation is read and written."""
+    annotation = names.consumer_annotation(trust_secret)
     before = {(c.selector, c.reload): c for c in previous}
     statuses: list[models.ConsumerStatus] = []
     patched: list[str] = []

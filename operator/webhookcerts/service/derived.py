@@ -53,6 +53,7 @@ def derive(p: Pass) -> None:
 _REFUSAL_CONDITIONS = {
     policy.Action.REFUSE_CUTOVER: names.CUTOVER_REFUSED,
     policy.Action.REFUSE_EMERGENCY: names.EMERGENCY_REFUSED,
+    policy.Action.REFUSE_DISCARD: names.DISCARD_REFUSED,
 }
 
 

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from webhookcerts.domain import names, policy
+from webhookcerts.domain import names, ownership, policy
 from webhookcerts.kube import client as kube_client
 from webhookcerts.kube import resources, secrets
 from webhookcerts.service import probes, reconcile, state, view, workqueue
@@ -99,20 +99,23 @@ class Engine:
         secret = secrets.from_body(body)
         namespace = str(body["metadata"]["namespace"])
         if self.view.put_secret(namespace, secret):
-            self._secret_changed(namespace, secret.name, secret.labels)
+            self._secret_changed(namespace, secret.name)
 
     def secret_gone(self, body: Mapping[str, Any]) -> None:
         meta = body["metadata"]
         namespace, name = str(meta["namespace"]), str(meta["name"])
         if self.view.drop_secret(namespace, name, str(meta.get("uid", ""))):
-            self._secret_changed(namespace, name, dict(meta.get("labels") or {}))
+            self._secret_changed(namespace, name)
 
-    def _secret_changed(self, namespace: str, name: str, labels: Mapping[str, str]) -> None:
-        # A key, next or bundle Secret names its WebhookCertificate; a trust Secret is found by the
-        # index of who names it. Either way only the objects concerned are queued.
-        owner = labels.get(names.INSTANCE_LABEL)
-        if owner:
-            self.queue.add(("certificate", namespace, owner))
+    def _secret_changed(self, namespace: str, name: str) -> None:
+        # A key, next or bundle Secret is found by the index of who claims it (its owner, and a
+        # rival the conflict is reported to); a trust Secret is rewritten once, and its namers follow
+        # only if its content changed. Either way only the objects concerned are queued.
+        for entry in self.view.claimants(namespace, name):
+            if entry.spec is not None and any(
+                claimed == name and role != "trust" for claimed, role in ownership.claims(entry.spec)
+            ):
+                self.queue.add(("certificate", namespace, entry.name))
         if self.view.is_trust_secret(namespace, name):
             self.queue.add(("trust", namespace, name))
 

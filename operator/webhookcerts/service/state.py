@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from webhookcerts.domain import clock as clock_mod
-from webhookcerts.domain import conditions, models, names, pki, policy
+from webhookcerts.domain import conditions, models, names, ownership, pki, policy
 from webhookcerts.kube import client as kube_client
 from webhookcerts.kube import events, resources, secrets
 from webhookcerts.service import derived, metrics, view
@@ -27,6 +27,10 @@ from webhookcerts.service import derived, metrics, view
 logger = logging.getLogger(__name__)
 
 KeyGenerator = Callable[[models.Subject, datetime.datetime, datetime.timedelta], pki.KeyPair]
+
+
+class SecretConflict(Exception):
+    """A Secret this object claims belongs to someone else: nothing is written to it."""
 
 
 class CheckCache:
@@ -187,6 +191,7 @@ class Pass:
             next_secret=self.ctx.checks.observe(self.next_raw),
             emergency_reference=self.resource.annotations.get(names.EMERGENCY_ANNOTATION),
             cutover_serial=self.resource.annotations.get(names.CUTOVER_ANNOTATION),
+            discard_serial=self.resource.annotations.get(names.DISCARD_NEXT_ANNOTATION),
         )
         return self.last
 
@@ -228,14 +233,13 @@ class Pass:
         merged = {**self.status.model_dump(), **changes}
         self.status = models.WebhookCertificateStatus.model_validate(merged)
 
-    def key_secret_labels(self) -> dict[str, str]:
-        return {names.ENVIRONMENT_LABEL: self.spec.environment, names.INSTANCE_LABEL: self.resource.name}
-
     def write_secret(
         self,
         name: str,
         *,
+        role: ownership.Role,
         basis: secrets.SecretData | secrets.Unknown | None = secrets.UNKNOWN,
+        annotations: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> secrets.SecretData | None:
         """Write one of this object's Secrets and put what the server answered back into the view.
@@ -245,21 +249,45 @@ class Pass:
         second operator process generating the same next key) makes the write fail with a conflict
         and the pass is decided again, never overwritten. Without a basis, the view's copy is used,
         read from the API when the view has none.
+
+        The Secret is stamped with its owner and ``role``, and owned by the object (garbage-collected
+        with it) only under ``deletionPolicy: Delete``: the provider holds a copy of the key, so by
+        default deleting the object leaves it (cert-manager leaves owner references off for the same
+        reason). A create that finds a Secret nobody told the view of (a user's) raises
+        ``SecretConflict`` when this object may not take it.
         """
         ns = self.resource.namespace
         if isinstance(basis, secrets.Unknown):
             held = self.view.secret(ns, name)
             if held is not None:
                 basis = held
-        written = secrets.write(
-            self.ctx.clients,
-            ns,
-            name,
-            labels=self.key_secret_labels(),
-            owner=self.resource.owner(),
-            existing=basis,
-            **kwargs,
-        )
+        labels, stamp = ownership.stamp(self.resource.name, role)
+        delete = self.spec.deletion_policy == "Delete"
+        try:
+            written = secrets.write(
+                self.ctx.clients,
+                ns,
+                name,
+                labels={names.ENVIRONMENT_LABEL: self.spec.environment, **labels},
+                annotations={**(annotations or {}), **stamp},
+                owner=self.resource.owner() if delete else None,
+                disown=None if delete else self.resource.uid,
+                existing=basis,
+                **kwargs,
+            )
+        except kube_client.ApiError as exc:
+            if secrets.is_conflict(exc) and (basis is None or kwargs.get("create_only")):
+                found = secrets.read(self.ctx.clients, ns, name)
+                if found is not None:
+                    self.view.put_secret(ns, found)
+                    seen = ownership.holder(name, found.labels, found.annotations)
+                    if not seen.managed or (seen.owner not in (None, self.resource.name)):
+                        raise SecretConflict(
+                            f"Secret {name} already exists and does not belong to WebhookCertificate "
+                            f"{self.resource.name}: rename the Secret this object names, or delete that one "
+                            "if it is not needed; nothing was written to it"
+                        ) from None
+            raise
         if written is not None:
             self.view.put_secret(ns, written)
         return written
@@ -267,9 +295,11 @@ class Pass:
     def write_key_secret(self, name: str, pair: pki.KeyPair, annotations: dict[str, str], create_only: bool) -> None:
         # Key Secrets are written against what this pass observed, not what the view holds by the time
         # the key is generated (a second or more later).
-        observed = self.next_raw if name == self.spec.next_secret_name else self.current_raw
+        is_next = name == self.spec.next_secret_name
+        observed = self.next_raw if is_next else self.current_raw
         self.write_secret(
             name,
+            role="next" if is_next else "key",
             basis=observed,
             type=secrets.TLS,
             data={names.TLS_KEY: pair.key_pem, names.TLS_CERT: pair.cert_pem},
@@ -277,8 +307,8 @@ class Pass:
             create_only=create_only,
         )
 
-    def delete_secret(self, name: str) -> None:
-        secrets.delete(self.ctx.clients, self.resource.namespace, name)
+    def delete_secret(self, name: str, resource_version: str | None = None) -> None:
+        secrets.delete(self.ctx.clients, self.resource.namespace, name, resource_version=resource_version)
         self.view.drop_secret(self.resource.namespace, name)
 
     def new_pair(self) -> pki.KeyPair:
@@ -309,6 +339,7 @@ CONDITION_EVENTS: dict[str, dict[str, str]] = {
     names.READY: {"False": "Warning"},
     names.CUTOVER_REFUSED: {"True": "Warning"},
     names.EMERGENCY_REFUSED: {"True": "Warning"},
+    names.DISCARD_REFUSED: {"True": "Warning"},
     names.BUNDLE_READY: {"False": "Warning"},
     names.ENDPOINT_ACCEPTS_NEXT: {"True": "Normal", "False": "Warning"},
     names.ENDPOINT_REJECTS_COMPROMISED: {"True": "Normal", "False": "Warning"},

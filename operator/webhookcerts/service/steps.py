@@ -73,9 +73,16 @@ def _issue_next(
 ) -> pki.CertificateInfo:
     pair = _adoptable_next(p, obs, reason, incident)
     if pair is None:
+        if p.next_raw is not None:
+            # Ours (the ownership check passed) but made for another purpose and never recorded, so
+            # nobody was told of it: it goes, at the version observed, before a new one is created.
+            p.delete_secret(p.spec.next_secret_name, resource_version=p.next_raw.resource_version)
+            p.next_raw = None
         pair = p.new_pair()
         annotations = {names.NEXT_REASON_ANNOTATION: reason, names.INCIDENT_ANNOTATION: incident or ""}
-        p.write_key_secret(p.spec.next_secret_name, pair, annotations, create_only=False)
+        # Create-only: a second operator process that created one meanwhile makes this fail (409);
+        # the pass is decided again and adopts that key instead of overwriting it.
+        p.write_key_secret(p.spec.next_secret_name, pair, annotations, create_only=True)
     return pki.inspect(pair.cert_pem)
 
 
@@ -137,6 +144,9 @@ def contain(p: Pass, obs: policy.Observation, decision: policy.Decision) -> None
         # A pending next was exposed to the same incident: it is discarded, never cut over to.
         history.insert(0, _history_entry(p, discarded, "Compromised", reference))
         revoked.append(discarded.fingerprint)
+    elif obs.next_secret.fingerprint is not None:
+        # An unrecorded next key (left by an object deleted and re-created) was as exposed.
+        revoked.append(obs.next_secret.fingerprint)
     current = p.status.current
     changes: dict[str, Any] = {}
     if current is not None:
@@ -149,10 +159,12 @@ def contain(p: Pass, obs: policy.Observation, decision: policy.Decision) -> None
         history=_trim(p, history),
         revoked_fingerprints=_unique(revoked),
         last_emergency_rotation={"reference": reference, "handled_at": p.now},
+        emergency_references=_unique([*p.status.emergency_references, reference]),
     )
     p.save()
     p.ctx.metrics.rotated(p.resource.namespace, p.resource.name, p.spec.environment, "emergency")
     trust_store.sync(p)
+    trust_store.sweep(p)
     removed = " and removed from the trust store" if p.spec.emergency_policy == "RevokeImmediately" else ""
     p.event(
         "Warning",
@@ -202,7 +214,7 @@ def cutover(p: Pass, obs: policy.Observation, decision: policy.Decision) -> None
     p.ctx.metrics.cut_over(p.resource.namespace, p.resource.name, p.spec.environment)
     trust_store.sync(p)
     # Only now, with the trust store no longer naming it, is the old key destroyed.
-    p.delete_secret(p.spec.next_secret_name)
+    p.delete_secret(p.spec.next_secret_name, resource_version=p.next_raw.resource_version if p.next_raw else None)
     p.event(
         "Normal",
         "CutOver",
@@ -211,8 +223,24 @@ def cutover(p: Pass, obs: policy.Observation, decision: policy.Decision) -> None
     )
 
 
+def discard_next(p: Pass, obs: policy.Observation, decision: policy.Decision) -> None:
+    """Give up a pending next that was lost or damaged but not exposed: the current stays as it is."""
+    pending = p.status.next
+    assert pending is not None, "the policy discards only a recorded next certificate"
+    history: list[Any] = list(p.status.history)
+    history.insert(0, _history_entry(p, pending, "Discarded", None))
+    # Out of the trust store for good: a copy of the discarded key must not come back as trusted.
+    revoked = _unique([*p.status.revoked_fingerprints, pending.fingerprint])
+    p.update(next=None, history=_trim(p, history), revoked_fingerprints=revoked)
+    p.save()
+    trust_store.sync(p)
+    if p.next_raw is not None:
+        p.delete_secret(p.spec.next_secret_name, resource_version=p.next_raw.resource_version)
+    p.event("Normal", decision.reason, decision.message)
+
+
 def delete_stale_next(p: Pass, obs: policy.Observation, decision: policy.Decision) -> None:
-    p.delete_secret(p.spec.next_secret_name)
+    p.delete_secret(p.spec.next_secret_name, resource_version=p.next_raw.resource_version if p.next_raw else None)
     p.event("Normal", decision.reason, decision.message)
 
 
@@ -224,4 +252,5 @@ STEPS: dict[policy.Action, Callable[[Pass, policy.Observation, policy.Decision],
     policy.Action.ISSUE_REPLACEMENT: issue_replacement,
     policy.Action.CUTOVER: cutover,
     policy.Action.DELETE_STALE_NEXT: delete_stale_next,
+    policy.Action.DISCARD_NEXT: discard_next,
 }

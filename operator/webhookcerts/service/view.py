@@ -24,7 +24,7 @@ from typing import Any
 
 import pydantic
 
-from webhookcerts.domain import models
+from webhookcerts.domain import models, names, ownership
 from webhookcerts.kube import secrets
 
 Key = tuple[str, str]
@@ -66,6 +66,10 @@ class Certificate:
         return dict(self.body["metadata"].get("annotations") or {})
 
     @property
+    def created(self) -> str:
+        return str(self.body["metadata"].get("creationTimestamp") or "")
+
+    @property
     def deleting(self) -> bool:
         return bool(self.body["metadata"].get("deletionTimestamp"))
 
@@ -84,7 +88,16 @@ class Certificate:
         return cls(kept, str(meta.get("resourceVersion", "")), spec, status, None)
 
 
-_KEPT_METADATA = ("namespace", "name", "uid", "resourceVersion", "generation", "annotations", "deletionTimestamp")
+_KEPT_METADATA = (
+    "namespace",
+    "name",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "annotations",
+    "creationTimestamp",
+    "deletionTimestamp",
+)
 
 
 class View:
@@ -94,6 +107,8 @@ class View:
         self._lock = threading.Lock()
         self._certificates: dict[Key, Certificate] = {}
         self._by_trust: dict[Key, set[str]] = {}
+        # Every Secret name any object's spec claims, in any role: who else wants a Secret.
+        self._by_claim: dict[Key, set[str]] = {}
         self._secrets: dict[Key, secrets.SecretData] = {}
         self._synced = threading.Event()
 
@@ -116,6 +131,8 @@ class View:
             self._certificates[key] = entry
             if entry.spec is not None:
                 self._by_trust.setdefault((key[0], entry.spec.trust.secret_name), set()).add(key[1])
+                for secret_name, _ in ownership.claims(entry.spec):
+                    self._by_claim.setdefault((key[0], secret_name), set()).add(key[1])
             return entry, True
 
     def drop_certificate(self, namespace: str, name: str) -> Certificate | None:
@@ -127,12 +144,16 @@ class View:
         held = self._certificates.get(key)
         if held is None or held.spec is None:
             return
-        trust_key = (key[0], held.spec.trust.secret_name)
-        names_ = self._by_trust.get(trust_key)
-        if names_ is not None:
-            names_.discard(key[1])
-            if not names_:
-                del self._by_trust[trust_key]
+        for index, secret_names in (
+            (self._by_trust, [held.spec.trust.secret_name]),
+            (self._by_claim, [n for n, _ in ownership.claims(held.spec)]),
+        ):
+            for secret_name in secret_names:
+                names_ = index.get((key[0], secret_name))
+                if names_ is not None:
+                    names_.discard(key[1])
+                    if not names_:
+                        del index[(key[0], secret_name)]
 
     def put_secret(self, namespace: str, secret: secrets.SecretData) -> bool:
         """Record a Secret unless the view holds it or a newer version; True when this changed it."""
@@ -179,6 +200,21 @@ class View:
         with self._lock:
             names_ = sorted(self._by_trust.get((namespace, secret_name), ()))
             return [self._certificates[(namespace, n)] for n in names_]
+
+    def claimants(self, namespace: str, secret_name: str) -> list[Certificate]:
+        """The WebhookCertificates whose spec names this Secret in any role, by name."""
+        with self._lock:
+            names_ = sorted(self._by_claim.get((namespace, secret_name), ()))
+            return [self._certificates[(namespace, n)] for n in names_]
+
+    def trust_secrets(self, namespace: str) -> list[secrets.SecretData]:
+        """The trust Secrets the operator has written in a namespace (by their role label)."""
+        with self._lock:
+            return [
+                s
+                for (ns, _), s in self._secrets.items()
+                if ns == namespace and s.labels.get(names.ROLE_LABEL) == "trust"
+            ]
 
     def is_trust_secret(self, namespace: str, name: str) -> bool:
         with self._lock:

@@ -1,0 +1,102 @@
+"""Checking, before a pass writes anything, that every Secret the object names is its to write.
+
+The rule is ``domain.ownership``'s; this module gathers what it needs: each Secret as it exists (from
+the view; the key and trust Secrets, which a user may have made, from the API when the view has no
+copy) and every other object that names the same Secret (the view's claim index, no LIST).
+"""
+
+from __future__ import annotations
+
+from webhookcerts.domain import names, ownership
+from webhookcerts.kube import secrets
+from webhookcerts.service import state
+
+RECHECK_SECONDS = 30.0
+
+
+def _existing(p: state.Pass, name: str, role: ownership.Role) -> secrets.SecretData | None:
+    ns = p.resource.namespace
+    if role == "key" and name == p.spec.secret_name:
+        return p.current_raw
+    held = p.view.secret(ns, name)
+    if held is not None and held.labels.get(names.MANAGED_BY_LABEL) == names.MANAGED_BY:
+        return held
+    if held is not None or role in ("trust", "bundle"):
+        # Not watched (no label of ours): a copy the view holds may be gone or renamed by now.
+        found = secrets.read(p.ctx.clients, ns, name)
+        if found is None:
+            p.view.drop_secret(ns, name)
+        else:
+            p.view.put_secret(ns, found)
+        return found
+    # The next key: only the operator creates it, and the view sees every Secret of its label.
+    return None
+
+
+def problems(p: state.Pass, created: str) -> list[str]:
+    """Why this pass may not write some Secret its object names; empty when it may write them all."""
+    me = ownership.Claimant(p.resource.name, "key", created)
+    own = ownership.claims(p.spec)
+    found: list[str] = []
+    for secret_name, role in own:
+        existing = _existing(p, secret_name, role)
+        seen = None if existing is None else ownership.holder(secret_name, existing.labels, existing.annotations)
+        rivals = [
+            ownership.Claimant(entry.name, their_role, entry.created)
+            for entry in p.view.claimants(p.resource.namespace, secret_name)
+            if entry.name != p.resource.name and entry.spec is not None and not entry.deleting
+            for claimed, their_role in ownership.claims(entry.spec)
+            if claimed == secret_name
+        ]
+        problem = ownership.conflict(
+            secret_name, role, ownership.Claimant(me.name, role, me.created), seen, rivals, own
+        )
+        if problem is not None and problem not in found:
+            found.append(problem)
+    return found
+
+
+def report(p: state.Pass, found: list[str]) -> None:
+    """Record the conflicts: Ready=False and the SecretConflict condition name the Secret and what to do."""
+    message = "; ".join(found)
+    p.set_condition(names.SECRET_CONFLICT, "True", "SecretClaimed", message)
+    p.set_condition(names.READY, "False", "SecretConflict", message)
+    # The other claimant renaming its Secret wakes nobody here: look again soon.
+    p.requeue_after = min(p.requeue_after or RECHECK_SECONDS, RECHECK_SECONDS)
+
+
+def clear(p: state.Pass) -> None:
+    p.drop_condition(names.SECRET_CONFLICT)
+
+
+def upkeep(p: state.Pass) -> None:
+    """Keep the marks of ownership right on the Secrets this object's status records.
+
+    A Secret adopted from a user, or written by a release that did not stamp roles, gets its owner and
+    role; a change of ``deletionPolicy`` adds or removes the owner reference. Only the metadata is
+    patched, and only when something is wrong, so an idle pass sends nothing.
+    """
+    assert p.last is not None
+    recorded: list[tuple[str, ownership.Role, secrets.SecretData | None, str | None]] = [
+        (p.spec.secret_name, "key", p.current_raw, p.status.current.fingerprint if p.status.current else None),
+        (p.spec.next_secret_name, "next", p.next_raw, p.status.next.fingerprint if p.status.next else None),
+    ]
+    observed = {"key": p.last.current_secret.fingerprint, "next": p.last.next_secret.fingerprint}
+    for name, role, raw, fingerprint in recorded:
+        if raw is None or fingerprint is None or observed[role] != fingerprint or _marked(p, raw, role):
+            continue
+        p.write_secret(name, role=role, basis=raw, type=raw.type, data=raw.data)
+    if p.spec.bundle is not None:
+        bundle = p.view.secret(p.resource.namespace, p.spec.bundle_secret_name)
+        if bundle is not None and not _marked(p, bundle, "bundle"):
+            p.write_secret(bundle.name, role="bundle", basis=bundle, type=bundle.type, data=bundle.data)
+
+
+def _marked(p: state.Pass, secret: secrets.SecretData, role: ownership.Role) -> bool:
+    seen = ownership.holder(secret.name, secret.labels, secret.annotations)
+    owned = p.resource.uid in secret.owner_uids
+    return (
+        seen == ownership.Holder(True, p.resource.name, role)
+        and secret.annotations.get(names.OWNER_ANNOTATION) == p.resource.name
+        and owned == (p.spec.deletion_policy == "Delete")
+    )

@@ -38,7 +38,6 @@ NAMESPACED_RULES: set[Rule] = {
 }
 KOPF_CLUSTER_RULES: set[Rule] = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
 NAMESPACE_WATCH_RULES: set[Rule] = {("", "namespaces", v) for v in ("list", "watch")}
-PEERING_VERBS = ("get", "list", "watch", "patch")
 
 
 @pytest.fixture(scope="module")
@@ -171,20 +170,19 @@ def test_one_replica_runs_standalone_and_is_replaced_not_rolled(helm: pathlib.Pa
     args = container(docs)["args"]
     assert "--standalone" in args and not any(a.startswith("--peering") for a in args)
     assert only(docs, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
-    assert not of_kind(docs, "ClusterKopfPeering")
+    assert not [d for d in docs if d["metadata"]["name"].endswith("-leader-election")]
 
 
-def test_several_replicas_use_peering_with_distinct_priorities(helm: pathlib.Path) -> None:
+def test_several_replicas_elect_a_leader_with_a_lease(helm: pathlib.Path) -> None:
     docs = render(helm, "--set", "replicaCount=2")
     args = container(docs)["args"]
     assert "--standalone" not in args
-    assert "--peering=r-webhookcerts" in args and "--priority=auto" in args
+    assert "--peering=r-webhookcerts" in args
     env = {e["name"]: e for e in container(docs)["env"]}
     assert env["POD_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
-    assert only(docs, "ClusterKopfPeering")["metadata"]["name"] == "r-webhookcerts"
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert only(docs, "Deployment")["spec"]["strategy"]["type"] == "RollingUpdate"
-    peering_crds = yaml.safe_load_all((CHART / "crds" / "kopf-peering.yaml").read_text())
-    assert {c["spec"]["names"]["kind"] for c in peering_crds} == {"ClusterKopfPeering", "KopfPeering"}
+    assert not of_kind(docs, "ClusterKopfPeering") and not of_kind(docs, "KopfPeering")
 
 
 def test_the_logs_are_json_unless_asked_otherwise(helm: pathlib.Path) -> None:
@@ -234,17 +232,21 @@ def test_watched_namespaces_get_roles_and_no_cluster_wide_secret_access(helm: pa
     assert "--namespace=payments" in container(docs)["args"] and "--namespace=webhooks" in container(docs)["args"]
 
 
-def test_peering_rights_follow_the_peering_scope(helm: pathlib.Path) -> None:
-    cluster_wide = render(helm, "--set", "replicaCount=2")
-    assert {("kopf.dev", "clusterkopfpeerings", v) for v in PEERING_VERBS} <= rules_of(
-        only(cluster_wide, "ClusterRole", "r-webhookcerts-kopf")
-    )
-    namespaced = render(helm, "--set", "replicaCount=2", "--set", "watchNamespaces={payments}")
-    assert rules_of(only(namespaced, "Role")) == NAMESPACED_RULES | {
-        ("kopf.dev", "kopfpeerings", v) for v in PEERING_VERBS
-    }
-    peering = only(namespaced, "KopfPeering")
-    assert peering["metadata"]["namespace"] == "payments"
+def test_the_lease_rights_are_one_role_in_the_release_namespace(helm: pathlib.Path) -> None:
+    for extra in ((), ("--set", "watchNamespaces={payments}")):
+        docs = render(helm, "--set", "replicaCount=2", *extra)
+        role = only(docs, "Role", "r-webhookcerts-leader-election")
+        assert role["metadata"]["namespace"] == "ops"
+        assert role["rules"] == [
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+            {
+                "apiGroups": ["coordination.k8s.io"],
+                "resources": ["leases"],
+                "resourceNames": ["r-webhookcerts"],
+                "verbs": ["get", "update"],
+            },
+        ]
+    assert not [d for d in render(helm) if d["metadata"]["name"].endswith("-leader-election")]
 
 
 def test_no_rbac_when_asked(helm: pathlib.Path) -> None:

@@ -95,12 +95,6 @@ watched namespace. tests/integration/test_chart_rbac.py runs the operator with e
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets"]
   verbs: ["list", "patch"]
-{{- if and (include "webhookcerts.peering" .) .Values.watchNamespaces }}
-# Kopf peering between replicas, in each watched namespace.
-- apiGroups: ["kopf.dev"]
-  resources: ["kopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
-{{- end }}
 {{- end -}}
 
 {{/* What Kopf itself reads cluster-wide, whatever the namespaces watched. */}}
@@ -114,10 +108,5 @@ watched namespace. tests/integration/test_chart_rbac.py runs the operator with e
 - apiGroups: [""]
   resources: ["namespaces"]
   verbs: ["list", "watch"]
-{{- else if include "webhookcerts.peering" . }}
-# Kopf peering between replicas, cluster-wide.
-- apiGroups: ["kopf.dev"]
-  resources: ["clusterkopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
 {{- end }}
 {{- end -}}

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
+import socket
 import sys
-import uuid
 
 from webhookcerts.cli import common
 from webhookcerts.service import metrics
 
 LOG_FORMATS = ("text", "json")
-# Kopf names a peer after $POD_ID (the chart sets it to the pod's name), and so does the priority below.
+# A replica is named in the Lease after $POD_ID (the chart sets it to the pod's name).
 POD_ID_ENV = "POD_ID"
-# Kopf pauses every operator that shares the highest priority, so "auto" draws from a range wide enough
-# that two replicas practically never collide.
-PRIORITY_RANGE = 2**31 - 1
+# Where the Lease lives: $POD_NAMESPACE (the chart sets it), else the service account's namespace.
+POD_NAMESPACE_ENV = "POD_NAMESPACE"
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+# Mirrors service.leader.DEFAULT_DURATION without importing the service for --help.
+DEFAULT_LEASE_DURATION = 15
 # Mirrors service.engine.DEFAULT_RESYNC without importing the service for --help.
 DEFAULT_RESYNC = 600.0
 
@@ -27,13 +28,24 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     common.add_cluster_arguments(parser, namespace_help="watch only this namespace (repeatable)", repeat_namespace=True)
     parser.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (the default)")
     parser.add_argument("--liveness", default=None, help="Kopf health endpoint, e.g. http://0.0.0.0:8080/healthz")
-    parser.add_argument("--standalone", action="store_true", help="no Kopf peering (one replica, or tests)")
-    parser.add_argument("--peering", default=None, help="Kopf peering name when several replicas run")
+    parser.add_argument("--standalone", action="store_true", help="the only replica: no leader election (the default)")
     parser.add_argument(
-        "--priority",
-        type=parse_priority,
-        default=0,
-        help="Kopf peering priority of this replica: a number, or 'auto' (derived from $POD_ID, distinct per pod)",
+        "--peering",
+        default=None,
+        metavar="LEASE",
+        help="several replicas: they elect the one that reconciles with this coordination.k8s.io Lease; "
+        "the others keep watching and take over when it stops or its lease expires",
+    )
+    parser.add_argument(
+        "--lease-namespace",
+        default=None,
+        help=f"the namespace of the Lease (default ${POD_NAMESPACE_ENV}, else the service account's, else default)",
+    )
+    parser.add_argument(
+        "--lease-duration",
+        type=int,
+        default=DEFAULT_LEASE_DURATION,
+        help=f"seconds an unrenewed Lease is waited for before a standby takes over (default {DEFAULT_LEASE_DURATION})",
     )
     parser.add_argument(
         "--metrics-port",
@@ -79,19 +91,21 @@ def positive_seconds(value: str) -> float:
     return seconds
 
 
-def parse_priority(value: str) -> int:
-    if value == "auto":
-        return auto_priority(os.environ.get(POD_ID_ENV))
+def lease_namespace(explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    if os.environ.get(POD_NAMESPACE_ENV):
+        return os.environ[POD_NAMESPACE_ENV]
     try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'auto', not {value!r}") from None
+        with open(SERVICE_ACCOUNT_NAMESPACE) as f:
+            return f.read().strip() or "default"
+    except OSError:
+        return "default"
 
 
-def auto_priority(pod_id: str | None) -> int:
-    """A priority that is the same for one pod across restarts of its container and differs between pods."""
-    seed = pod_id or uuid.uuid4().hex
-    return 1 + int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big") % PRIORITY_RANGE
+def identity() -> str:
+    """This replica's name in the Lease: the pod's name, else host and process (several on one host)."""
+    return os.environ.get(POD_ID_ENV) or f"{socket.gethostname()}-{os.getpid()}"
 
 
 def configure_logging(log_format: str, verbose: bool) -> None:
@@ -121,7 +135,22 @@ def run(args: argparse.Namespace) -> int:
         # Kopf's own login reads KUBECONFIG; the service's clients get the same file.
         os.environ["KUBECONFIG"] = args.kubeconfig
     context = reconcile.Context(kube_client.load(args.kubeconfig, args.context))
-    operator.configure(engine.Engine(context, workers=args.workers, resync=args.resync_interval))
+    the_engine = engine.Engine(context, workers=args.workers, resync=args.resync_interval)
+    elector = None
+    if args.peering:
+        from webhookcerts.service import leader
+
+        the_engine.follow()
+        elector = leader.Elector(
+            context.clients,
+            lease_namespace(args.lease_namespace),
+            args.peering,
+            identity(),
+            on_started=the_engine.lead,
+            on_stopped=the_engine.follow,
+            duration=args.lease_duration,
+        )
+    operator.configure(the_engine, elector)
     if args.metrics_port:
         try:
             metrics.serve(args.metrics_port, args.metrics_address)
@@ -136,9 +165,8 @@ def run(args: argparse.Namespace) -> int:
     namespaces = args.namespace or []
     try:
         kopf.run(
-            standalone=args.standalone or None,
-            peering_name=args.peering,
-            priority=args.priority,
+            # Kopf only watches here; which replica reconciles is the Lease's decision.
+            standalone=True,
             namespaces=namespaces,
             clusterwide=not namespaces,
             liveness_endpoint=args.liveness,

@@ -25,7 +25,7 @@ import kopf
 from webhookcerts.domain import models, names
 from webhookcerts.kube import client as kube_client
 from webhookcerts.service import engine as engine_mod
-from webhookcerts.service import reconcile
+from webhookcerts.service import leader, reconcile
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +35,13 @@ SECRETS = ("v1", "secrets")
 STOP_TIMEOUT = 5.0
 
 _engine: engine_mod.Engine | None = None
+_elector: leader.Elector | None = None
 
 
-def configure(engine: engine_mod.Engine) -> None:
-    """Set the engine the handlers feed (the CLI does this before starting Kopf)."""
-    global _engine
-    _engine = engine
+def configure(engine: engine_mod.Engine, elector: leader.Elector | None = None) -> None:
+    """Set the engine the handlers feed, and the leader election it follows (the CLI does this)."""
+    global _engine, _elector
+    _engine, _elector = engine, elector
 
 
 def _get() -> engine_mod.Engine:
@@ -90,11 +91,16 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.label_selectors[SECRETS] = f"{kube_client.MANAGED_BY_LABEL}={kube_client.MANAGED_BY}"
     _get().start()
+    if _elector is not None:
+        _elector.start()
 
 
 @kopf.on.cleanup()
 def cleanup(**_: Any) -> None:
     _get().stop(STOP_TIMEOUT)
+    # After the passes in flight: the standby takes over from what they recorded.
+    if _elector is not None:
+        _elector.stop()
 
 
 @kopf.index(*RESOURCE, id="certificates")

@@ -40,6 +40,10 @@ class Clients:
     def custom(self) -> kubernetes.client.CustomObjectsApi:
         return kubernetes.client.CustomObjectsApi(self.api)
 
+    @property
+    def coordination(self) -> kubernetes.client.CoordinationV1Api:
+        return kubernetes.client.CoordinationV1Api(self.api)
+
 
 def load(kubeconfig: str | None = None, context: str | None = None) -> Clients:
     """Clients from ``kubeconfig`` (or $KUBECONFIG, ~/.kube/config), else the in-cluster account."""

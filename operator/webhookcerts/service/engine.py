@@ -49,6 +49,13 @@ def default_workers() -> int:
     return max(4, 2 * (os.cpu_count() or 1))
 
 
+def _urgent(entry: view.Certificate) -> bool:
+    """An emergency annotation not yet handled: containment goes before any other work."""
+    return entry.status is not None and policy.emergency_pending(
+        entry.status, entry.annotations.get(names.EMERGENCY_ANNOTATION)
+    )
+
+
 class Engine:
     def __init__(
         self,
@@ -74,17 +81,16 @@ class Engine:
         self._lock = threading.Lock()
         # Objects not yet reconciled once since start: when none is left, the start-up pass is done.
         self._unvisited: set[tuple[str, str]] | None = None
+        # Workers take work only while this replica leads (always, without leader election).
+        self._leading = threading.Event()
+        self._leading.set()
 
     # the watch side (called from Kopf's event loop: nothing here may block) ---------------------
 
     def certificate_seen(self, body: Mapping[str, Any]) -> None:
         entry, changed = self.view.put_certificate(body)
-        if not changed:
-            return
-        urgent = entry.status is not None and policy.emergency_pending(
-            entry.status, entry.annotations.get(names.EMERGENCY_ANNOTATION)
-        )
-        self.queue.add(("certificate", entry.namespace, entry.name), urgent=urgent)
+        if changed:
+            self.queue.add(("certificate", entry.namespace, entry.name), urgent=_urgent(entry))
 
     def certificate_gone(self, body: Mapping[str, Any]) -> None:
         meta = body["metadata"]
@@ -129,6 +135,23 @@ class Engine:
         self.view.mark_synced()
         self._visited(None)
 
+    def follow(self) -> None:
+        """Stand by: keep the view current, take no work (another replica holds the lease)."""
+        self._leading.clear()
+
+    def lead(self) -> None:
+        """Take over: every object is passed once more, as at start-up (the other replica may have
+        stopped half-way through anything), then work goes on from the queue."""
+        self._leading.set()
+        if not self.view.wait_synced(0):
+            return  # the start-up pass follows the first sync
+        with self._lock:
+            self._unvisited = {(c.namespace, c.name) for c in self.view.certificates()}
+        logger.info("leading: passing every one of %d WebhookCertificates once", len(self._unvisited))
+        for entry in self.view.certificates():
+            self.queue.add(("certificate", entry.namespace, entry.name), urgent=_urgent(entry))
+        self._visited(None)
+
     def _visited(self, key: tuple[str, str] | None) -> None:
         with self._lock:
             if self._unvisited is None:
@@ -165,6 +188,7 @@ class Engine:
 
     def stop(self, timeout: float = 5.0) -> None:
         self.queue.shutdown()
+        self._leading.set()  # wakes workers standing by: the queue is shut, they return
         self.prober.shutdown()
         self.view.mark_synced()  # wakes workers still waiting for the first sync
         for thread in self._threads:
@@ -174,6 +198,7 @@ class Engine:
     def _work(self, urgent_only: bool) -> None:
         self.view.wait_synced()
         while True:
+            self._leading.wait()
             try:
                 item = self.queue.get(urgent_only=urgent_only)
             except workqueue.ShutDown:

@@ -8,7 +8,9 @@ handled once, with exactly one new key each.
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
+from collections.abc import Iterator
 
 import kubernetes
 import pytest
@@ -41,16 +43,29 @@ def reconciled_anything(log: str) -> bool:
     return any("webhookcerts.service.state: " in line for line in log.splitlines())
 
 
-def test_the_standby_finishes_what_a_killed_leader_started_each_trigger_once(
-    api: whc.Api, cluster: devcluster.DevCluster, crd_installed: None, tmp_path: pathlib.Path
-) -> None:
-    first = replica(cluster, api.namespace, tmp_path / "first.log")
-    second = replica(cluster, api.namespace, tmp_path / "second.log")
+@contextlib.contextmanager
+def leader_and_standby(
+    cluster: devcluster.DevCluster, namespace: str, tmp_path: pathlib.Path
+) -> Iterator[tuple[conftest.OperatorProcess, conftest.OperatorProcess]]:
+    """Two replicas, the first one leading; both stopped (and their logs printed) afterwards."""
+    first = replica(cluster, namespace, tmp_path / "first.log")
+    second = replica(cluster, namespace, tmp_path / "second.log")
     first.start()
     try:
         conftest.wait_for(lambda: "leading:" in first.logs(), what="the first replica to lead")
         second.start()
         conftest.wait_for(lambda: "standing by:" in second.logs(), what="the second replica to stand by")
+        yield first, second
+    finally:
+        first.stop()
+        second.stop()
+        print(f"--- first ---\n{first.logs()[-8000:]}\n--- second ---\n{second.logs()[-8000:]}")
+
+
+def test_the_standby_finishes_what_a_killed_leader_started_each_trigger_once(
+    api: whc.Api, cluster: devcluster.DevCluster, crd_installed: None, tmp_path: pathlib.Path
+) -> None:
+    with leader_and_standby(cluster, api.namespace, tmp_path) as (first, second):
         count = 6
         for i in range(count):
             api.create(f"ha-{i}", trust={"secretName": f"trust-{i // 2}"})
@@ -92,28 +107,14 @@ def test_the_standby_finishes_what_a_killed_leader_started_each_trigger_once(
             current = before[name].current
             assert current is not None
             assert current.fingerprint not in api.trusted_fingerprints(f"trust-{i // 2}"), name
-    finally:
-        first.stop()
-        second.stop()
-        print(f"--- first ---\n{first.logs()[-8000:]}\n--- second ---\n{second.logs()[-8000:]}")
 
 
 def test_a_leader_that_stops_hands_over_at_once(
     api: whc.Api, cluster: devcluster.DevCluster, crd_installed: None, tmp_path: pathlib.Path
 ) -> None:
-    first = replica(cluster, api.namespace, tmp_path / "first.log")
-    second = replica(cluster, api.namespace, tmp_path / "second.log")
-    first.start()
-    try:
-        conftest.wait_for(lambda: "leading:" in first.logs(), what="the first replica to lead")
-        second.start()
-        conftest.wait_for(lambda: "standing by:" in second.logs(), what="the second replica to stand by")
+    with leader_and_standby(cluster, api.namespace, tmp_path) as (first, second):
         first.stop()
         assert "released the lease" in first.logs()
         conftest.wait_for(lambda: "leading:" in second.logs(), timeout=30, what="the standby to lead")
         api.create("after")
         conftest.wait_for(lambda: ready(api, "after"), timeout=120, what="Ready under the new leader")
-    finally:
-        first.stop()
-        second.stop()
-        print(f"--- first ---\n{first.logs()[-6000:]}\n--- second ---\n{second.logs()[-6000:]}")

@@ -50,6 +50,7 @@ CUTOVER_REFUSED = "CutoverRefused"
 EMERGENCY_REFUSED = "EmergencyRefused"
 DISCARD_REFUSED = "DiscardRefused"
 SECRET_CONFLICT = "SecretConflict"  # noqa: S105 - a condition type
+TRUST_STORE_INCOMPLETE = "TrustStoreIncomplete"
 BUNDLE_READY = "BundleReady"
 ENDPOINT_ACCEPTS_NEXT = "EndpointAcceptsNext"
 ENDPOINT_REJECTS_COMPROMISED = "EndpointRejectsCompromised"

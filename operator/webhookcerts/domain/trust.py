@@ -138,11 +138,19 @@ def render_sources(sources: dict[str, Source]) -> str:
 
 
 def certificates_by_fingerprint(data: bytes) -> dict[str, tuple[bytes, datetime.datetime]]:
-    """The certificates a store holds, by fingerprint, with their expiry; the placeholder left out."""
+    """The certificates a store holds, by fingerprint, with their expiry; the placeholder left out.
+
+    A store edited into something unreadable holds nothing worth keeping: it reads as empty (its next
+    write restores it from the statuses), never as an error that would block that write.
+    """
     if not data.strip():
         return {}
+    try:
+        certificates = _certificates(data)
+    except pki.InvalidKeyMaterial:
+        return {}
     found: dict[str, tuple[bytes, datetime.datetime]] = {}
-    for cert in _certificates(data):
+    for cert in certificates:
         fp = pki.fingerprint(cert)
         if fp != PLACEHOLDER_FINGERPRINT:
             found[fp] = (cert.public_bytes(serialization.Encoding.PEM), cert.not_valid_after_utc)

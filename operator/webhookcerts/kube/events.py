@@ -38,13 +38,15 @@ def record(
     type: str,
     reason: str,
     message: str,
+    kind: str = models.KIND,
+    api_version: str = f"{models.GROUP}/{models.VERSION}",
 ) -> None:
     now = datetime.datetime.now(datetime.UTC)
     event = kubernetes.client.CoreV1Event(
         metadata=kubernetes.client.V1ObjectMeta(name=event_name(name, uuid.uuid4().hex[:16]), namespace=namespace),
         involved_object=kubernetes.client.V1ObjectReference(
-            api_version=f"{models.GROUP}/{models.VERSION}",
-            kind=models.KIND,
+            api_version=api_version,
+            kind=kind,
             name=name,
             namespace=namespace,
             uid=uid,

@@ -98,8 +98,8 @@ class Engine:
         gone = self.view.drop_certificate(namespace, name)
         self.prober.forget(namespace, name)
         self.ctx.metrics.forget(namespace, name)
-        if gone is not None and gone.spec is not None:
-            self.queue.add(("trust", namespace, gone.spec.trust.secret_name))
+        if gone is not None and gone.trust_secret is not None:
+            self.queue.add(("trust", namespace, gone.trust_secret))
 
     def secret_seen(self, body: Mapping[str, Any]) -> None:
         secret = secrets.from_body(body)

@@ -136,7 +136,7 @@ def _converge(p: state.Pass, decision: policy.Decision, refusals: list[policy.De
 
 def sync_trust(ctx: Context, seen: view.View, namespace: str, secret_name: str) -> str:
     """Rewrite one trust Secret from the view (after a deletion, or a hand edit of the Secret)."""
-    return trust_store.write(ctx, seen, namespace, secret_name)
+    return trust_store.write(ctx, seen, namespace, secret_name).hash
 
 
 def report_forbidden(ctx: Context, namespace: str, name: str, message: str) -> None:

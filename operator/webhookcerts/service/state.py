@@ -340,6 +340,7 @@ CONDITION_EVENTS: dict[str, dict[str, str]] = {
     names.CUTOVER_REFUSED: {"True": "Warning"},
     names.EMERGENCY_REFUSED: {"True": "Warning"},
     names.DISCARD_REFUSED: {"True": "Warning"},
+    names.TRUST_STORE_INCOMPLETE: {"True": "Warning"},
     names.BUNDLE_READY: {"False": "Warning"},
     names.ENDPOINT_ACCEPTS_NEXT: {"True": "Normal", "False": "Warning"},
     names.ENDPOINT_REJECTS_COMPROMISED: {"True": "Normal", "False": "Warning"},

@@ -16,15 +16,41 @@ is taken out, and after an emergency every store that lists the object is rewrit
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
-from webhookcerts.domain import models, names, trust
-from webhookcerts.kube import secrets
+from webhookcerts.domain import models, names, pki, trust
+from webhookcerts.kube import events, secrets
 from webhookcerts.service import consumers, state, view
 
 logger = logging.getLogger(__name__)
 
 CONFLICT_RETRIES = 5
+# The API server refuses a Secret over 1 MiB (data, keys and metadata together); some room is left
+# for the metadata. About 500 RSA-4096 certificates.
+SECRET_LIMIT = 1024 * 1024 - 32 * 1024
+# All annotations of an object together may hold 256 KiB; the revoked list keeps well inside it.
+REVOKED_ANNOTATION_MAX = 128 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """What a trust write did: the hash of the content the Secret now holds, and what held it back."""
+
+    hash: str
+    # Objects naming the store that could not be read: their certificates were kept as the store held them.
+    unreadable: tuple[str, ...] = ()
+    # Why the new content was not written (the old one stays), e.g. it would pass the Secret size limit.
+    refused: str | None = None
+
+
+@dataclasses.dataclass
+class _Union:
+    data: bytes
+    revoked: set[str]
+    recorded_revoked: set[str]
+    sources: dict[str, trust.Source]
+    unreadable: list[str]
 
 
 def _union(
@@ -33,15 +59,18 @@ def _union(
     namespace: str,
     existing: secrets.SecretData | None,
     contributors: dict[str, tuple[models.WebhookCertificateSpec, models.WebhookCertificateStatus]],
-) -> tuple[bytes, set[str], dict[str, trust.Source]]:
+    unreadable_names: list[str],
+) -> _Union:
     """The store's content, its revoked fingerprints and where each certificate came from.
 
-    A certificate stays only while some status records it, with two exceptions that keep the
-    provider's certificate trusted through a delete and re-create: an object gone under
-    ``deletionPolicy: Retain`` keeps what it had (until it expires), and an object of that name that
-    records no current certificate yet (re-created, about to adopt its key) keeps it too. An object
-    that names another trust Secret now takes its certificates out of this one; its revoked
-    fingerprints still apply here. Revoked always wins.
+    A certificate stays only while some status records it, with exceptions that keep the provider's
+    certificate trusted when its object cannot speak for it: an object gone under ``deletionPolicy:
+    Retain`` keeps what it had (until it expires); one of that name that records no current
+    certificate yet (re-created, about to adopt its key) keeps it too; and one that cannot be read (a
+    status or spec of another schema version, a damaged certificate) keeps exactly what the store held
+    for it: the store fails closed, never dropping a certificate because a neighbour is unreadable,
+    and never blocking a revocation either. An object that names another trust Secret now takes its
+    certificates out of this one; its revoked fingerprints still apply here. Revoked always wins.
     """
     listed = trust.parse_sources(existing.annotations.get(names.SOURCES_ANNOTATION, "")) if existing else {}
     held = trust.certificates_by_fingerprint(existing.data.get(names.TRUST_KEY, b"")) if existing else {}
@@ -49,30 +78,63 @@ def _union(
     revoked: set[str] = set()
     if existing is not None:
         revoked.update(f for f in existing.annotations.get(names.REVOKED_ANNOTATION, "").split(",") if f)
+    recorded: set[str] = set()
     offered: dict[str, tuple[list[str | bytes], bool]] = {}
+    unreadable: list[str] = []
+
+    def as_held(name: str) -> list[str | bytes]:
+        if name in listed:
+            return [held[fp][0] for fp in listed[name].fingerprints if fp in held]
+        # A store written before sources were recorded: every certificate no known source claims.
+        claimed = {fp for source in listed.values() for fp in source.fingerprints}
+        return [pem for fp, (pem, _) in held.items() if fp not in claimed]
+
     for name, (spec, status) in contributors.items():
-        revoked.update(status.revoked_fingerprints)
-        pems: list[str | bytes] = list(trust.trusted_certificates(status, spec))
+        recorded.update(status.revoked_fingerprints)
+        try:
+            pems: list[str | bytes] = list(trust.trusted_certificates(status, spec))
+        except pki.InvalidKeyMaterial as exc:
+            unreadable.append(f"{name} ({exc})")
+            offered[name] = (as_held(name), listed[name].retain if name in listed else True)
+            continue
         if status.current is None and name in listed:
-            pems.extend(held[fp][0] for fp in listed[name].fingerprints if fp in held)
+            pems.extend(as_held(name))
         offered[name] = (pems, spec.deletion_policy == "Retain")
+    for name in unreadable_names:
+        entry = seen.certificate(namespace, name)
+        unreadable.append(f"{name} ({entry.problem if entry is not None else 'unreadable'})")
+        offered[name] = (as_held(name), listed[name].retain if name in listed else True)
     for name, source in listed.items():
-        if name in contributors:
+        if name in offered:
             continue
         entry = seen.certificate(namespace, name)
         if entry is not None:
             if entry.status is not None:
-                revoked.update(entry.status.revoked_fingerprints)
+                recorded.update(entry.status.revoked_fingerprints)
             continue
         if source.retain:
             offered[name] = ([held[fp][0] for fp in source.fingerprints if fp in held and held[fp][1] > now], True)
+    revoked |= recorded
     data = trust.assemble([pem for pems, _ in offered.values() for pem in pems], revoked)
     kept = set(trust.fingerprints_of([data]))
     sources = {
         name: trust.Source(tuple(sorted(set(trust.fingerprints_of(pems)) & kept)), retain)
         for name, (pems, retain) in offered.items()
     }
-    return data, revoked, sources
+    return _Union(data, revoked, recorded, sources, unreadable)
+
+
+def _revoked_annotation(union: _Union) -> str:
+    """The audit list of revoked fingerprints, bounded: past the bound it keeps those a status records.
+
+    What is left out can still never return: a certificate comes into the store only from a status
+    (which keeps its own revoked list) or from a source this store listed, and revoked ones are never
+    listed.
+    """
+    text = ",".join(sorted(union.revoked))
+    if len(text) <= REVOKED_ANNOTATION_MAX:
+        return text
+    return ",".join(sorted(union.recorded_revoked))[:REVOKED_ANNOTATION_MAX].rsplit(",", 1)[0]
 
 
 def write(
@@ -82,37 +144,55 @@ def write(
     secret_name: str,
     *,
     mine: tuple[str, models.WebhookCertificateSpec, models.WebhookCertificateStatus] | None = None,
-) -> str:
-    """Bring the trust Secret to the union of its WebhookCertificates; the hash of its content.
+) -> Written:
+    """Bring the trust Secret to the union of its WebhookCertificates.
 
     ``mine`` is the caller's in-memory status, fresher than the view while a pass is under way.
     """
     for attempt in range(CONFLICT_RETRIES):
         existing = state.read_secret(ctx, seen, namespace, secret_name, authoritative=False)
-        contributors = {
-            entry.name: (entry.spec, entry.status)
-            for entry in seen.naming_trust(namespace, secret_name)
-            if entry.spec is not None and entry.status is not None
-        }
+        contributors: dict[str, tuple[models.WebhookCertificateSpec, models.WebhookCertificateStatus]] = {}
+        unreadable_names: list[str] = []
+        for entry in seen.naming_trust(namespace, secret_name):
+            if entry.spec is not None and entry.status is not None:
+                contributors[entry.name] = (entry.spec, entry.status)
+            elif mine is None or entry.name != mine[0]:
+                unreadable_names.append(entry.name)
         if mine is not None:
             contributors[mine[0]] = (mine[1], mine[2])
-        if existing is None and not contributors:
+        if existing is None and not contributors and not unreadable_names:
             # Nobody names it and it is gone: nothing to take out, and nothing to create.
-            return trust.trust_hash(trust.PLACEHOLDER_PEM)
-        data, revoked, sources = _union(ctx, seen, namespace, existing, contributors)
-        hash_ = trust.trust_hash(data)
+            return Written(trust.trust_hash(trust.PLACEHOLDER_PEM))
+        union = _union(ctx, seen, namespace, existing, contributors, unreadable_names)
+        hash_ = trust.trust_hash(union.data)
+        old = existing.data.get(names.TRUST_KEY, b"") if existing is not None else b""
+        others = sum(len(k) + len(v) for k, v in existing.data.items() if k != names.TRUST_KEY) if existing else 0
+        if others + len(union.data) > SECRET_LIMIT and len(union.data) > len(old):
+            # Smaller content (a revocation) always goes through; larger content past the limit never.
+            return Written(
+                trust.trust_hash(old),
+                tuple(union.unreadable),
+                f"trust Secret {secret_name} would hold {len(trust.fingerprints_of([union.data]))} certificates "
+                f"({(others + len(union.data)) // 1024} KiB), more than a Secret can (1 MiB): split the "
+                "WebhookCertificates naming it over several trust Secrets; its content is left as it was",
+            )
+        edited = (
+            existing is not None
+            and names.TRUST_HASH_ANNOTATION in existing.annotations
+            and trust.trust_hash(old) != existing.annotations[names.TRUST_HASH_ANNOTATION]
+        )
         try:
             written = secrets.write(
                 ctx.clients,
                 namespace,
                 secret_name,
                 type=secrets.OPAQUE,
-                data={names.TRUST_KEY: data},
+                data={names.TRUST_KEY: union.data},
                 labels={names.ROLE_LABEL: "trust"},
                 annotations={
                     names.TRUST_HASH_ANNOTATION: hash_,
-                    names.REVOKED_ANNOTATION: ",".join(sorted(revoked)),
-                    names.SOURCES_ANNOTATION: trust.render_sources(sources),
+                    names.REVOKED_ANNOTATION: _revoked_annotation(union),
+                    names.SOURCES_ANNOTATION: trust.render_sources(union.sources),
                 },
                 existing=existing,
                 # An existing Secret may hold the endpoint's own keys beside ca.crt: they are not ours.
@@ -128,9 +208,23 @@ def write(
             raise
         if written is not None:
             seen.put_secret(namespace, written)
+            if edited:
+                message = f"ca.crt of trust Secret {secret_name} was edited by hand; restored from the statuses"
+                logger.warning("%s/%s: TrustStoreRestored: %s", namespace, secret_name, message)
+                events.record(
+                    ctx.clients,
+                    namespace,
+                    secret_name,
+                    written.uid,
+                    type="Warning",
+                    reason="TrustStoreRestored",
+                    message=message,
+                    kind="Secret",
+                    api_version="v1",
+                )
             if ctx.trust_changed is not None:
                 ctx.trust_changed(namespace, secret_name)
-        return hash_
+        return Written(hash_, tuple(union.unreadable))
     raise AssertionError("unreachable")
 
 
@@ -150,14 +244,28 @@ def sweep(p: state.Pass) -> None:
 
 def sync(p: state.Pass) -> None:
     """Write the pass's trust Secret and, when its content changed for them, nudge the consumers."""
-    hash_ = write(
+    written = write(
         p.ctx,
         p.view,
         p.resource.namespace,
         p.spec.trust.secret_name,
         mine=(p.resource.name, p.spec, p.status),
     )
+    hash_ = written.hash
     p.trust_hash = hash_
+    if written.refused is not None:
+        p.set_condition(names.TRUST_STORE_INCOMPLETE, "True", "TrustStoreTooLarge", written.refused)
+    elif written.unreadable:
+        p.set_condition(
+            names.TRUST_STORE_INCOMPLETE,
+            "True",
+            "UnreadableNeighbour",
+            f"trust Secret {p.spec.trust.secret_name} is shared with WebhookCertificates that cannot be read: "
+            f"{'; '.join(written.unreadable)}; the certificates they had in it are kept as they were until "
+            "they are fixed",
+        )
+    else:
+        p.drop_condition(names.TRUST_STORE_INCOMPLETE)
     before = p.status.trust.secret_name if p.status.trust is not None else None
     if before is not None and before != p.spec.trust.secret_name:
         # spec.trust.secretName moved: the Secret used before no longer lists this object's certificates.

@@ -48,6 +48,9 @@ class Certificate:
     spec: models.WebhookCertificateSpec | None
     status: models.WebhookCertificateStatus | None
     problem: str | None
+    # The trust Secret it names, read from the raw spec when the spec as a whole cannot be parsed: a
+    # store it shares must know it is there (and keep its certificates) rather than drop it.
+    trust_secret: str | None = None
 
     @property
     def namespace(self) -> str:
@@ -84,8 +87,10 @@ class Certificate:
             status = models.WebhookCertificateStatus.model_validate(body.get("status") or {})
         except pydantic.ValidationError as exc:
             problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
-            return cls(kept, str(meta.get("resourceVersion", "")), None, None, problem)
-        return cls(kept, str(meta.get("resourceVersion", "")), spec, status, None)
+            raw = ((body.get("spec") or {}).get("trust") or {}).get("secretName")
+            trust_secret = raw if isinstance(raw, str) and raw else None
+            return cls(kept, str(meta.get("resourceVersion", "")), None, None, problem, trust_secret)
+        return cls(kept, str(meta.get("resourceVersion", "")), spec, status, None, spec.trust.secret_name)
 
 
 _KEPT_METADATA = (
@@ -129,8 +134,9 @@ class View:
             entry = Certificate.parse(body)
             self._unindex(key)
             self._certificates[key] = entry
+            if entry.trust_secret is not None:
+                self._by_trust.setdefault((key[0], entry.trust_secret), set()).add(key[1])
             if entry.spec is not None:
-                self._by_trust.setdefault((key[0], entry.spec.trust.secret_name), set()).add(key[1])
                 for secret_name, _ in ownership.claims(entry.spec):
                     self._by_claim.setdefault((key[0], secret_name), set()).add(key[1])
             return entry, True
@@ -142,11 +148,11 @@ class View:
 
     def _unindex(self, key: Key) -> None:
         held = self._certificates.get(key)
-        if held is None or held.spec is None:
+        if held is None:
             return
         for index, secret_names in (
-            (self._by_trust, [held.spec.trust.secret_name]),
-            (self._by_claim, [n for n, _ in ownership.claims(held.spec)]),
+            (self._by_trust, [held.trust_secret] if held.trust_secret else []),
+            (self._by_claim, [n for n, _ in ownership.claims(held.spec)] if held.spec is not None else []),
         ):
             for secret_name in secret_names:
                 names_ = index.get((key[0], secret_name))

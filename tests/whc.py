@@ -111,3 +111,39 @@ def fingerprints_in(pem_bundle: bytes) -> set[str]:
 
 def openssl(*args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(["openssl", *args], capture_output=True, input=input, timeout=60)
+
+
+def key_fragments(api: Api, *secret_names: str) -> list[str]:
+    """Recognisable runs of each key Secret's private key: a line of its PEM body, and a run of the
+    base64 of the whole PEM (how it would appear in a dumped Secret)."""
+    fragments: list[str] = []
+    for name in secret_names:
+        key = (api.secret(name) or {}).get("tls.key", b"")
+        if key:
+            fragments.append(key.decode().splitlines()[5])
+            fragments.append(base64.b64encode(key).decode()[120:180])
+    return fragments
+
+
+def assert_no_key_material(places: dict[str, str], fragments: list[str]) -> None:
+    """No PEM private-key marker and no run of any key in any of ``places`` (logs, Events, status, CLI)."""
+    assert fragments, "no key to look for"
+    for where, text in places.items():
+        assert "PRIVATE KEY-----" not in text, where
+        for fragment in fragments:
+            assert fragment not in text, where
+
+
+def assert_secrets_hygienic(api: Api) -> None:
+    """Every Secret the operator wrote carries its labels, and no unencrypted key lives outside a key Secret."""
+    for secret in api.core.list_namespaced_secret(api.namespace).items:
+        labels = secret.metadata.labels or {}
+        name = secret.metadata.name
+        ours = labels.get(names.MANAGED_BY_LABEL) == names.MANAGED_BY
+        if ours:
+            assert labels.get(names.ROLE_LABEL) in ("key", "next", "bundle", "trust"), name
+        for key, value in (secret.data or {}).items():
+            plain = base64.b64decode(value)
+            if b"-----BEGIN PRIVATE KEY-----" in plain or b"-----BEGIN RSA PRIVATE KEY-----" in plain:
+                assert ours and labels.get(names.ROLE_LABEL) in ("key", "next"), f"{name}/{key}"
+                assert secret.type == "kubernetes.io/tls" and key == "tls.key", f"{name}/{key}"

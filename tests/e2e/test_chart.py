@@ -106,6 +106,17 @@ def test_the_chart_runs_the_operator_in_its_pod(
         logs = kubectl("logs", "-n", node_namespace, name).stdout
         lines = [json.loads(line) for line in logs.splitlines() if line.strip()]
         assert any("EmergencyRotation" in line["message"] for line in lines)
+        # Secret hygiene: no key in the pod's log, the Events, status or kubectl's view of the object.
+        whc.assert_no_key_material(
+            {
+                "operator log": logs,
+                "events": " ".join(e.message or "" for e in api.events("upvest-live")),
+                "status": json.dumps(api.get("upvest-live").get("status")),
+                "kubectl describe": kubectl("describe", "whc", "upvest-live", "-n", node_namespace).stdout,
+            },
+            whc.key_fragments(api, "upvest-live-tls", "upvest-live-tls-next"),
+        )
+        whc.assert_secrets_hygienic(api)
 
         # Upgrade with a changed value: a new pod (Recreate), text logs, and it carries on: cut over.
         helm(

@@ -12,6 +12,7 @@ import datetime
 import kubernetes
 import pytest
 
+from tests import whc
 from tests.integration.test_service import Harness, active, condition, harness, rotating
 from webhookcerts.domain import models, names, pki
 from webhookcerts.service import reconcile
@@ -287,3 +288,22 @@ def test_every_emergency_reference_is_handled_once_however_short_the_history(har
     h.settle("many")
     assert h.status("many").revision == revision
     assert len(h.events("many", "EmergencyRotation")) == 3
+
+
+# --- secret hygiene -------------------------------------------------------------------------------------
+
+
+def test_no_key_outside_the_key_secrets_and_every_secret_labelled(harness: Harness) -> None:
+    h = harness
+    _user_secret(h, "pw", {"password": b"correct horse"})
+    rotating(h, "clean", bundle={"passwordSecretRef": {"name": "pw"}})
+    h.api.emergency("clean", "INC-5")
+    h.settle("clean")
+    whc.assert_secrets_hygienic(h.api)
+    whc.assert_no_key_material(
+        {
+            "events": " ".join(e.message or "" for e in h.api.events("clean")),
+            "status": str(h.api.get("clean").get("status")),
+        },
+        whc.key_fragments(h.api, "clean-tls", "clean-tls-next"),
+    )

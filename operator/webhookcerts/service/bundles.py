@@ -68,16 +68,17 @@ def sync(p: Pass) -> None:
     ref = p.spec.bundle.password_secret_ref
     password_secret = secrets.read(p.ctx.clients, ns, ref.name)
     if password_secret is None or not password_secret.data.get(ref.key):
-        what = (
-            f"Secret {ref.name} does not exist"
-            if password_secret is None
-            else f"Secret {ref.name} has no key {ref.key!r}"
-        )
+        if password_secret is None:
+            what, reason = f"Secret {ref.name} does not exist", "PasswordSecretNotFound"
+        elif ref.key not in password_secret.data:
+            what, reason = f"Secret {ref.name} has no key {ref.key!r}", "PasswordSecretNotFound"
+        else:
+            what, reason = f"the password in Secret {ref.name} (key {ref.key!r}) is empty", "PasswordEmpty"
         p.set_condition(
             names.BUNDLE_READY,
             "False",
-            "PasswordSecretNotFound",
-            f"{what}: create it with the bundle password; no bundle is written without one",
+            reason,
+            f"{what}: put the bundle password there; no bundle is written without one",
         )
         p.ctx.bundle_checks.pop((ns, p.resource.name), None)
         # The password Secret is not watched: look again soon, as a user is likely creating it now.

@@ -147,6 +147,26 @@ INVALID: dict[str, tuple[Callable[[Manifest], None], str]] = {
         "validation.url must start with https://",
     ),
     "misspelt field": (_set("renewBfore", "2160h"), 'unknown field "spec.renewBfore"'),
+    "unknown deletion policy": (_set("deletionPolicy", "Orphan"), 'supported values: "Retain", "Delete"'),
+    "truststores without a format": (
+        _set("trust.additionalFormats", {"passwordSecretRef": {"name": "pw"}}),
+        "name at least one of pkcs12 and jks, or leave additionalFormats out",
+    ),
+    "truststores under one key": (
+        _set(
+            "trust.additionalFormats",
+            {"pkcs12": {"key": "t"}, "jks": {"key": "t"}, "passwordSecretRef": {"name": "pw"}},
+        ),
+        "pkcs12.key and jks.key must differ",
+    ),
+    "truststore over the PEM bundle": (
+        _set("trust.additionalFormats", {"jks": {"key": "ca.crt"}, "passwordSecretRef": {"name": "pw"}}),
+        "ca.crt holds the PEM bundle; name the truststore differently",
+    ),
+    "truststores without a password": (
+        _set("trust.additionalFormats", {"jks": {"key": "t.jks"}}),
+        "spec.trust.additionalFormats.passwordSecretRef: Required value",
+    ),
 }
 
 

@@ -31,6 +31,7 @@ NAMESPACED_RULES: set[Rule] = {
     *{("webhookcerts.io", "webhookcertificates", v) for v in ("get", "list", "watch", "patch")},
     ("webhookcerts.io", "webhookcertificates/status", "patch"),
     *{("", "secrets", v) for v in ("get", "list", "watch", "create", "patch", "delete")},
+    *{("", "configmaps", v) for v in ("get", "create", "patch")},
     ("", "events", "create"),
     ("", "pods", "list"),
     ("", "pods", "patch"),

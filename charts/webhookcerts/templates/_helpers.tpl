@@ -83,6 +83,10 @@ watched namespace. tests/integration/test_chart_rbac.py runs the operator with e
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# spec.trust.configMap: the trust store's copy in a ConfigMap, read by name, created, brought up to date.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "create", "patch"]
 # An Event for every state change.
 - apiGroups: [""]
   resources: ["events"]

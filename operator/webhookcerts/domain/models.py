@@ -58,13 +58,36 @@ class Subject(Model):
     country: str | None = pydantic.Field(default=None, pattern=r"^[A-Z]{2}$")
 
 
-class TrustSpec(Model):
-    secret_name: SecretName
-
-
 class SecretKeyRef(Model):
     name: SecretName
     key: str = pydantic.Field(default="password", min_length=1, max_length=253)
+
+
+class ConfigMapTarget(Model):
+    name: str = pydantic.Field(min_length=1, max_length=253, pattern=SECRET_NAME)
+
+
+class StoreKey(Model):
+    key: str = pydantic.Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")
+
+    @pydantic.field_validator("key")
+    @classmethod
+    def _not_the_pem(cls, value: str) -> str:
+        if value == "ca.crt":
+            raise ValueError("ca.crt holds the PEM bundle; name the truststore differently")
+        return value
+
+
+class AdditionalFormats(Model):
+    pkcs12: StoreKey | None = None
+    jks: StoreKey | None = None
+    password_secret_ref: SecretKeyRef
+
+
+class TrustSpec(Model):
+    secret_name: SecretName
+    config_map: ConfigMapTarget | None = None
+    additional_formats: AdditionalFormats | None = None
 
 
 class BundleSpec(Model):

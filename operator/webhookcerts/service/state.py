@@ -89,6 +89,8 @@ class Context:
     # not watch: it belongs to the user and carries no label of ours). 0: every pass reads it; the
     # engine sets its resync interval here.
     bundle_recheck_seconds: float = 0.0
+    # When each trust Secret's truststore password (and each trust ConfigMap) was last looked at.
+    truststore_checks: dict[tuple[str, str], float] = dataclasses.field(default_factory=dict)
     # Told (namespace, trust Secret) after a trust Secret's content changed: the engine wakes the other
     # objects naming it, so their recorded trust hash and their consumers follow.
     trust_changed: Callable[[str, str], None] | None = None

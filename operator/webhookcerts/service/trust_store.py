@@ -21,7 +21,7 @@ import logging
 
 from webhookcerts.domain import models, names, pki, trust
 from webhookcerts.kube import events, secrets
-from webhookcerts.service import consumers, state, view
+from webhookcerts.service import consumers, state, trust_formats, view
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,8 @@ class Written:
     unreadable: tuple[str, ...] = ()
     # Why the new content was not written (the old one stays), e.g. it would pass the Secret size limit.
     refused: str | None = None
+    # Why the PKCS#12/JKS truststores could not be written (ca.crt was).
+    formats: str | None = None
 
 
 @dataclasses.dataclass
@@ -176,6 +178,10 @@ def write(
                 f"({(others + len(union.data)) // 1024} KiB), more than a Secret can (1 MiB): split the "
                 "WebhookCertificates naming it over several trust Secrets; its content is left as it was",
             )
+        wanted = trust_formats.targets((n, spec) for n, (spec, _) in contributors.items())
+        extra, extra_annotations, formats_problem = trust_formats.encode(
+            ctx, namespace, secret_name, wanted, union.data, hash_, existing
+        )
         edited = (
             existing is not None
             and names.TRUST_HASH_ANNOTATION in existing.annotations
@@ -187,12 +193,14 @@ def write(
                 namespace,
                 secret_name,
                 type=secrets.OPAQUE,
-                data={names.TRUST_KEY: union.data},
+                data={names.TRUST_KEY: union.data, **extra},
                 labels={names.ROLE_LABEL: "trust"},
                 annotations={
                     names.TRUST_HASH_ANNOTATION: hash_,
                     names.REVOKED_ANNOTATION: _revoked_annotation(union),
                     names.SOURCES_ANNOTATION: trust.render_sources(union.sources),
+                    **extra_annotations,
+                    **trust_formats.config_maps_annotation(wanted, existing),
                 },
                 existing=existing,
                 # An existing Secret may hold the endpoint's own keys beside ca.crt: they are not ours.
@@ -224,7 +232,10 @@ def write(
                 )
             if ctx.trust_changed is not None:
                 ctx.trust_changed(namespace, secret_name)
-        return Written(hash_, tuple(union.unreadable))
+        trust_formats.write_config_maps(
+            ctx, namespace, wanted, union.data, extra, hash_, changed=written is not None, before=existing
+        )
+        return Written(hash_, tuple(union.unreadable), formats=formats_problem)
     raise AssertionError("unreachable")
 
 
@@ -264,6 +275,8 @@ def sync(p: state.Pass) -> None:
             f"{'; '.join(written.unreadable)}; the certificates they had in it are kept as they were until "
             "they are fixed",
         )
+    elif written.formats is not None:
+        p.set_condition(names.TRUST_STORE_INCOMPLETE, "True", "TruststoreNotWritten", written.formats)
     else:
         p.drop_condition(names.TRUST_STORE_INCOMPLETE)
     before = p.status.trust.secret_name if p.status.trust is not None else None

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import base64
+import datetime
+import json
 import os
 import pathlib
+import shlex
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 
 import kubernetes
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from tests import conftest, processes
 from webhookcerts.devcluster import cluster as devcluster
@@ -134,3 +142,99 @@ def test_a_role_for_that_one_secret_is_enough(
     assert conftest.poll(lambda: content(directory) == b"and it watches", timeout=30.0)
     denied = kubectl("get", "secrets", "--kubeconfig", str(kubeconfig), check=False)
     assert denied.returncode != 0
+
+
+def _certificate(cn: str) -> bytes:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    start = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=3650))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _keytool_fingerprints(store: pathlib.Path, password: str) -> list[str]:
+    keytool = shutil.which("keytool")
+    assert keytool is not None
+    listed = subprocess.run(
+        [keytool, "-list", "-keystore", str(store), "-storepass", password, "-storetype", "JKS"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert listed.stdout.count(", trustedCertEntry,") == listed.stdout.count("Certificate fingerprint (SHA-256)")
+    return sorted(
+        line.split(": ", 1)[1].strip()
+        for line in listed.stdout.splitlines()
+        if line.startswith("Certificate fingerprint (SHA-256)")
+    )
+
+
+def _fingerprints(pem: bytes) -> list[str]:
+    return sorted(
+        ":".join(f"{b:02X}" for b in c.fingerprint(hashes.SHA256())) for c in x509.load_pem_x509_certificates(pem)
+    )
+
+
+def _records(log: pathlib.Path, *events: str) -> list[dict[str, object]]:
+    lines = log.read_text().splitlines() if log.exists() else []
+    parsed = [json.loads(line) for line in lines if line.startswith("{")]
+    return [r for r in parsed if r.get("event") in events]
+
+
+@pytest.mark.skipif(shutil.which("keytool") is None, reason="keytool (a JDK) is not installed: nothing reads a JKS")
+def test_a_jks_truststore_and_a_reload_command_once_per_change(
+    cluster: devcluster.DevCluster,
+    core_v1: kubernetes.client.CoreV1Api,
+    namespace: str,
+    tmp_path: pathlib.Path,
+) -> None:
+    directory, reloads, log = tmp_path / "trust", tmp_path / "reloads.log", tmp_path / "trust-sync.log"
+    password_file = tmp_path / "password"
+    password_file.write_text("not-changeit\n")
+    # The reload command records how many certificates ca.crt held when it ran, and fails the first
+    # time: trust-sync must log that and go on. Quoted for shlex, run without a shell.
+    code = (
+        "import sys; n = open(sys.argv[2]).read().count('BEGIN CERTIFICATE'); "
+        "open(sys.argv[1], 'a').write(f'{n}\\n'); sys.exit(7 if n == 1 else 0)"
+    )
+    command = shlex.join([sys.executable, "-c", code, str(reloads), str(directory / "ca.crt")])
+    first, second = _certificate("client-1"), _certificate("client-2")
+    core_v1.create_namespaced_secret(namespace, secret("trust", {"ca.crt": first}))
+    argv = ["trust-sync", "--secret", f"{namespace}/trust", "--dir", str(directory), "--format", "jks"]
+    extra = ["--password-file", str(password_file), "--exec", command]
+    proc = processes.spawn([*argv, *extra], log, env={"KUBECONFIG": str(cluster.kubeconfig)})
+    try:
+        assert conftest.poll(lambda: len(_records(log, "exec", "exec_failed")) == 1, timeout=30.0), log.read_text()
+        assert reloads.read_text() == "1\n"
+        assert _keytool_fingerprints(directory / "truststore.jks", "not-changeit") == _fingerprints(first)
+
+        # A new resourceVersion with the same certificates: no swap, no reload. Then a real change.
+        unchanged = secret("trust", {"ca.crt": first})
+        unchanged.metadata.labels = {"touched": "yes"}
+        core_v1.replace_namespaced_secret("trust", namespace, unchanged)
+        core_v1.replace_namespaced_secret("trust", namespace, secret("trust", {"ca.crt": first + second}))
+
+        assert conftest.poll(lambda: len(_records(log, "exec", "exec_failed")) == 2, timeout=30.0), log.read_text()
+        assert reloads.read_text() == "1\n2\n"
+        assert _keytool_fingerprints(directory / "truststore.jks", "not-changeit") == _fingerprints(first + second)
+        runs = [(r["event"], r["exit_status"]) for r in _records(log, "exec", "exec_failed")]
+        assert runs == [("exec_failed", 7), ("exec", 0)]  # the failure was logged, and survived
+        writes = [r["event"] for r in _records(log, "synced", "unchanged")]
+        assert writes[0] == "synced"
+        assert writes.count("synced") == 2
+        assert "unchanged" in writes[1 : writes.index("synced", 1)]
+        assert "not-changeit" not in log.read_text()
+    finally:
+        processes.stop(proc)
+    assert proc.returncode == 0, log.read_text()

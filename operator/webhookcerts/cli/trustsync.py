@@ -6,10 +6,12 @@ import argparse
 import contextlib
 import logging
 import pathlib
+import shlex
 import signal
 import sys
 from types import FrameType
 
+from webhookcerts.domain import trust, truststores
 from webhookcerts.kube import client as kube_client
 from webhookcerts.receiver import trustsync
 
@@ -25,12 +27,43 @@ def _mode(text: str) -> int:
     return int(text, 8)
 
 
+def _file_name(text: str) -> str:
+    # The names the atomic layout accepts (the kubelet's own rule): no path, none of its hidden names.
+    if not text or "/" in text or text in (".", "..") or text.startswith(".."):
+        raise argparse.ArgumentTypeError(f"not a file name for the directory: {text!r}")
+    return text
+
+
+def _command(text: str) -> tuple[str, ...]:
+    try:
+        argv = tuple(shlex.split(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"cannot split the command: {exc}") from None
+    if not argv:
+        raise argparse.ArgumentTypeError("an empty command")
+    return argv
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("expected a positive number of seconds")
+    return value
+
+
+def _read_password(path: pathlib.Path) -> str:
+    """The file's content without one trailing newline (what ``echo`` and most editors add)."""
+    text = path.read_text(encoding="utf-8")
+    return text.removesuffix("\n").removesuffix("\r")
+
+
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "trust-sync",
         help="watch the trust Secret and write it to a directory in the kubelet's atomic layout",
-        description="A sidecar for receivers that need trust changes faster than the kubelet delivers them "
-        "(the kubelet refreshes Secret volumes only every minute or so).",
+        description="A sidecar for servers that need trust changes faster than the kubelet delivers them "
+        "(the kubelet refreshes Secret volumes only every minute or so). It can add a PKCS#12 or JKS "
+        "truststore for the JVM and run a reload command after each change.",
     )
     parser.add_argument("--secret", type=_secret, required=True, metavar="NS/NAME", help="the trust Secret")
     parser.add_argument("--dir", type=pathlib.Path, required=True, help="directory to keep in step")
@@ -38,15 +71,96 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--key", action="append", default=[], help="only this key of the Secret (repeatable; default: all)"
     )
     parser.add_argument("--mode", type=_mode, default=0o644, help="file mode, octal (default 0644)")
+    parser.add_argument(
+        "--format",
+        choices=truststores.FORMATS,
+        default="pem",
+        help="pem (default): the Secret's files as they are; pkcs12, jks: also a truststore of the "
+        "certificates of --source-key, for the JVM, re-encoded only when those certificates change",
+    )
+    password = parser.add_mutually_exclusive_group()
+    password.add_argument(
+        "--password",
+        help=f"the truststore password (default {trustsync.DEFAULT_PASSWORD!r}; '' writes a PKCS#12 "
+        "without encryption); visible in the process list: prefer --password-file",
+    )
+    password.add_argument(
+        "--password-file",
+        type=pathlib.Path,
+        metavar="PATH",
+        help="read the truststore password from this file (one trailing newline dropped)",
+    )
+    parser.add_argument(
+        "--store-name",
+        type=_file_name,
+        metavar="NAME",
+        help="the truststore's file name in --dir (default truststore.p12 or truststore.jks)",
+    )
+    parser.add_argument(
+        "--source-key",
+        default=trust.KEY,
+        metavar="KEY",
+        help=f"the Secret key whose PEM certificates go into the truststore (default {trust.KEY})",
+    )
+    parser.add_argument(
+        "--exec",
+        dest="exec_argv",
+        type=_command,
+        default=(),
+        metavar="CMD",
+        help="run this command (split like a shell would, but run without one) after each change "
+        "written, e.g. 'nginx -s reload'; a failure is logged and trust-sync goes on",
+    )
+    parser.add_argument(
+        "--exec-timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="kill the command after this many seconds (default 60)",
+    )
     parser.add_argument("--once", action="store_true", help="write the current version and exit")
     parser.add_argument("--kubeconfig", help="default: $KUBECONFIG, ~/.kube/config, then in-cluster")
     parser.add_argument("--context", help="kubeconfig context")
     parser.set_defaults(func=run)
 
 
+def _password(args: argparse.Namespace) -> str | None:
+    """The password asked for, None (with a message printed) when it cannot be used."""
+    if args.format == "pem":
+        if args.password is not None or args.password_file is not None or args.store_name:
+            print(
+                "webhookcerts trust-sync: --password, --password-file and --store-name need --format pkcs12 or jks",
+                file=sys.stderr,
+            )
+            return None
+        return trustsync.DEFAULT_PASSWORD
+    if args.password_file is not None:
+        try:
+            password = _read_password(args.password_file)
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"webhookcerts trust-sync: cannot read --password-file: {exc}", file=sys.stderr)
+            return None
+    else:
+        password = trustsync.DEFAULT_PASSWORD if args.password is None else str(args.password)
+    if args.format == "pkcs12" and not password.isascii():
+        print("webhookcerts trust-sync: the JDK opens a PKCS#12 only with an ASCII password", file=sys.stderr)
+        return None
+    return password
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     namespace, name = args.secret
+    password = _password(args)
+    if password is None:
+        return 2
+    store_name = args.store_name or trustsync.STORE_NAMES.get(args.format, "")
+    if store_name and store_name in args.key:
+        print(f"webhookcerts trust-sync: --store-name {store_name} is also a --key", file=sys.stderr)
+        return 2
+    if args.format != "pem" and args.key and args.source_key not in args.key:
+        print(f"webhookcerts trust-sync: --source-key {args.source_key} is not among the --key", file=sys.stderr)
+        return 2
     try:
         clients = kube_client.load(args.kubeconfig, args.context)
     except kube_client.ConfigError as exc:
@@ -60,7 +174,19 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)
-    config = trustsync.Config(namespace=namespace, name=name, directory=args.dir, keys=tuple(args.key), mode=args.mode)
+    config = trustsync.Config(
+        namespace=namespace,
+        name=name,
+        directory=args.dir,
+        keys=tuple(args.key),
+        mode=args.mode,
+        format=args.format,
+        password=password,
+        store_name=store_name,
+        source_key=args.source_key,
+        exec_argv=tuple(args.exec_argv),
+        exec_timeout=args.exec_timeout,
+    )
     with contextlib.suppress(_Stopped):
         trustsync.sync(clients, config, once=args.once)
     return 0

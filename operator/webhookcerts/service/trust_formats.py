@@ -121,10 +121,18 @@ def encode(
             f"the truststore password in Secret {wanted.password.name} is not UTF-8 text: put a text password there",
         )
     data: dict[str, bytes] = {}
-    if wanted.pkcs12 is not None:
-        data[wanted.pkcs12] = truststores.pkcs12(pem, text)
-    if wanted.jks is not None:
-        data[wanted.jks] = truststores.jks(pem, text)
+    try:
+        if wanted.pkcs12 is not None:
+            data[wanted.pkcs12] = truststores.pkcs12(pem, text)
+        if wanted.jks is not None:
+            data[wanted.jks] = truststores.jks(pem, text)
+    except truststores.TrustStoreError as exc:
+        # A password the JDK cannot use (PKCS#12 takes ASCII only): say so, keep what was there.
+        return (
+            {k: held[k] for k in keys if k in held},
+            {SOURCE_ANNOTATION: recorded} if recorded else {},
+            f"the truststores could not be written with the password in Secret {wanted.password.name}: {exc}",
+        )
     return data, {SOURCE_ANNOTATION: annotation}, None
 
 

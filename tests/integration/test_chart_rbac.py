@@ -3,19 +3,22 @@
 No node is needed: the chart goes into an API-only cluster (`helm install`, or `helm template` and
 `kubectl apply` of its RBAC), the operator runs as a subprocess with a token of the chart's
 ServiceAccount, and the test drives a planned rotation, a cut-over and an emergency rotation to their
-end, scraping the operator's metrics with curl as it goes. Then one rule at a time is taken away and
-the operation that needs it fails with a condition, an Event and a log line that name it.
+end, scraping the operator's metrics with curl as it goes. Then each verb of the namespaced rules is
+taken away, one at a time, and what needs it breaks: a Forbidden condition, Event and log line that
+name the verb and the resource, or Kopf's refused list, watch or patch in the log; a test checks that
+no verb the chart grants goes without such a case.
 `helm upgrade` and `helm uninstall` are checked here too, as far as an API server alone can show them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import re
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import kubernetes
@@ -25,12 +28,14 @@ import yaml
 from tests import conftest, whc
 from webhookcerts.devcluster import base
 from webhookcerts.devcluster import cluster as devcluster
-from webhookcerts.domain import names
+from webhookcerts.domain import models, names
 
 pytestmark = pytest.mark.integration
 
 CHART = conftest.REPO / "charts" / "webhookcerts"
 RELEASE_NAMESPACE = "webhookcerts"
+# What Kopf put on every WebhookCertificate while the operator had Kopf handlers (one for deletion).
+KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 # What the chart's RBAC templates produce; the rest (Deployment, Service, CRDs) is not needed here.
 RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
 
@@ -51,26 +56,29 @@ def series(scraped: conftest.Scraped, metric: str, **labels: str) -> float | Non
 
 
 def consumers(api: kubernetes.client.ApiClient, namespace: str) -> list[dict[str, Any]]:
-    """A Pod (Hot reload) and a Deployment (Rollout) for the operator to nudge: pods and apps rights in use."""
+    """A Pod (Hot reload), a Deployment and a StatefulSet (Rollout) for the operator to nudge: the pods
+    and apps rights in use, each of them (the operator tells them in this order)."""
     core, apps = kubernetes.client.CoreV1Api(api), kubernetes.client.AppsV1Api(api)
     container = {"name": "receiver", "image": "receiver:never-runs"}
     core.create_namespaced_pod(
         namespace,
         {"metadata": {"name": "receiver", "labels": {"app": "receiver"}}, "spec": {"containers": [container]}},
     )
-    apps.create_namespaced_deployment(
-        namespace,
-        {
-            "metadata": {"name": "legacy"},
-            "spec": {
-                "selector": {"matchLabels": {"app": "legacy"}},
-                "template": {"metadata": {"labels": {"app": "legacy"}}, "spec": {"containers": [container]}},
-            },
-        },
+
+    def workload(name: str) -> dict[str, Any]:
+        return {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [container]}},
+        }
+
+    apps.create_namespaced_deployment(namespace, {"metadata": {"name": "legacy"}, "spec": workload("legacy")})
+    apps.create_namespaced_stateful_set(
+        namespace, {"metadata": {"name": "store"}, "spec": {**workload("store"), "serviceName": "store"}}
     )
     return [
         {"selector": {"matchLabels": {"app": "receiver"}}, "reload": "Hot"},
         {"selector": {"matchLabels": {"app": "legacy"}}, "reload": "Rollout"},
+        {"selector": {"matchLabels": {"app": "store"}}, "reload": "Rollout"},
     ]
 
 
@@ -117,6 +125,15 @@ def test_the_operator_runs_the_lifecycle_with_the_charts_rbac(
             renewBefore="59m50s",
             consumers=consumer_spec,
         )
+        # An object from before the engine, when the operator had a Kopf delete handler, carries Kopf's
+        # finalizer: Kopf takes it off now that nothing needs it (a patch the chart grants). In a
+        # namespace of its own, so that nothing of it mixes with the story of upvest-sandbox.
+        kubectl("create", "namespace", "legacy")
+        legacy = whc.Api(api_client, "legacy")
+        body = whc.manifest("old")
+        body["metadata"]["finalizers"] = [KOPF_FINALIZER]
+        legacy.custom.create_namespaced_custom_object(models.GROUP, models.VERSION, "legacy", models.PLURAL, body)
+        conftest.wait_for(lambda: not legacy.get("old")["metadata"].get("finalizers"), what="Kopf's finalizer off")
 
         # Issue, then the planned rotation once renewal time is reached.
         status = conftest.wait_for(
@@ -133,13 +150,18 @@ def test_the_operator_runs_the_lifecycle_with_the_charts_rbac(
         def nudged() -> bool:
             trust = api.status("upvest-sandbox").trust
             pod = core.read_namespaced_pod("receiver", "payments").metadata.annotations or {}
-            template = apps.read_namespaced_deployment("legacy", "payments").spec.template.metadata
+            templates = [
+                apps.read_namespaced_deployment("legacy", "payments").spec.template.metadata,
+                apps.read_namespaced_stateful_set("store", "payments").spec.template.metadata,
+            ]
             if trust is None:
                 return False
             annotation = names.consumer_annotation(trust.secret_name)
-            return pod.get(annotation) == trust.hash == (template.annotations or {}).get(annotation)
+            return pod.get(annotation) == trust.hash and all(
+                (t.annotations or {}).get(annotation) == trust.hash for t in templates
+            )
 
-        conftest.wait_for(nudged, what="the pod and the Deployment to carry the trust hash")
+        conftest.wait_for(nudged, what="the pod, the Deployment and the StatefulSet to carry the trust hash")
 
         # Cut-over to the next certificate: the old key Secret is deleted.
         next_serial = status.next.serial
@@ -185,7 +207,7 @@ def test_the_operator_runs_the_lifecycle_with_the_charts_rbac(
         assert series(scraped, "webhookcerts_next_certificate_issued_timestamp_seconds", **labels) is not None
         assert series(scraped, "webhookcerts_reconcile_errors_total", **labels) == 0
 
-        # Deleted: Kopf removes its finalizer (a patch the chart grants) and the object's series go.
+        # Deleted (the operator puts no finalizer on what it serves now) and the object's series go.
         kubectl("delete", "whc", "upvest-sandbox", "-n", "payments", "--timeout=60s")
         conftest.wait_for(
             lambda: not any(("name", "upvest-sandbox") in key[1] for key in conftest.scrape(port)),
@@ -212,7 +234,10 @@ def restricted_rbac(
     namespace: str,
     drop: tuple[str, str],
 ) -> str:
-    """Apply the chart's RBAC for watching ``namespace``, minus one (resource, verb); the ServiceAccount's name."""
+    """Apply the chart's RBAC for watching ``namespace``, minus one (resource, verb); the ServiceAccount's name.
+
+    A rule naming several resources (deployments and statefulsets) is split: the others keep the verb.
+    """
     release = f"neg-{uuid.uuid4().hex[:6]}"
     watch = f"watchNamespaces={{{namespace}}}"
     rendered = subprocess.run(
@@ -226,13 +251,18 @@ def restricted_rbac(
     resource, verb = drop
     removed = 0
     for role in (d for d in docs if d["kind"] == "Role"):
+        rules = []
         for rule in role["rules"]:
-            if resource in rule["resources"] and verb in rule["verbs"]:
-                assert rule["resources"] == [resource], "split the rule before dropping one verb of it"
-                rule["verbs"].remove(verb)
-                removed += 1
-        # A rule left without verbs is invalid: it goes entirely.
-        role["rules"] = [rule for rule in role["rules"] if rule["verbs"]]
+            if resource not in rule["resources"] or verb not in rule["verbs"]:
+                rules.append(rule)
+                continue
+            removed += 1
+            others = [r for r in rule["resources"] if r != resource]
+            rest = [v for v in rule["verbs"] if v != verb]
+            rules += [{**rule, "resources": others}] if others else []
+            # A rule left without verbs is invalid: it goes entirely.
+            rules += [{**rule, "resources": [resource], "verbs": rest}] if rest else []
+        role["rules"] = rules
     assert removed == 1, f"the chart has no rule granting {verb} on {resource}"
     kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
     (account,) = (d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount")
@@ -321,6 +351,231 @@ def test_without_patch_on_status_the_first_issue_says_forbidden(
             what="the refusal in the log",
         )
         assert api.status("first").current is None
+    finally:
+        operator.stop()
+        print(f"--- operator log ---\n{operator.logs()[-20000:]}")
+
+
+# --- each verb of the namespaced rules, one at a time ----------------------------------------------
+
+NAME = "drop"
+# Every refusal here comes within the operator's start and one key generation: a failing case fails soon.
+TIMEOUT = 30
+
+
+@dataclasses.dataclass(frozen=True)
+class Without:
+    """The operator run without one verb on one resource, and what a case needs to show what breaks."""
+
+    resource: str
+    verb: str
+    api: whc.Api
+    api_client: kubernetes.client.ApiClient
+    operator: conftest.OperatorProcess
+
+    @property
+    def refusal(self) -> str:
+        """How the API server's 403 names what was refused (with the account, the API group, the namespace)."""
+        return f'cannot {self.verb} resource "{self.resource}"'
+
+    def logged(self, pattern: str, what: str) -> re.Match[str]:
+        return conftest.wait_for(lambda: re.search(pattern, self.operator.logs()), timeout=TIMEOUT, what=what)
+
+    def kopf_refused(self, method: str) -> re.Match[str]:
+        """Kopf's own request refused: it logs each attempt and retries (1, 1, 2, 3, 5... seconds)."""
+        attempt = rf"Request attempt #\d+/\d+ failed; will retry: {method} \S+ -> APIForbiddenError"
+        return self.logged(rf"{attempt}\(.*{re.escape(self.refusal)}", f"Kopf's {method} refused: {self.refusal}")
+
+
+def reported(case: Without) -> models.Condition:
+    """The refusal where people look: Ready=False with reason Forbidden, a Warning Event and a log line."""
+    ready: models.Condition = conftest.wait_for(
+        lambda: (
+            (c := case.api.condition(NAME, names.READY)) is not None
+            and c.reason == "Forbidden"
+            and case.refusal in c.message
+            and c
+        ),
+        timeout=TIMEOUT,
+        what=f"Ready=False, Forbidden: {case.refusal}",
+    )
+    assert ready.status == "False"
+    assert f"system:serviceaccount:{case.api.namespace}:" in ready.message
+    event = conftest.wait_for(
+        lambda: next((e for e in case.api.events(NAME, "Forbidden") if case.refusal in (e.message or "")), None),
+        what="the Forbidden Event",
+    )
+    assert event.type == "Warning"
+    assert re.search(rf"{NAME}: Forbidden: .*{re.escape(case.refusal)}", case.operator.logs())
+    return ready
+
+
+def refused_while_issuing(case: Without) -> None:
+    """The first issue goes key Secret, Event, trust Secret, its ConfigMap copy, then the consumers (pods,
+    Deployments, StatefulSets): it stops at the call refused, and says so."""
+    spec = consumers(case.api_client, case.api.namespace)
+    case.operator.start()
+    case.api.create(NAME, consumers=spec, trust={"secretName": "webhook-trust", "configMap": {"name": "trust-copy"}})
+    reported(case)
+
+
+def refused_updating_the_config_map(case: Without) -> None:
+    """A ConfigMap that is there already (a user's, made for the Gateway) is brought up to date: a patch."""
+    case.api.core.create_namespaced_config_map(
+        case.api.namespace, {"metadata": {"name": "trust-copy"}, "data": {"other.txt": "kept"}}
+    )
+    refused_while_issuing(case)
+
+
+def refused_containing(case: Without) -> None:
+    """Issuing only creates Secrets; an emergency rewrites the trust Secret, which it is not allowed to."""
+    case.operator.start()
+    case.api.create(NAME)
+    conftest.wait_for(
+        lambda: (c := case.api.condition(NAME, names.READY)) is not None and c.status == "True", what="Ready=True"
+    )
+    current = case.api.status(NAME).current
+    assert current is not None
+    case.api.emergency(NAME, "INC-403")
+    reported(case)
+    # The refusal is all that stands between the compromised certificate and its removal from the store.
+    assert current.fingerprint in case.api.trusted_fingerprints()
+
+
+def refused_telling(case: Without) -> None:
+    """Every state change is an Event, and so is the report of a refusal: only the log line gets out."""
+    case.operator.start()
+    case.api.create(NAME)
+    case.logged(rf"{NAME}: Forbidden: .*{re.escape(case.refusal)}", "the refusal logged")
+    case.logged(rf"{NAME}: could not report the refusal: API 403: .*{re.escape(case.refusal)}", "no report")
+    assert not case.api.events(NAME)
+
+
+def refusal_unreported(case: Without) -> None:
+    """A refusal is reported on the object read afresh (get). A ResourceQuota that allows no Secret
+    refuses the first key with a 403 of its own: it is logged, but neither Ready nor an Event says so.
+    (The other read, after a write conflict, fails quietly: the retry then waits for the watch.)"""
+    quota = {"count/secrets": "0"}
+    core = case.api.core
+    core.create_namespaced_resource_quota(case.api.namespace, {"metadata": {"name": "none"}, "spec": {"hard": quota}})
+    # No controller manager runs here to count what the quota covers: its status is written by hand.
+    core.patch_namespaced_resource_quota_status("none", case.api.namespace, {"status": {"hard": quota, "used": quota}})
+    case.operator.start()
+    case.api.create(NAME)
+    case.logged(rf"{NAME}: Forbidden: .*exceeded quota", "the quota's refusal logged")
+    case.logged(rf"{NAME}: could not report the refusal: API 403: .*{re.escape(case.refusal)}", "no report")
+    assert case.api.condition(NAME, names.READY) is None
+    assert not case.api.events(NAME, "Forbidden")
+
+
+def never_listed(case: Without) -> None:
+    """Kopf lists the watched kinds before any handler runs: refused, it retries, and nothing is reconciled."""
+    case.api.create(NAME)
+    case.operator.start()
+    case.kopf_refused("GET")
+    # The operator starts its passes once every watched kind has been listed: never, here.
+    case.logged(r"Request attempt #3/\d+ failed; will retry: GET", "Kopf's third attempt")
+    assert "watches synced" not in case.operator.logs()
+    assert case.api.status(NAME).current is None
+
+
+def object_changes_unseen(case: Without) -> None:
+    """Listed, so issued at start; watching refused, so an emergency annotated later is never seen."""
+    case.api.create(NAME)
+    case.operator.start()
+    case.kopf_refused("GET")
+    assert re.search(r"will retry: GET \S+watch=", case.operator.logs())
+    conftest.wait_for(
+        lambda: (c := case.api.condition(NAME, names.READY)) is not None and c.status == "True", what="Ready=True"
+    )
+    case.api.emergency(NAME, "INC-404")
+    # Containment takes milliseconds (no key is generated): a few seconds without it are telling.
+    assert not conftest.poll(lambda: case.api.status(NAME).stage == "Compromised", timeout=3)
+
+
+def secret_changes_unseen(case: Without) -> None:
+    """Listed, so issuing works; watching refused, so a trust Secret deleted by hand is not restored."""
+    case.operator.start()
+    case.kopf_refused("GET")
+    assert re.search(r"will retry: GET \S+watch=", case.operator.logs())
+    case.api.create(NAME)
+    conftest.wait_for(
+        lambda: (c := case.api.condition(NAME, names.READY)) is not None and c.status == "True", what="Ready=True"
+    )
+    case.api.core.delete_namespaced_secret("webhook-trust", case.api.namespace)
+    # Seen, the deletion is repaired in milliseconds (the store is written from memory).
+    assert not conftest.poll(lambda: case.api.secret("webhook-trust") is not None, timeout=3)
+
+
+def finalizer_kept(case: Without) -> None:
+    """Kopf's own bookkeeping: the finalizer it put on every object while the operator had a delete
+    handler comes off with a patch, or such an object could never be deleted."""
+    body = whc.manifest(NAME)
+    body["metadata"]["finalizers"] = [KOPF_FINALIZER]
+    case.api.custom.create_namespaced_custom_object(
+        models.GROUP, models.VERSION, case.api.namespace, models.PLURAL, body
+    )
+    case.operator.start()
+    case.kopf_refused("PATCH")
+    assert re.search(rf"will retry: PATCH \S+/webhookcertificates/{NAME} ", case.operator.logs())
+    assert case.api.get(NAME)["metadata"]["finalizers"] == [KOPF_FINALIZER]
+
+
+# Each verb of the chart's namespaced rules and the case that shows what needs it.
+WITHOUT_ONE: dict[tuple[str, str], Callable[[Without], None]] = {
+    ("webhookcertificates", "get"): refusal_unreported,
+    ("webhookcertificates", "list"): never_listed,
+    ("webhookcertificates", "watch"): object_changes_unseen,
+    ("webhookcertificates", "patch"): finalizer_kept,
+    ("secrets", "get"): refused_while_issuing,
+    ("secrets", "list"): never_listed,
+    ("secrets", "watch"): secret_changes_unseen,
+    ("secrets", "create"): refused_while_issuing,
+    ("secrets", "patch"): refused_containing,
+    ("configmaps", "get"): refused_while_issuing,
+    ("configmaps", "create"): refused_while_issuing,
+    ("configmaps", "patch"): refused_updating_the_config_map,
+    ("events", "create"): refused_telling,
+    ("pods", "list"): refused_while_issuing,
+    ("pods", "patch"): refused_while_issuing,
+    ("deployments", "list"): refused_while_issuing,
+    ("deployments", "patch"): refused_while_issuing,
+    ("statefulsets", "list"): refused_while_issuing,
+    ("statefulsets", "patch"): refused_while_issuing,
+}
+# Taken away by the tests above, with the whole story.
+TAKEN_AWAY_ABOVE = {("secrets", "delete"), ("webhookcertificates/status", "patch")}
+
+
+def test_every_verb_the_chart_grants_in_a_namespace_has_a_case_that_takes_it_away(bin_dir: pathlib.Path) -> None:
+    rendered = subprocess.run(
+        [str(bin_dir / "helm"), "template", "r", str(CHART), "-n", "x", "--set", "watchNamespaces={x}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    (role,) = (d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Role")
+    granted = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    assert granted == set(WITHOUT_ONE) | TAKEN_AWAY_ABOVE
+
+
+@pytest.mark.parametrize(("resource", "verb"), list(WITHOUT_ONE), ids=[f"{v}-{r}" for r, v in WITHOUT_ONE])
+def test_without_one_verb_what_needs_it_breaks(
+    cluster: devcluster.DevCluster,
+    bin_dir: pathlib.Path,
+    kubectl: conftest.KubectlRunner,
+    crd_installed: None,
+    namespace: str,
+    api: whc.Api,
+    api_client: kubernetes.client.ApiClient,
+    tmp_path: pathlib.Path,
+    resource: str,
+    verb: str,
+) -> None:
+    operator = forbidden_operator(cluster, bin_dir, kubectl, namespace, tmp_path, (resource, verb))
+    try:
+        WITHOUT_ONE[(resource, verb)](Without(resource, verb, api, api_client, operator))
     finally:
         operator.stop()
         print(f"--- operator log ---\n{operator.logs()[-20000:]}")

@@ -14,7 +14,7 @@ import kubernetes
 import pytest
 
 from tests import conftest, whc
-from webhookcerts.domain import names, pki
+from webhookcerts.domain import models, names, pki
 
 pytestmark = pytest.mark.integration
 
@@ -121,9 +121,18 @@ def test_cutover_by_annotation_retires_the_old_certificate(api: whc.Api, operato
     assert api.events("cut", "CutoverSerialMismatch")
 
     api.cutover("cut", new.serial)
-    conftest.wait_for(
-        lambda: (c := api.status("cut").current) is not None and c.fingerprint == new.fingerprint, what="the cut-over"
-    )
+
+    def cut_over() -> bool:
+        # Status records the cut-over before the old next Secret is deleted: wait for the whole step.
+        current = api.status("cut").current
+        held = api.secret("cut-tls-next")
+        return (
+            current is not None
+            and current.fingerprint == new.fingerprint
+            and (held is None or pki.inspect(held["tls.crt"]).fingerprint != new.fingerprint)
+        )
+
+    conftest.wait_for(cut_over, what="the cut-over")
     after = api.status("cut")
     assert [(h.serial, h.reason) for h in after.history] == [(old.serial, "Superseded")]
     assert old.fingerprint in after.revoked_fingerprints
@@ -178,15 +187,47 @@ def test_emergency_while_idle_revokes_at_once(api: whc.Api, operator: conftest.O
     # The old key is destroyed last, after the trust store stopped naming it.
     conftest.wait_for(lambda: api.secret("idle-tls-next") is None, what="the retired key Secret deleted")
 
-    # The same reference again is a no-op; so is any other annotation change.
-    revision = after.revision
-    api.emergency("idle", "INC-1001")
-    api.annotate("idle", unrelated="x")
-    conftest.wait_for(lambda: "unrelated" in (api.get("idle")["metadata"].get("annotations") or {}), what="annotation")
-    api.annotate("idle", probe="2")
-    conftest.wait_for(lambda: api.status("idle").stage == "Active", what="steady state")
-    assert api.status("idle").revision == revision
-    assert len(api.events("idle", "EmergencyRotation")) == 1
+    # A handled incident stays handled: its reference taken away and put back (a GitOps sync of an
+    # older manifest, an undo) rotates nothing, and neither does any other annotation change.
+    before = after
+    trusted = api.trusted_fingerprints()
+    events = {e.metadata.name for e in api.events("idle")}
+    handled(api, "idle", {names.EMERGENCY_ANNOTATION: None, "unrelated": "x"}, revisionHistoryLimit=9)
+    handled(api, "idle", {names.EMERGENCY_ANNOTATION: "INC-1001", "probe": "2"}, revisionHistoryLimit=8)
+    now = api.status("idle")
+    assert now.stage == "Active"
+    assert now.revision == before.revision
+    assert now.current == before.current and now.next is None
+    assert now.history == before.history
+    assert now.emergency_references == ["INC-1001"]
+    assert api.trusted_fingerprints() == trusted
+    assert {e.metadata.name for e in api.events("idle")} == events
+
+
+def handled(api: whc.Api, name: str, annotations: dict[str, str | None], **spec: object) -> None:
+    """Change annotations and wait until the operator has reconciled the object as it now is.
+
+    A pass that finds nothing to do writes nothing, and annotations do not bump metadata.generation,
+    so the annotations go out in one patch with a harmless spec change. Every ordinary pass ends by
+    recording the generation it read as status.observedGeneration, so once that reaches the patch's
+    generation, a pass has decided on this version of the object (or a later one, with the same
+    annotations): whatever they made it do is in status by then. (An emergency's containment pass
+    records no generation; the replacement pass after it does, so a rotation they wrongly started
+    would show as well.)
+    """
+    body = api.custom.patch_namespaced_custom_object(
+        models.GROUP,
+        models.VERSION,
+        api.namespace,
+        models.PLURAL,
+        name,
+        {"metadata": {"annotations": annotations}, "spec": spec},
+    )
+    generation = body["metadata"]["generation"]
+    conftest.wait_for(
+        lambda: (api.status(name).observed_generation or 0) >= generation,
+        what=f"observedGeneration {generation}: the operator's pass over the annotations {annotations}",
+    )
 
 
 def test_emergency_during_planned_rotation_discards_the_pending_next(
@@ -242,19 +283,44 @@ def test_corrupted_secret_is_reported_and_never_overwritten(api: whc.Api, operat
 def test_operator_killed_mid_emergency_rotates_exactly_once(api: whc.Api, operator: conftest.OperatorProcess) -> None:
     api.create("crash")
     conftest.wait_for(lambda: ready(api, "crash"), what="Ready=True")
+    before = api.status("crash")
+    assert before.current is not None
     api.emergency("crash", "INC-3003")
     # Kill the operator the moment the next key Secret exists: before or just after status records it.
     written = conftest.wait_for(lambda: api.secret("crash-tls-next"), timeout=60, what="the next Secret")
     operator.kill()
     fingerprint = pki.inspect(written["tls.crt"]).fingerprint
+    # The restarted process appends to the same log: what it says comes after this.
+    restarted_at = len(operator.logs())
 
     operator.start()
-    api.annotate("crash", nudge="after-restart")
-    conftest.wait_for(lambda: stage(api, "crash", "Compromised"), what="stage Compromised after restart")
-    status = api.status("crash")
+    # What the restarted process did, not what the killed one left: its start-up pass has reconciled
+    # every object once (the line comes only after a pass over each succeeded), and the replacement is
+    # recorded, held by the next Secret and trusted.
+    conftest.wait_for(
+        lambda: "start-up pass done" in operator.logs()[restarted_at:], what="the restarted operator's start-up pass"
+    )
+
+    def replacement() -> models.WebhookCertificateStatus | None:
+        status = api.status("crash")
+        held = api.secret("crash-tls-next")
+        if status.next is None or held is None or pki.inspect(held["tls.crt"]).fingerprint != status.next.fingerprint:
+            return None
+        return status if status.next.fingerprint in api.trusted_fingerprints() else None
+
+    status = conftest.wait_for(replacement, what="the replacement recorded, in its Secret and trusted")
+    # Exactly one new key: the one written before the kill (recorded then, or adopted now), never a second.
     assert status.next is not None and status.next.fingerprint == fingerprint
-    assert status.revision == 2
+    assert status.next.reason == "Emergency"
+    assert status.revision == before.revision + 1
+    assert status.emergency_references == ["INC-3003"]
     assert status.last_emergency_rotation is not None and status.last_emergency_rotation.reference == "INC-3003"
+    assert status.current is not None and status.current.fingerprint == before.current.fingerprint
+    assert status.current.compromised_by == "INC-3003"
+    assert api.trusted_fingerprints() == {fingerprint}
+    # Containment posts its Event before the replacement pass writes the next Secret: one, before the kill.
+    assert len(api.events("crash", "EmergencyRotation")) == 1
+    assert len(api.events("crash", "ReplacementIssued")) <= 1
 
 
 def test_a_rotation_missed_while_the_operator_was_down_starts_on_restart(

@@ -245,16 +245,17 @@ class Engine:
     def _api_error(self, item: Item, exc: kube_client.ApiError, urgent: bool) -> None:
         kind, namespace, name = item
         message = kube_client.api_error_reason(exc)
+        if exc.status == 409 and kind == "certificate":
+            # Someone changed the object since the view saw it (a user, another operator process): read
+            # it once and decide again on what is there now. Not an error: in a shared cluster it is the
+            # precondition doing its job, and an alert on it would fire for every annotation a user sets.
+            self._refresh(namespace, name)
+            self._retry(item, initial=CONFLICT_BACKOFF_INITIAL, maximum=CONFLICT_BACKOFF_MAX, urgent=urgent)
+            return
         if kind == "certificate":
             entry = self.view.certificate(namespace, name)
             environment = entry.spec.environment if entry is not None and entry.spec is not None else ""
             self.ctx.metrics.reconcile_failed(namespace, name, environment)
-        if exc.status == 409 and kind == "certificate":
-            # Someone changed the object since the view saw it (a user, another operator process): read
-            # it once and decide again on what is there now.
-            self._refresh(namespace, name)
-            self._retry(item, initial=CONFLICT_BACKOFF_INITIAL, maximum=CONFLICT_BACKOFF_MAX, urgent=urgent)
-            return
         if exc.status == 403:
             # Missing RBAC is fixed by a person, not by retrying: report it where people look.
             if kind == "certificate":

@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup node-setup test test-unit test-integration lint format bench clean devcluster-up devcluster-down chart-crds
+.PHONY: setup node-setup test test-unit test-integration lint format bench chaos clean devcluster-up devcluster-down chart-crds
 
 setup: $(STAMP) binaries node-setup
 
@@ -55,6 +55,11 @@ chart-crds:
 
 bench: setup
 	$(BIN)/python benchmarks/run.py
+
+# The operator SIGKILLed mid-rotation 30 times per path, kube-apiserver and etcd stopped under it; the
+# figures go to docs/benchmarks.md (10-20 minutes on 2 cores).
+chaos: setup
+	$(BIN)/python benchmarks/run.py chaos --write
 
 devcluster-up: setup
 	$(BIN)/webhookcerts devcluster up

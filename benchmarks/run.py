@@ -18,9 +18,19 @@ for entry in (REPO, REPO / "operator"):
     if str(entry) not in sys.path:
         sys.path.insert(0, str(entry))
 
-from benchmarks import controlplane, emergency, harness, pod_reload, receiver, renewal, report, scale  # noqa: E402
+from benchmarks import (  # noqa: E402
+    chaos,
+    controlplane,
+    emergency,
+    harness,
+    pod_reload,
+    receiver,
+    renewal,
+    report,
+    scale,
+)
 
-NAMES = (controlplane.NAME, renewal.NAME, emergency.NAME, receiver.NAME, pod_reload.NAME, scale.NAME)
+NAMES = (controlplane.NAME, renewal.NAME, emergency.NAME, receiver.NAME, pod_reload.NAME, scale.NAME, chaos.NAME)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -44,6 +54,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scale-n", type=int, default=scale.DEFAULT_N, help="WebhookCertificates in the scale benchmark")
     p.add_argument("--scale-idle", type=float, default=scale.IDLE_S, help="seconds of idle measured after all Ready")
     p.add_argument("--scale-containment-runs", type=int, default=scale.MIN_CONTAINMENT_RUNS)
+    p.add_argument("--chaos-kills", type=int, default=chaos.MIN_KILLS, help="operator SIGKILLs per rotation path")
+    p.add_argument("--chaos-objects", type=int, default=chaos.DEFAULT_OBJECTS, help="WebhookCertificates per round")
+    p.add_argument(
+        "--chaos-stops", type=int, default=chaos.DEFAULT_STOPS, help="stops of kube-apiserver and of etcd, each"
+    )
+    p.add_argument("--chaos-seed", type=int, default=chaos.DEFAULT_SEED, help="seed of the random kill moments")
     return p
 
 
@@ -62,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.write and scale.NAME in names and args.scale_containment_runs < scale.MIN_CONTAINMENT_RUNS:
         print(f"--write needs at least {scale.MIN_CONTAINMENT_RUNS} containment runs", file=sys.stderr)
+        return 2
+    if args.write and chaos.NAME in names and (args.chaos_kills < chaos.MIN_KILLS or args.chaos_stops < 1):
+        print(
+            f"--write needs at least {chaos.MIN_KILLS} kills per path and one stop of each component", file=sys.stderr
+        )
         return 2
     if args.write and args.pod_reload_runs < pod_reload.MIN_RUNS:
         print(f"--write needs at least {pod_reload.MIN_RUNS} pod reload runs", file=sys.stderr)
@@ -84,6 +105,15 @@ def main(argv: list[str] | None = None) -> int:
                     work, n=args.scale_n, idle=args.scale_idle, containment_runs=args.scale_containment_runs
                 )
                 body = scale.section(result, command)
+            elif name == chaos.NAME:
+                result = chaos.measure(
+                    work,
+                    kills=args.chaos_kills,
+                    objects=args.chaos_objects,
+                    stops=args.chaos_stops,
+                    seed=args.chaos_seed,
+                )
+                body = chaos.section(result, command)
             elif name == pod_reload.NAME:
                 result = pod_reload.measure(work, runs=args.pod_reload_runs, sync_frequency=args.pod_reload_sync)
                 body = pod_reload.section(result, command)

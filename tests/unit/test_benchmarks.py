@@ -10,7 +10,7 @@ from __future__ import annotations
 import pathlib
 
 import pytest
-from benchmarks import controlplane, emergency, pod_reload, receiver, report, run, stats
+from benchmarks import chaos, controlplane, emergency, pod_reload, receiver, report, run, stats
 
 MACHINE = {
     "cores": 2,
@@ -187,3 +187,43 @@ def test_pod_reload_section() -> None:
 def test_the_command_line_refuses_to_record_short_pod_reload_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert run.main(["pod-reload", "--write", "--pod-reload-runs", "3"]) == 2
     assert f"at least {pod_reload.MIN_RUNS} pod reload runs" in capsys.readouterr().err
+
+
+def _chaos_result(defect: bool = False) -> dict[str, object]:
+    paths = {}
+    for path in chaos.PATHS:
+        figures = chaos.Stats(path, interruptions=30, survived=30, mid_rotation=28, rotations_checked=180)
+        figures.trust_samples, figures.converge_s = 4000, [3.0, 4.0, 9.5]
+        paths[path] = figures
+    components = {c: chaos.Stats(c, interruptions=3, survived=3, rotations_checked=18) for c in chaos.COMPONENTS}
+    components["etcd"].converge_s = [2.0, 3.0, 4.0]
+    if defect:
+        paths["emergency"].double_rotations = 1
+        paths["emergency"].defects.append("emergency em chaos/em-o1: double rotation: revision 9\n  operator log:")
+    audit = chaos.Stats("final audit", rotations_checked=186)
+    return chaos.summarize(paths, components, audit, seed=13, objects=6, relists=0, duration_s=900.0, machine=MACHINE)
+
+
+def test_chaos_section() -> None:
+    body = chaos.section(_chaos_result(), "python benchmarks/run.py chaos --write")
+
+    assert "| planned | 30 (30) | 28 | 180 | 0 | 0 | 0 | 0 (4000) | 0 | 0 | 4.0 / 9.5 |" in body
+    assert "| kube-apiserver | 3 (3) | 0 | 18 | 0 | 0 | 0 | 0 (0) | 0 | 0 | - |" in body
+    assert "| etcd | 3 (3) | 0 | 18 | 0 | 0 | 0 | 0 (0) | 0 | 0 | 3.0 / 4.0 |" in body
+    assert "90 of 90 kills and 6 of 6 control plane stops survived, 576 rotations checked" in " ".join(body.split())
+    assert "**Clean**" in body and "seed 13" in body and "`python benchmarks/run.py chaos --write`" in body
+
+
+def test_chaos_section_names_each_defect() -> None:
+    result = _chaos_result(defect=True)
+
+    body = chaos.section(result, "python benchmarks/run.py chaos --write")
+
+    assert result["clean"] is False
+    assert "**Defects found**" in body and "- emergency em chaos/em-o1: double rotation: revision 9" in body
+    assert "operator log" not in body
+
+
+def test_the_command_line_refuses_to_record_a_short_chaos_run(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run.main(["chaos", "--write", "--chaos-kills", "5"]) == 2
+    assert f"at least {chaos.MIN_KILLS} kills per path" in capsys.readouterr().err

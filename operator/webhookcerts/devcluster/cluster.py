@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +32,8 @@ READY_TIMEOUT = 90.0
 # graceful shutdown).
 _STOP_FIRST = devnode.STOP_FIRST
 _STOP_LAST = ("containerd", "kube-apiserver", "etcd")
+# What ``stop_component`` and ``start_component`` take: a control plane process, one at a time.
+RESTARTABLE = ("etcd", "kube-apiserver")
 
 # Kept here for the callers that know them as cluster.X.
 DevClusterError = base.DevClusterError
@@ -85,6 +89,8 @@ class DevCluster:
         self.directory = directory.resolve()
         self.tie_to_parent = tie_to_parent
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        # The command line each process was started with, so that one can be started again alone.
+        self._argv: dict[str, list[str]] = {}
         self.apiserver_url = ""
         self.etcd_url = ""
         self._node: devnode.Node | None = None
@@ -171,6 +177,7 @@ class DevCluster:
                 preexec_fn=die_with_parent if self.tie_to_parent else None,
             )
         self.processes[name] = proc
+        self._argv[name] = list(argv)
         self._write_state()
         return proc
 
@@ -292,6 +299,45 @@ class DevCluster:
         raise DevClusterError(
             f"timed out after {timeout:.0f} s waiting for {what}; last lines of {log_path}:\n{base.tail(log_path)}"
         )
+
+    # one component at a time ------------------------------------------------------------------
+
+    def stop_component(self, name: str, *, kill: bool = False) -> None:
+        """Stop one control plane process (``etcd`` or ``kube-apiserver``) and leave the rest running.
+
+        SIGTERM, then SIGKILL after a grace period; ``kill`` sends SIGKILL at once, as a crash would.
+        Its data directory and ports stay, so ``start_component`` brings the same cluster back. Stop
+        one at a time: a kube-apiserver sent SIGTERM after etcd stopped hangs in graceful shutdown.
+        """
+        if name not in RESTARTABLE:
+            raise DevClusterError(f"only {' and '.join(RESTARTABLE)} can be stopped alone, not {name}")
+        proc = self.processes.pop(name, None)
+        if proc is None:
+            raise DevClusterError(f"{name} is not running in the cluster this process started")
+        if kill:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            stop_pid(proc.pid)
+        with contextlib.suppress(ChildProcessError, subprocess.TimeoutExpired):
+            proc.wait(timeout=30)
+        self._write_state()
+
+    def start_component(self, name: str) -> None:
+        """Start a process stopped by ``stop_component`` again, with the flags it had; returns once it
+        serves (etcd's /health, the API server's /readyz)."""
+        if name not in RESTARTABLE:
+            raise DevClusterError(f"only {' and '.join(RESTARTABLE)} can be started alone, not {name}")
+        if name in self.processes:
+            raise DevClusterError(f"{name} is already running")
+        argv = self._argv.get(name)
+        if argv is None:
+            raise DevClusterError(f"{name} was never started by this process: nothing to start again")
+        self._spawn(name, argv)
+        if name == "etcd":
+            self._wait(name, lambda: base.http_ok(f"{self.etcd_url}/health"))
+        else:
+            self._wait(name, lambda: self._readyz(self.directory / "pki"))
 
     # down and status ----------------------------------------------------------------------------
 

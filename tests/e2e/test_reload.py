@@ -93,31 +93,17 @@ def expired_twin(client: Client, subject: models.Subject, directory: pathlib.Pat
 
 
 @dataclasses.dataclass
-class Endpoint:
-    """The client's webhook endpoint: trust-sync writing the trust directory, the receiver reading it."""
+class TlsEndpoint:
+    """Any mTLS webhook endpoint on a loopback port, as a client sees it (tests/e2e/test_servers.py
+    plugs nginx, HAProxy, a Java and a Go server in here): deliveries and handshakes with curl and
+    openssl. A refusal is a failed handshake; a server that refuses otherwise overrides ``refuses``."""
 
     port: int
     server_ca: pathlib.Path
-    trust_dir: pathlib.Path
-    receiver_log: pathlib.Path
-    trust_sync_log: pathlib.Path
 
     @property
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}/webhooks"
-
-    def records(self, event: str) -> list[dict[str, Any]]:
-        """The receiver's JSON log records of one kind."""
-        found = []
-        for line in self.receiver_log.read_text(errors="replace").splitlines():
-            if line.startswith("{"):
-                record = json.loads(line)
-                if record.get("event") == event:
-                    found.append(record)
-        return found
-
-    def delivered_by(self, fingerprint: str) -> int:
-        return sum(1 for r in self.records("delivery") if r["status"] == 200 and r["client_fingerprint"] == fingerprint)
 
     def context(self, client: Client) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.server_ca))
@@ -126,22 +112,6 @@ class Endpoint:
 
     def connect(self, client: Client) -> http.client.HTTPSConnection:
         return http.client.HTTPSConnection("127.0.0.1", self.port, context=self.context(client), timeout=30)
-
-    def health(self, client: Client) -> dict[str, Any]:
-        conn = self.connect(client)
-        try:
-            conn.request("GET", "/healthz")
-            response = conn.getresponse()
-            body = response.read()
-            assert response.status == 200, body
-            result: dict[str, Any] = json.loads(body)
-            return result
-        finally:
-            conn.close()
-
-    def trusts(self, client: Client, fingerprint: str) -> bool:
-        """Whether the receiver's current trust store lists ``fingerprint`` (asked with ``client``)."""
-        return fingerprint in {c["fingerprint"] for c in self.health(client)["trusted"]}
 
     def curl(self, client: Client | None, *extra: str) -> tuple[int, str]:
         """(curl's exit code, the HTTP status or 000) of one delivery."""
@@ -166,6 +136,44 @@ class Endpoint:
         if client is not None:
             args += ["-cert", str(client.cert_path), "-key", str(client.key_path)]
         return subprocess.run([*args, *extra], input="", capture_output=True, text=True, timeout=60)
+
+
+@dataclasses.dataclass
+class Endpoint(TlsEndpoint):
+    """The client's webhook endpoint: trust-sync writing the trust directory, the receiver reading it."""
+
+    trust_dir: pathlib.Path
+    receiver_log: pathlib.Path
+    trust_sync_log: pathlib.Path
+
+    def records(self, event: str) -> list[dict[str, Any]]:
+        """The receiver's JSON log records of one kind."""
+        found = []
+        for line in self.receiver_log.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                record = json.loads(line)
+                if record.get("event") == event:
+                    found.append(record)
+        return found
+
+    def delivered_by(self, fingerprint: str) -> int:
+        return sum(1 for r in self.records("delivery") if r["status"] == 200 and r["client_fingerprint"] == fingerprint)
+
+    def health(self, client: Client) -> dict[str, Any]:
+        conn = self.connect(client)
+        try:
+            conn.request("GET", "/healthz")
+            response = conn.getresponse()
+            body = response.read()
+            assert response.status == 200, body
+            result: dict[str, Any] = json.loads(body)
+            return result
+        finally:
+            conn.close()
+
+    def trusts(self, client: Client, fingerprint: str) -> bool:
+        """Whether the receiver's current trust store lists ``fingerprint`` (asked with ``client``)."""
+        return fingerprint in {c["fingerprint"] for c in self.health(client)["trusted"]}
 
 
 EndpointFactory = Callable[[], Endpoint]
@@ -225,7 +233,7 @@ class Provider:
     runs, so the stream has no gaps.
     """
 
-    def __init__(self, endpoint: Endpoint, *, rate: float = RATE, seconds: float = 5.0) -> None:
+    def __init__(self, endpoint: TlsEndpoint, *, rate: float = RATE, seconds: float = 5.0) -> None:
         self.endpoint, self.rate, self.seconds = endpoint, rate, seconds
         self._lock = threading.Lock()
         self._bundle: tuple[str, pathlib.Path] | None = None

@@ -119,6 +119,9 @@ def test_the_extensions_make_it_a_client_certificate_and_nothing_more(cert: x509
     assert list(eku.value) == [oid.ExtendedKeyUsageOID.CLIENT_AUTH]
     ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
     assert ski.value == x509.SubjectKeyIdentifier.from_public_key(cert.public_key())
+    # Self-signed: the authority key identifier is its own, so OpenSSL tells two same-subject anchors apart.
+    akid = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
+    assert akid.value.key_identifier == ski.value.digest
 
 
 def test_serials_are_random_and_large(key: rsa.RSAPrivateKey) -> None:

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the local node and the image build need, only when one is missing, so a
 # second `make setup` spends no time here: containerd and runc run the node's containers, buildah and
-# mmdebstrap build the images without a registry or a Docker engine.
+# mmdebstrap build the images without a registry or a Docker engine. tests/e2e/test_servers.py runs
+# nginx, HAProxy and a Java server (it needs javac) behind trust-sync; each is installed only when its
+# command is missing, so a machine's own nginx or JDK (any 11 or later) is kept.
 set -euo pipefail
 packages=(containerd runc buildah mmdebstrap)
+command -v nginx >/dev/null 2>&1 || packages+=(nginx-light)
+command -v haproxy >/dev/null 2>&1 || packages+=(haproxy)
+command -v javac >/dev/null 2>&1 || packages+=(default-jdk-headless)
 missing=()
 for pkg in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)

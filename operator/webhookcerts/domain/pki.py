@@ -125,6 +125,11 @@ def issue_certificate(
         )
         .add_extension(x509.ExtendedKeyUsage([oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+        # Its own key identifier as the authority's: during a rotation the trust store holds two
+        # self-signed certificates with one subject, and OpenSSL (nginx, HAProxy) looks a trust anchor
+        # up by subject, then by this identifier. Without it, it picks one of the two and refuses the
+        # other ("self-signed certificate"): the overlap would lose deliveries.
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public_key), critical=False)
     )
     return builder.sign(key, hashes.SHA256())
 

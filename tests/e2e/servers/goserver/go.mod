@@ -1,0 +1,3 @@
+module webhookcerts.test/goserver
+
+go 1.22

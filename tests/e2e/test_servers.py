@@ -1,0 +1,1086 @@
+"""Servers other than the reference receiver, fed by trust-sync: nginx, HAProxy, a Java and a Go server.
+
+test_reload.py proves the reference receiver through a planned rotation, an emergency and the strangers;
+this module runs the same story against the servers users put in front of their webhooks, each as its
+own process on the host, on a free loopback port:
+
+- **nginx** (``ssl_verify_client on; ssl_client_certificate <dir>/ca.crt; ssl_verify_depth 1``),
+  reloaded by trust-sync ``--exec "nginx -c CONF -e LOG -s reload"``;
+- **HAProxy** (``bind ... ssl crt server.pem ca-file <dir>/ca.crt verify required``) in master-worker
+  mode, reloaded by trust-sync ``--exec`` sending SIGUSR2 to the master;
+- **Java** (tests/e2e/servers/HttpsServer.java: the JDK's HttpsServer, ``setNeedClientAuth(true)``),
+  reloading its SSLContext by itself when the truststore changes; two JVMs per store type: one reads
+  the operator's truststore (``spec.trust.additionalFormats``, mirrored by trust-sync as it is), the
+  other the one trust-sync encodes itself (``--format pkcs12|jks``);
+- **Go** (tests/e2e/servers/goserver: net/http, ``tls.RequireAndVerifyClientCert``), reloading through
+  ``GetConfigForClient`` when ca.crt changes.
+
+For each, under continuous delivery by the provider simulator (tests/e2e/test_reload.py's Provider):
+
+- an emergency on one WebhookCertificate while the provider delivers with another one's certificate:
+  nothing lost through the reloads, the compromised certificate refused (a keep-alive connection
+  opened with it before included), its replacement accepted, a stranger and no certificate refused;
+- a planned rotation and cut-over that lose no delivery. This found a defect: OpenSSL without
+  X509_V_FLAG_PARTIAL_CHAIN (nginx, HAProxy) looks a trust anchor up by subject and then by authority
+  key identifier; the operator's current and next certificates share a subject, and without that
+  identifier one of the two was refused for the whole overlap. The operator now sets it (its own key
+  identifier); OneAnchorPerSubject names the symptom should it come back;
+- without a cluster: one subject twice (with and without an authority key identifier), a listed
+  certificate that has expired, TLS 1.1.
+
+Where a server behaves differently the test says how (nginx refuses with HTTP 400 after the
+handshake, never a TLS alert; the JDK's own trust manager accepts an expired listed certificate).
+docs/receivers/ has a page per server.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import contextlib
+import dataclasses
+import datetime
+import http.client
+import json
+import os
+import pathlib
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import kubernetes
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from tests import conftest, processes, whc
+from tests.e2e import test_reload as reload
+from tests.unit import mtls_pki
+from webhookcerts.devcluster import cluster as devcluster
+from webhookcerts.domain import models, names, pki, truststores
+from webhookcerts.receiver import providersim
+
+pytestmark = pytest.mark.e2e
+
+SERVERS_SOURCE = pathlib.Path(__file__).resolve().parent / "servers"
+TRUSTSTORE_PASSWORD = "e2e-truststore-5b1d"  # ASCII: the JDK opens a PKCS#12 only with an ASCII password
+KEYSTORE_PASSWORD = "e2e-keystore-9c2e"
+# What each server answers a client it does not trust: a TLS alert during the handshake, or (nginx) a
+# completed handshake and then HTTP 400 ("No required SSL certificate was sent", "The SSL certificate
+# error"): nginx's ssl_verify_client never aborts a handshake.
+HANDSHAKE, HTTP_400 = "handshake", "http-400"
+# What becomes of a keep-alive connection opened with a certificate that is then revoked, at its next
+# request: answered 421 and closed (the Java and Go servers check the certificate against the newest
+# trust on every request), or closed by the server without an answer (a reload retires the worker that
+# holds it: nginx closes idle keep-alive connections at once, HAProxy's old worker too).
+MISDIRECTED, CLOSED = "421", "closed"
+
+
+@pytest.fixture
+def api(api_client: kubernetes.client.ApiClient, namespace: str) -> whc.Api:
+    return whc.Api(api_client, namespace)
+
+
+def require(tool: str) -> str:
+    path = shutil.which(tool)
+    assert path, f"{tool} is not installed: `make setup` (tools/images/host-packages.sh) installs it"
+    return path
+
+
+def free_port() -> int:
+    """A free loopback port, for servers that take their port from a configuration file."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def accepting(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+    return False
+
+
+# --- the servers' material: serving certificates, the Java and Go servers built ---------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Material:
+    """What every server is started with: its serving certificate (as each one wants it) and the test's CA."""
+
+    pki: mtls_pki.Pki
+    haproxy_pem: pathlib.Path  # certificate and key in one file
+    keystore: pathlib.Path  # PKCS#12 with the serving key, for the JVM
+    keystore_password: pathlib.Path
+    truststore_password: pathlib.Path
+
+    @property
+    def server_ca(self) -> pathlib.Path:
+        return self.pki.server_ca.cert_path
+
+    @property
+    def stranger(self) -> reload.Client:
+        never = self.pki.stranger
+        return reload.Client("stranger", never.cert_path, never.key_path, never.fingerprint)
+
+
+@pytest.fixture(scope="module")
+def material(tmp_path_factory: pytest.TempPathFactory) -> Material:
+    directory = tmp_path_factory.mktemp("servers-pki")
+    made = mtls_pki.make(directory)
+    server = made.server
+    haproxy_pem = directory / "haproxy-server.pem"
+    haproxy_pem.write_bytes(server.cert_pem + server.key_path.read_bytes())
+    haproxy_pem.chmod(0o600)
+    keystore = directory / "server.p12"
+    keystore.write_bytes(
+        pkcs12.serialize_key_and_certificates(
+            b"server", server.key, server.cert, None, serialization.BestAvailableEncryption(KEYSTORE_PASSWORD.encode())
+        )
+    )
+    keystore_password = directory / "keystore-password"
+    keystore_password.write_text(KEYSTORE_PASSWORD + "\n")
+    truststore_password = directory / "truststore-password"
+    truststore_password.write_text(TRUSTSTORE_PASSWORD + "\n")
+    return Material(made, haproxy_pem, keystore, keystore_password, truststore_password)
+
+
+@pytest.fixture(scope="session")
+def java_classes(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """tests/e2e/servers/HttpsServer.java compiled with the machine's JDK."""
+    out = tmp_path_factory.mktemp("java-server")
+    done = subprocess.run(
+        [require("javac"), "-d", str(out), str(SERVERS_SOURCE / "HttpsServer.java")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def go_server(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """tests/e2e/servers/goserver built with the machine's Go (the standard library only)."""
+    out = tmp_path_factory.mktemp("go-server") / "goserver"
+    env = {**os.environ, "GOTOOLCHAIN": "local", "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}
+    done = subprocess.run(
+        [require("go"), "build", "-o", str(out), "."],
+        cwd=SERVERS_SOURCE / "goserver",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+# --- one server process, as the client sees it ----------------------------------------------------
+
+
+@dataclasses.dataclass
+class ServerEndpoint(reload.TlsEndpoint):
+    """A server under test: its port, its log of deliveries, and how it refuses."""
+
+    name: str
+    log: pathlib.Path
+    refusal: str  # HANDSHAKE or HTTP_400
+    kept: str  # MISDIRECTED or CLOSED
+    _fingerprints: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
+
+    def deliveries(self) -> list[tuple[int, str]]:
+        """(HTTP status, client certificate fingerprint) of every request the server logged."""
+        found = []
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        for line in text.splitlines():
+            if not line.startswith('{"'):
+                continue
+            record = json.loads(line)
+            if record.get("event") != "delivery":
+                continue
+            fingerprint = record.get("client_fingerprint")
+            if fingerprint is None:  # nginx logs the certificate itself, URL-escaped
+                fingerprint = self._fingerprint(record.get("client_cert", ""))
+            found.append((int(record["status"]), fingerprint))
+        return found
+
+    def _fingerprint(self, escaped: str) -> str:
+        if not escaped:
+            return ""
+        if escaped not in self._fingerprints:
+            self._fingerprints[escaped] = pki.inspect(urllib.parse.unquote(escaped).encode()).fingerprint
+        return self._fingerprints[escaped]
+
+    def delivered_by(self, fingerprint: str) -> int:
+        return sum(1 for status, fp in self.deliveries() if status == 200 and fp == fingerprint)
+
+    def loaded(self, fingerprint: str) -> bool:
+        """Whether the server logged a trust generation listing ``fingerprint`` (the Java and Go servers)."""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        for line in text.splitlines():
+            if line.startswith('{"') and '"trust_loaded"' in line and fingerprint in json.loads(line)["fingerprints"]:
+                return True
+        return False
+
+    def refuses(self, client: reload.Client | None) -> bool:
+        code, status = self.curl(client)
+        if self.refusal == HTTP_400:
+            return code == 0 and status == "400"
+        return code != 0 and status == "000"
+
+
+@dataclasses.dataclass
+class Workspace:
+    """Starts processes for one test and stops every one of them, by its own process group, afterwards."""
+
+    directory: pathlib.Path
+    material: Material
+    procs: list[subprocess.Popen[bytes]] = dataclasses.field(default_factory=list)
+    logs: dict[str, pathlib.Path] = dataclasses.field(default_factory=dict)
+
+    def log(self, name: str) -> pathlib.Path:
+        path = self.directory / f"{name}.log"
+        self.logs[name] = path
+        return path
+
+    def spawn(self, name: str, argv: list[str], log: pathlib.Path | None = None) -> subprocess.Popen[bytes]:
+        with (log or self.log(name)).open("ab") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.directory,
+                start_new_session=True,
+                preexec_fn=devcluster.die_with_parent,
+            )
+        self.procs.append(proc)
+        return proc
+
+    def track(self, proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            # Each was started in a session of its own: its group holds it and what it started
+            # (nginx's and HAProxy's workers, a reload command).
+            devcluster.stop_pid(proc.pid, grace=10)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, 9)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+        self.procs.clear()
+
+    def dump(self) -> None:
+        for name, path in self.logs.items():
+            if path.exists():
+                print(f"--- {name} log ---\n{path.read_text(errors='replace')[-8000:]}")
+
+
+_ADDRESS = re.compile(r'"address":\s*"127\.0\.0\.1:(\d+)"')
+
+
+def logged_port(proc: subprocess.Popen[bytes], log: pathlib.Path) -> int | None:
+    """The port the Java or Go server logged, None while it starts; raises once it has exited."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    if proc.poll() is not None:
+        raise processes.ProcessExited(f"the server exited ({proc.returncode}): {text[-2000:]}")
+    match = _ADDRESS.search(text)
+    return int(match.group(1)) if match else None
+
+
+def listening(proc: subprocess.Popen[bytes], log: pathlib.Path, port: int) -> bool:
+    if proc.poll() is not None:
+        raise processes.ProcessExited(f"the server exited ({proc.returncode}): {log.read_text(errors='replace')}")
+    return accepting(port)
+
+
+@dataclasses.dataclass
+class Started:
+    """A running server and the command that makes it reload its trust (none: it reloads by itself)."""
+
+    endpoint: ServerEndpoint
+    reload_command: str | None = None
+
+
+def start_nginx(ws: Workspace, trust_file: pathlib.Path, name: str = "nginx") -> Started:
+    require("nginx")
+    work = ws.directory / name
+    work.mkdir()
+    port, server = free_port(), ws.material.pki.server
+    access_log, error_log, conf = work / "access.log", work / "error.log", work / "nginx.conf"
+    temp = "\n".join(
+        f"    {kind}_temp_path {work / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    conf.write_text(
+        f"""daemon off;
+worker_processes 1;
+pid {work / "nginx.pid"};
+error_log {error_log} info;
+events {{ worker_connections 512; }}
+http {{
+{temp}
+    log_format delivery escape=json '{{"event": "delivery", "status": $status, "method": "$request_method", '
+        '"path": "$uri", "verify": "$ssl_client_verify", "client_cert": "$ssl_client_escaped_cert"}}';
+    keepalive_timeout 75s;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate     {server.cert_path};
+        ssl_certificate_key {server.key_path};
+        ssl_protocols       TLSv1.2 TLSv1.3;
+        ssl_verify_client      on;
+        ssl_client_certificate {trust_file};
+        ssl_verify_depth       1;
+        access_log {access_log} delivery;
+        location / {{
+            default_type application/json;
+            return 200 '{{"status": 200}}\\n';
+        }}
+    }}
+}}
+"""
+    )
+    proc = ws.spawn(name, ["nginx", "-c", str(conf), "-e", str(error_log)])
+    ws.logs[f"{name} error"] = error_log
+    conftest.wait_for(lambda: listening(proc, error_log, port), timeout=30, what=f"{name} to listen")
+    endpoint = ServerEndpoint(port, ws.material.server_ca, name, access_log, HTTP_400, CLOSED)
+    return Started(endpoint, f"nginx -c {conf} -e {error_log} -s reload")
+
+
+def start_haproxy(ws: Workspace, trust_file: pathlib.Path, name: str = "haproxy") -> Started:
+    require("haproxy")
+    work = ws.directory / name
+    work.mkdir()
+    port, pid_file, conf, log = free_port(), work / "haproxy.pid", work / "haproxy.cfg", ws.log(name)
+    fields = (
+        '"event": "delivery", "status": %ST, "method": "%HM", "path": "%HPO", '
+        '"client_fingerprint": "%[ssl_c_der,sha2(256),hex,lower]", "verify": %[ssl_c_verify]'
+    )
+    conf.write_text(
+        f"""global
+    log stdout format raw local0 info
+    pidfile {pid_file}
+    ssl-default-bind-options ssl-min-ver TLSv1.2
+
+defaults
+    mode http
+    log global
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout http-keep-alive 60s
+
+frontend webhooks
+    bind 127.0.0.1:{port} ssl crt {ws.material.haproxy_pem} ca-file {trust_file} verify required
+    log-format '{{{fields}}}'
+    http-request return status 200 content-type application/json string '{{"status": 200}}' if {{ method POST }}
+    http-request return status 405 content-type application/json string '{{"status": 405}}'
+"""
+    )
+    check = subprocess.run(["haproxy", "-c", "-f", str(conf)], capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr
+    # -W: master-worker (SIGUSR2 to the master reloads: a new worker with the new files, the old one
+    # finishes its connections); -db: stay in the foreground, the master is the process started here.
+    proc = ws.spawn(name, ["haproxy", "-W", "-db", "-f", str(conf)], log)
+    conftest.wait_for(lambda: listening(proc, log, port), timeout=30, what=f"{name} to listen")
+    endpoint = ServerEndpoint(port, ws.material.server_ca, name, log, HANDSHAKE, CLOSED)
+    return Started(endpoint, f"""sh -c 'kill -USR2 "$(cat {pid_file})"'""")
+
+
+def start_java(
+    ws: Workspace,
+    classes: pathlib.Path,
+    truststore: pathlib.Path,
+    store_type: str,
+    name: str,
+    *,
+    check_validity: bool = True,
+) -> Started:
+    require("java")
+    log = ws.log(name)
+    argv = ["java", "-cp", str(classes), "HttpsServer", "--port", "0"]
+    argv += ["--keystore", str(ws.material.keystore), "--keystore-password-file", str(ws.material.keystore_password)]
+    argv += ["--truststore", str(truststore), "--truststore-type", store_type]
+    argv += ["--truststore-password-file", str(ws.material.truststore_password)]
+    argv += ["--check-validity", str(check_validity).lower()]
+    proc = ws.spawn(name, argv, log)
+    port = conftest.wait_for(lambda: logged_port(proc, log), timeout=60, what=f"{name} to listen")
+    return Started(ServerEndpoint(port, ws.material.server_ca, name, log, HANDSHAKE, MISDIRECTED))
+
+
+def start_go(ws: Workspace, binary: pathlib.Path, trust_file: pathlib.Path, name: str = "go") -> Started:
+    log = ws.log(name)
+    server = ws.material.pki.server
+    argv = [str(binary), "-listen", "127.0.0.1:0", "-cert", str(server.cert_path), "-key", str(server.key_path)]
+    proc = ws.spawn(name, [*argv, "-trust", str(trust_file)], log)
+    port = conftest.wait_for(lambda: logged_port(proc, log), timeout=30, what=f"{name} to listen")
+    return Started(ServerEndpoint(port, ws.material.server_ca, name, log, HANDSHAKE, MISDIRECTED))
+
+
+# --- the servers under test, fed by trust-sync -------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """One server configuration the stories run against."""
+
+    name: str
+    java_store: str | None = None  # "pkcs12" or "jks": the operator writes truststores, two JVMs read them
+    # OpenSSL without X509_V_FLAG_PARTIAL_CHAIN (nginx, HAProxy: neither can set it) takes one
+    # certificate per subject name from the CA file as the trust anchor for a self-signed client; see
+    # test_two_certificates_of_one_subject_and_an_expired_one below.
+    one_anchor_per_subject: bool = False
+
+    @property
+    def store_type(self) -> str:
+        return {"pkcs12": "PKCS12", "jks": "JKS"}[self.java_store or ""]
+
+    @property
+    def extension(self) -> str:
+        return {"pkcs12": "p12", "jks": "jks"}[self.java_store or ""]
+
+
+KINDS = [
+    Kind("nginx", one_anchor_per_subject=True),
+    Kind("haproxy", one_anchor_per_subject=True),
+    Kind("java-pkcs12", "pkcs12"),
+    Kind("java-jks", "jks"),
+    Kind("go"),
+]
+
+
+def trust_spec(kind: Kind) -> dict[str, Any]:
+    spec: dict[str, Any] = {"secretName": reload.TRUST_SECRET}
+    if kind.java_store:
+        spec["additionalFormats"] = {
+            "pkcs12": {"key": "truststore.p12"},
+            "jks": {"key": "truststore.jks"},
+            "passwordSecretRef": {"name": "truststore-password", "key": "password"},
+        }
+    return spec
+
+
+@dataclasses.dataclass
+class Fleet:
+    """The endpoints of one kind (two for Java: the operator's truststore and trust-sync's) and trust-sync."""
+
+    endpoints: list[ServerEndpoint]
+    trust_dir: pathlib.Path
+    trust_sync_log: pathlib.Path
+    reloads_by_exec: bool
+
+    def lists(self, *clients: reload.Client) -> bool:
+        """Whether trust-sync has written a ca.crt that lists every one of ``clients``."""
+        path = self.trust_dir / names.TRUST_KEY
+        held = whc.fingerprints_in(path.read_bytes()) if path.exists() else set()
+        return {c.fingerprint for c in clients} <= held
+
+    def records(self, event: str) -> list[dict[str, Any]]:
+        """trust-sync's JSON log records of one kind (``--once`` first, then the watcher)."""
+        found = []
+        for line in self.trust_sync_log.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                record = json.loads(line)
+                if record.get("event") == event:
+                    found.append(record)
+        return found
+
+
+FleetFactory = Callable[[Kind], Fleet]
+
+
+@pytest.fixture
+def fleet(
+    request: pytest.FixtureRequest,
+    cluster: devcluster.DevCluster,
+    namespace: str,
+    material: Material,
+    tmp_path: pathlib.Path,
+) -> Iterator[FleetFactory]:
+    """Starts trust-sync and the servers of a kind once the trust Secret exists; stops them all afterwards.
+
+    The way a pod would run them: ``trust-sync --once`` first (an init container: the server starts with
+    a trust store), the server, then trust-sync watching, with the server's reload command as ``--exec``.
+    The watcher finds the files as --once left them and runs the command only after a real change.
+    """
+    ws = Workspace(tmp_path, material)
+    env = {**os.environ, "PYTHONPATH": str(processes.REPO / "operator"), "KUBECONFIG": str(cluster.kubeconfig)}
+    trust_dir = tmp_path / "trust"
+
+    def trust_sync(*extra: str, once: bool = False) -> pathlib.Path:
+        log = ws.log("trust-sync")
+        argv = [sys.executable, "-m", "webhookcerts", "trust-sync"]
+        argv += ["--secret", f"{namespace}/{reload.TRUST_SECRET}", "--dir", str(trust_dir), *extra]
+        if once:
+            done = subprocess.run([*argv, "--once"], env=env, cwd=processes.REPO, capture_output=True, timeout=120)
+            with log.open("ab") as out:
+                out.write(done.stdout + done.stderr)
+            assert done.returncode == 0, log.read_text()
+        else:
+            with log.open("ab") as out:
+                ws.track(
+                    subprocess.Popen(
+                        argv,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                        cwd=processes.REPO,
+                        env=env,
+                        start_new_session=True,
+                        preexec_fn=devcluster.die_with_parent,
+                    )
+                )
+        return log
+
+    def start(kind: Kind) -> Fleet:
+        ca = trust_dir / names.TRUST_KEY
+        if kind.java_store:
+            # trust-sync mirrors the Secret as it is (ca.crt and the operator's truststore.p12 and .jks)
+            # and encodes its own store beside them, under another name.
+            own = f"trust-sync.{kind.extension}"
+            store_args = ["--format", kind.java_store, "--store-name", own]
+            store_args += ["--password-file", str(material.truststore_password)]
+            log = trust_sync(*store_args)
+            operator_store = trust_dir / f"truststore.{kind.extension}"
+            conftest.wait_for(
+                lambda: (trust_dir / own).exists() and operator_store.exists(),
+                what="trust-sync to write its truststore and the operator's",
+            )
+            classes = request.getfixturevalue("java_classes")
+            endpoints = [
+                start_java(ws, classes, operator_store, kind.store_type, f"{kind.name}-operator-store").endpoint,
+                start_java(ws, classes, trust_dir / own, kind.store_type, f"{kind.name}-trust-sync-store").endpoint,
+            ]
+            return Fleet(endpoints, trust_dir, log, reloads_by_exec=False)
+        if kind.name == "go":
+            log = trust_sync("--key", names.TRUST_KEY)
+            conftest.wait_for(ca.exists, what="trust-sync to write the trust store")
+            started = start_go(ws, request.getfixturevalue("go_server"), ca)
+            return Fleet([started.endpoint], trust_dir, log, reloads_by_exec=False)
+        trust_sync("--key", names.TRUST_KEY, once=True)
+        started = {"nginx": start_nginx, "haproxy": start_haproxy}[kind.name](ws, ca)
+        assert started.reload_command is not None
+        log = trust_sync("--key", names.TRUST_KEY, "--exec", started.reload_command)
+        return Fleet([started.endpoint], trust_dir, log, reloads_by_exec=True)
+
+    try:
+        yield start
+    finally:
+        ws.stop()
+        ws.dump()
+
+
+# --- the stories ----------------------------------------------------------------------------------------
+
+
+def create_secret(api: whc.Api, name: str, value: bytes) -> None:
+    api.core.create_namespaced_secret(
+        api.namespace,
+        kubernetes.client.V1Secret(
+            metadata=kubernetes.client.V1ObjectMeta(name=name), data={"password": base64.b64encode(value).decode()}
+        ),
+    )
+
+
+BUNDLE = {"passwordSecretRef": {"name": "bundle-password", "key": "password"}}
+
+
+def prepare(api: whc.Api, kind: Kind) -> None:
+    create_secret(api, "bundle-password", reload.BUNDLE_PASSWORD)
+    if kind.java_store:
+        create_secret(api, "truststore-password", TRUSTSTORE_PASSWORD.encode())
+
+
+def first_bundle(api: whc.Api, name: str, environment: str, path: pathlib.Path) -> pathlib.Path:
+    """The PKCS#12 bundle of ``name``'s current certificate, as the client submits it to the provider."""
+    current = api.status(name).current
+    assert current is not None
+    data = conftest.wait_for(
+        lambda: reload.bundle_file(api, f"{name}-tls-bundle", environment, name, current.serial),
+        what=f"{name}'s bundle",
+    )
+    path.write_bytes(data)
+    return path
+
+
+def bundle_of(client: reload.Client, directory: pathlib.Path, friendly_name: str) -> pathlib.Path:
+    path = directory / f"{client.name}.p12"
+    path.write_bytes(
+        pki.pkcs12_bundle(
+            client.key_path.read_bytes(), client.cert_path.read_bytes(), reload.BUNDLE_PASSWORD, friendly_name
+        )
+    )
+    return path
+
+
+def simulate(ep: ServerEndpoint, bundle: pathlib.Path) -> dict[str, Any]:
+    """Ten deliveries with one bundle, two attempts each (the provider simulator as a library)."""
+    config = providersim.Config(
+        url=ep.url,
+        bundle=bundle,
+        password=reload.BUNDLE_PASSWORD,
+        ca=ep.server_ca,
+        rate=20,
+        count=10,
+        max_attempts=2,
+        backoff_initial=0.05,
+        timeout=30.0,
+    )
+    return providersim.run(config)
+
+
+def assert_refused_by_summary(ep: ServerEndpoint, summary: dict[str, Any]) -> None:
+    """Nothing delivered, and every attempt refused the way this server refuses."""
+    assert (summary["delivered"], summary["failed"]) == (0, 10), (ep.name, summary)
+    if ep.refusal == HTTP_400:
+        assert summary["http_errors"] == {"400": summary["attempts"]}, (ep.name, summary)
+    else:
+        refusals = sum(summary["handshake_failures"].values()) + sum(summary["connection_errors"].values())
+        assert refusals == summary["attempts"], (ep.name, summary)
+
+
+def post_on(conn: http.client.HTTPSConnection, event: str) -> str:
+    """One delivery on a kept connection: its HTTP status, or CLOSED when the server closed the connection."""
+    try:
+        body = json.dumps({"event": event}).encode()
+        conn.request("POST", "/webhooks", body=body, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+    except (http.client.RemoteDisconnected, ConnectionError, ssl.SSLError):
+        return CLOSED
+    return str(response.status)
+
+
+class Provider(reload.Provider):
+    """test_reload.py's continuous provider, whose running campaigns can be cut short when the test has
+    already failed (a server refusing every delivery would otherwise keep them retrying for minutes)."""
+
+    def __init__(self, endpoint: reload.TlsEndpoint, *, rate: float) -> None:
+        super().__init__(endpoint, rate=rate)
+        self.abort = threading.Event()
+
+    def _run(self, campaign: reload.Campaign, simulator: providersim.Simulator) -> None:
+        campaign.summary = simulator.run(self.abort)
+
+
+def start_providers(eps: list[ServerEndpoint], label: str, bundle: pathlib.Path) -> list[Provider]:
+    """One continuous provider per endpoint, sharing the rate test_reload.py uses (the machine has 2 cores)."""
+    providers = [Provider(ep, rate=reload.RATE / len(eps)) for ep in eps]
+    for provider in providers:
+        provider.use(label, bundle)
+        provider.start()
+    return providers
+
+
+def stop_providers(providers: list[Provider]) -> list[list[reload.Campaign]]:
+    """Stop every provider, even when one of them fails to stop cleanly; then raise the first failure.
+
+    Called from a ``finally``: when the test is already failing, the campaigns still running are cut
+    short instead of retrying to the end; their summaries are never looked at.
+    """
+    failing = sys.exc_info()[0] is not None
+    for provider in providers:
+        provider._stop.set()  # none starts another campaign while the others are being joined
+        if failing:
+            provider.abort.set()
+    campaigns, errors = [], []
+    for provider in providers:
+        try:
+            campaigns.append(provider.stop())
+        except BaseException as exc:  # re-raised below, once the others have stopped
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+    return campaigns
+
+
+def assert_lossless(ep: ServerEndpoint, campaigns: list[reload.Campaign]) -> dict[str, list[dict[str, Any]]]:
+    """Every campaign delivered everything it sent; the summaries by label."""
+    summaries: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+    for campaign in campaigns:
+        assert campaign.summary is not None
+        summaries[campaign.label].append(campaign.summary)
+    everything = [s for group in summaries.values() for s in group]
+    sent = sum(s["sent"] for s in everything)
+    delivered = sum(s["delivered"] for s in everything)
+    retries = sum(s["retries"] for s in everything)
+    print(f"{ep.name}: {len(everything)} campaigns, {sent} sent, {delivered} delivered, {retries} retries")
+    assert [s["failed"] for s in everything] == [0] * len(everything), (ep.name, everything)
+    assert delivered == sent, ep.name
+    return summaries
+
+
+def assert_exec_reloads(servers: Fleet) -> None:
+    """For a server reloaded by trust-sync's --exec: the first write was --once's, without a command, and
+    each of the watcher's swaps ran the command once, successfully."""
+    if servers.reloads_by_exec:
+        synced, ran, failed = (servers.records(e) for e in ("synced", "exec", "exec_failed"))
+        assert len(synced) >= 2 and failed == [], (synced, failed)
+        assert [r["exit_status"] for r in ran] == [0] * (len(synced) - 1), ran
+
+
+def took_the_trust(servers: Fleet, ep: ServerEndpoint, client: reload.Client) -> bool:
+    """Evidence that ``ep`` reloaded a trust store listing ``client``: its own log (Java, Go), or
+    trust-sync having run the reload command, successfully, after every swap (nginx, HAProxy)."""
+    if not servers.reloads_by_exec:
+        return ep.loaded(client.fingerprint)
+    try:
+        assert_exec_reloads(servers)
+    except AssertionError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=[k.name for k in KINDS])
+def test_an_emergency_under_continuous_delivery_refuses_the_compromised_certificate(
+    kind: Kind,
+    api: whc.Api,
+    operator: conftest.OperatorProcess,
+    fleet: FleetFactory,
+    material: Material,
+    tmp_path: pathlib.Path,
+) -> None:
+    """The provider delivers with one WebhookCertificate's certificate while another one's is compromised:
+    its deliveries go on through every reload, the compromised certificate is refused (a keep-alive
+    connection from before included), the replacement accepted, strangers refused before and after."""
+    steady, urgent = "steady", "urgent"
+    prepare(api, kind)
+    api.create(steady, bundle=BUNDLE, trust=trust_spec(kind))
+    api.create(urgent, trust=trust_spec(kind))
+    for name in (steady, urgent):
+        conftest.wait_for(lambda name=name: reload.ready(api, name), what=f"{name} Ready=True")
+    bundles, clients = tmp_path / "bundles", tmp_path / "clients"
+    bundles.mkdir()
+    steady_p12 = first_bundle(api, steady, "sandbox", bundles / "steady.p12")
+    delivering = reload.client_from_secret(api, f"{steady}-tls", clients, "steady")
+    compromised = reload.client_from_secret(api, f"{urgent}-tls", clients, "compromised")
+    stranger = material.stranger
+
+    servers = fleet(kind)
+    eps = servers.endpoints
+    for ep in eps:
+        assert ep.accepts(delivering), ep.name
+        assert ep.accepts(compromised), ep.name
+        assert ep.refuses(stranger), f"{ep.name} did not refuse a stranger"
+        assert ep.refuses(None), f"{ep.name} did not refuse a client without a certificate"
+    # A keep-alive connection opened with the compromised certificate before the incident.
+    kept = [ep.connect(compromised) for ep in eps]
+    for ep, conn in zip(eps, kept, strict=True):
+        assert post_on(conn, "before") == "200", ep.name
+
+    providers = start_providers(eps, "steady", steady_p12)
+    try:
+        conftest.wait_for(lambda: all(p.started("steady") for p in providers), what="the deliveries to start")
+        annotated = time.monotonic()
+        api.emergency(urgent, "INC-5150")
+        for ep in eps:
+            conftest.wait_for(lambda ep=ep: ep.refuses(compromised), what=f"{ep.name} to refuse the compromised one")
+            # Not a benchmark (polled every 0.25 s, on a busy machine): a figure for the report.
+            took = time.monotonic() - annotated
+            print(f"{ep.name}: the compromised certificate refused {took:.1f} s after the annotation")
+        # The connection from before does not carry the compromised certificate any further.
+        after = [post_on(conn, "after") for conn in kept]
+        assert after == [ep.kept for ep in eps], f"kept connections after the emergency: {after}"
+        conftest.wait_for(
+            lambda: (s := api.status(urgent)).stage == "Compromised" and s.next is not None, what="the replacement"
+        )
+        replacement = api.status(urgent).next
+        assert replacement is not None and replacement.reason == "Emergency"
+        fresh = reload.client_from_secret(api, f"{urgent}-tls-next", clients, "fresh")
+        assert fresh.fingerprint == replacement.fingerprint
+        for ep in eps:
+            conftest.wait_for(lambda ep=ep: ep.accepts(fresh), what=f"{ep.name} to accept the replacement")
+        # The provider simulator with either bundle: the compromised one delivers nothing, the new one all.
+        compromised_p12, fresh_p12 = bundle_of(compromised, bundles, urgent), bundle_of(fresh, bundles, urgent)
+        for ep in eps:
+            before = ep.delivered_by(compromised.fingerprint)
+            assert_refused_by_summary(ep, simulate(ep, compromised_p12))
+            with_fresh = simulate(ep, fresh_p12)
+            assert (with_fresh["delivered"], with_fresh["failed"]) == (10, 0), (ep.name, with_fresh)
+            assert ep.delivered_by(compromised.fingerprint) == before, ep.name
+        # One whole campaign after the replacement arrived.
+        counts = [p.started("steady") for p in providers]
+        for provider, count in zip(providers, counts, strict=True):
+            conftest.wait_for(lambda p=provider, n=count: p.started("steady") > n, what="another campaign")
+    finally:
+        for conn in kept:
+            conn.close()
+        campaigns = stop_providers(providers)
+
+    for ep, mine in zip(eps, campaigns, strict=True):
+        summaries = assert_lossless(ep, mine)
+        assert ep.delivered_by(delivering.fingerprint) >= sum(s["delivered"] for s in summaries["steady"]), ep.name
+        assert ep.refuses(compromised), ep.name
+        assert ep.accepts(fresh), ep.name
+        assert ep.accepts(delivering), ep.name
+        assert ep.refuses(stranger), ep.name
+        assert ep.refuses(None), ep.name
+        accepted = {fp for status, fp in ep.deliveries() if status == 200}
+        assert accepted == {delivering.fingerprint, compromised.fingerprint, fresh.fingerprint}, ep.name
+    assert_exec_reloads(servers)
+
+
+class OneAnchorPerSubject(AssertionError):
+    """A server refuses one of two listed certificates that share a subject name (nginx, HAProxy)."""
+
+
+def overlap(servers: Fleet, old: reload.Client, new: reload.Client) -> None:
+    """Once ca.crt lists both, every endpoint must accept both; raises OneAnchorPerSubject when one of
+    them stays refused (the other accepted) for 10 s after the files were swapped."""
+    conftest.wait_for(lambda: servers.lists(old, new), what="trust-sync to write both certificates")
+    for ep in servers.endpoints:
+        if conftest.poll(lambda ep=ep: ep.accepts(old) and ep.accepts(new), timeout=10):
+            continue
+        verdicts = {c.name: ep.accepts(c) for c in (old, new)}
+        refused = [n for n, ok in verdicts.items() if not ok]
+        # Only a server that did take the new trust store shows the symptom; one that missed it fails.
+        assert took_the_trust(servers, ep, new), f"{ep.name} did not reload the trust store: {verdicts}"
+        if len(refused) == 1:
+            raise OneAnchorPerSubject(
+                f"{ep.name} refuses the {refused[0]} certificate while ca.crt lists both "
+                f"(one subject, {old.name} and {new.name}): {verdicts}"
+            )
+        raise AssertionError(f"{ep.name} accepts neither certificate of the overlap: {verdicts}")
+
+
+# Every kind, nginx and HAProxy included: the operator's certificates carry their own key identifier
+# as the authority key identifier, so OpenSSL tells the two same-subject anchors of an overlap apart.
+ROTATION_KINDS = [pytest.param(k, id=k.name) for k in KINDS]
+
+
+@pytest.mark.parametrize("kind", ROTATION_KINDS)
+def test_a_planned_rotation_and_cutover_under_continuous_delivery_lose_nothing(
+    kind: Kind,
+    api: whc.Api,
+    operator: conftest.OperatorProcess,
+    fleet: FleetFactory,
+    material: Material,
+    tmp_path: pathlib.Path,
+) -> None:
+    name, environment = "planned", "sandbox"
+    prepare(api, kind)
+    # renewBefore this close to duration starts the planned rotation on the operator's next timer tick.
+    api.create(
+        name, environment=environment, duration="1h", renewBefore="59m50s", bundle=BUNDLE, trust=trust_spec(kind)
+    )
+    conftest.wait_for(lambda: reload.ready(api, name), what="Ready=True")
+    bundles, clients = tmp_path / "bundles", tmp_path / "clients"
+    bundles.mkdir()
+    old_p12 = first_bundle(api, name, environment, bundles / "old.p12")
+    old = reload.client_from_secret(api, f"{name}-tls", clients, "old")
+
+    servers = fleet(kind)
+    eps = servers.endpoints
+    for ep in eps:
+        assert ep.accepts(old), ep.name
+    providers = start_providers(eps, "old", old_p12)
+    try:
+        # The rotation starts on its own; the endpoints trust the next certificate beside the current one.
+        conftest.wait_for(lambda: api.status(name).stage == "Rotating", timeout=180, what="stage Rotating")
+        pending = api.status(name).next
+        assert pending is not None and pending.reason == "Planned"
+        new_p12 = conftest.wait_for(
+            lambda: reload.bundle_file(api, f"{name}-tls-bundle", environment, name, pending.serial),
+            what="the next bundle",
+        )
+        (bundles / "new.p12").write_bytes(new_p12)
+        new = reload.client_from_secret(api, f"{name}-tls-next", clients, "new")
+        assert new.fingerprint == pending.fingerprint
+        overlap(servers, old, new)
+
+        # The provider switches, finishes what it sent with the old certificate, then the cut-over.
+        for provider in providers:
+            provider.use("new", bundles / "new.p12")
+        for provider in providers:
+            conftest.wait_for(
+                lambda p=provider: p.finished_with("old"), timeout=180, what="the old campaigns to finish"
+            )
+        api.cutover(name, pending.serial)
+        conftest.wait_for(
+            lambda: (c := api.status(name).current) is not None and c.fingerprint == new.fingerprint,
+            what="the cut-over",
+        )
+        for ep in eps:
+            conftest.wait_for(lambda ep=ep: ep.refuses(old), what=f"{ep.name} to refuse the old certificate")
+        # At least one whole campaign with the new certificate after the old one left the trust store.
+        counts = [p.started("new") for p in providers]
+        for provider, count in zip(providers, counts, strict=True):
+            conftest.wait_for(lambda p=provider, n=count: p.started("new") > n, timeout=120, what="another campaign")
+    finally:
+        campaigns = stop_providers(providers)
+
+    for ep, mine in zip(eps, campaigns, strict=True):
+        summaries = assert_lossless(ep, mine)
+        assert sum(s["delivered"] for s in summaries["old"]) > 0, ep.name
+        assert sum(s["delivered"] for s in summaries["new"]) > 0, ep.name
+        # The server saw each of them, by the certificate that carried it.
+        assert ep.delivered_by(old.fingerprint) >= sum(s["delivered"] for s in summaries["old"]), ep.name
+        assert ep.delivered_by(new.fingerprint) >= sum(s["delivered"] for s in summaries["new"]), ep.name
+        assert ep.refuses(old), ep.name
+        assert ep.accepts(new), ep.name
+        assert ep.refuses(material.stranger), ep.name
+        assert ep.refuses(None), ep.name
+    assert_exec_reloads(servers)
+
+
+# --- without a cluster: one subject twice, an expired certificate, TLS 1.1 ----------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Listed:
+    """Client certificates with the operator's profile, written into one trust store for each server."""
+
+    alpha: reload.Client  # a plain one
+    expired: reload.Client  # listed, but past notAfter
+    twins: tuple[reload.Client, reload.Client]  # one subject, as the operator's current and next
+    akid_twins: tuple[reload.Client, reload.Client]  # one (other) subject, each with its authority key id
+
+    def pem(self) -> bytes:
+        clients = (self.alpha, self.expired, *self.twins, *self.akid_twins)
+        return b"".join(c.cert_path.read_bytes() for c in clients)
+
+
+def _client(pair: mtls_pki.Pair) -> reload.Client:
+    return reload.Client(pair.name, pair.cert_path, pair.key_path, pair.fingerprint)
+
+
+def _twin(directory: pathlib.Path, name: str, common_name: str, *, akid: bool) -> reload.Client:
+    """A certificate exactly as the operator issues it (RSA 2048 for speed), with an authority key identifier
+    (keyid, the same as its subject key identifier) added on request."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    now = datetime.datetime.now(datetime.UTC)
+    cert = pki.issue_certificate(key, pki_subject(common_name), now, datetime.timedelta(hours=1))
+    if akid:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(cert.subject)
+            .issuer_name(cert.issuer)
+            .public_key(key.public_key())
+            .serial_number(cert.serial_number)
+            .not_valid_before(cert.not_valid_before_utc)
+            .not_valid_after(cert.not_valid_after_utc)
+        )
+        for extension in cert.extensions:
+            builder = builder.add_extension(extension.value, extension.critical)
+        akid_ext = x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key())
+        cert = builder.add_extension(akid_ext, critical=False).sign(key, hashes.SHA256())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return reload.write_client(directory, name, key_pem, cert.public_bytes(serialization.Encoding.PEM))
+
+
+def pki_subject(common_name: str) -> models.Subject:
+    return models.Subject(common_name=common_name, organization="Example")
+
+
+@pytest.fixture(scope="module")
+def listed(material: Material, tmp_path_factory: pytest.TempPathFactory) -> Listed:
+    directory = tmp_path_factory.mktemp("listed")
+    twins = tuple(_twin(directory, n, "twins.webhooks.example.com", akid=False) for n in ("current", "next"))
+    akid = tuple(_twin(directory, f"akid-{n}", "akid.webhooks.example.com", akid=True) for n in ("current", "next"))
+    return Listed(_client(material.pki.alpha), _client(material.pki.expired), twins, akid)  # type: ignore[arg-type]
+
+
+STATIC_KINDS = ["nginx", "haproxy", "java-pkcs12", "java-jks", "java-jdk-trust-manager", "go"]
+
+
+@pytest.fixture
+def workspace(material: Material, tmp_path: pathlib.Path) -> Iterator[Workspace]:
+    ws = Workspace(tmp_path, material)
+    try:
+        yield ws
+    finally:
+        ws.stop()
+        ws.dump()
+
+
+def write_trust(directory: pathlib.Path, pem: bytes) -> None:
+    """ca.crt and both truststores, as trust-sync would write them (a plain directory here)."""
+    directory.mkdir(exist_ok=True)
+    (directory / names.TRUST_KEY).write_bytes(pem)
+    (directory / "truststore.p12").write_bytes(truststores.encode(pem, "pkcs12", TRUSTSTORE_PASSWORD))
+    (directory / "truststore.jks").write_bytes(truststores.encode(pem, "jks", TRUSTSTORE_PASSWORD))
+
+
+@pytest.mark.parametrize("name", STATIC_KINDS)
+def test_two_certificates_of_one_subject_and_an_expired_one(
+    name: str, request: pytest.FixtureRequest, workspace: Workspace, listed: Listed
+) -> None:
+    """What each server makes of the certificates a rotation puts side by side, found here:
+
+    - the operator's current and next certificate share their subject name. OpenSSL builds the chain of
+      a self-signed client certificate by looking its issuer up by name, takes the first certificate of
+      that name in the CA file that could have issued it, and trusts the client only if that one is the
+      client's certificate itself: nginx and HAProxy (OpenSSL without X509_V_FLAG_PARTIAL_CHAIN, which
+      neither can set) accept exactly one of the two, which one depends on the store's order. An
+      authority key identifier (keyid = the subject key identifier) rules the other one out, and both
+      are accepted. The JDK and Go look the client certificate itself up: both accepted;
+    - a listed certificate that has expired is refused by every server here; the JDK's own trust manager
+      accepts it (a trusted entry is taken without a look at its dates), HttpsServer.java checks them;
+    - TLS 1.1 is refused by every server.
+    """
+    trust_dir = workspace.directory / "trust"
+    write_trust(trust_dir, listed.pem())
+    ca = trust_dir / names.TRUST_KEY
+    if name == "nginx":
+        started = start_nginx(workspace, ca)
+    elif name == "haproxy":
+        started = start_haproxy(workspace, ca)
+    elif name == "go":
+        started = start_go(workspace, request.getfixturevalue("go_server"), ca)
+    else:
+        jks = name == "java-jks"
+        started = start_java(
+            workspace,
+            request.getfixturevalue("java_classes"),
+            trust_dir / ("truststore.jks" if jks else "truststore.p12"),
+            "JKS" if jks else "PKCS12",
+            name,
+            check_validity=name != "java-jdk-trust-manager",
+        )
+    ep = started.endpoint
+    assert ep.accepts(listed.alpha)
+    assert ep.refuses(workspace.material.stranger)
+
+    # One subject twice.
+    accepted = [c.name for c in listed.twins if ep.accepts(c)]
+    refused = [c.name for c in listed.twins if ep.refuses(c)]
+    if name in ("nginx", "haproxy"):
+        assert len(accepted) == 1 and len(refused) == 1, (accepted, refused)
+        if name == "nginx":
+            reasons = {r["verify"] for r in map(json.loads, ep.log.read_text().splitlines()) if r["status"] == 400}
+            assert "FAILED:self-signed certificate" in reasons, reasons
+    else:
+        assert accepted == ["current", "next"], (accepted, refused)
+    assert [c.name for c in listed.akid_twins if ep.accepts(c)] == ["akid-current", "akid-next"]
+
+    # Listed, but expired.
+    now = datetime.datetime.now(datetime.UTC)
+    assert pki.inspect(listed.expired.cert_path.read_bytes()).not_after < now
+    if name == "java-jdk-trust-manager":
+        assert ep.accepts(listed.expired), "the JDK's trust manager checked the dates of a trusted entry"
+    else:
+        assert ep.refuses(listed.expired), f"{ep.name} accepted an expired certificate its trust store lists"
+
+    # TLS 1.1, offered for real (SECLEVEL=0 lets this machine's OpenSSL offer it), with a trusted cert:
+    # a protocol_version alert, but from the JDK's HttpsServer, which closes the connection without
+    # sending the alert its engine made.
+    old_tls = ep.s_client(listed.alpha, "-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0")
+    assert old_tls.returncode != 0, old_tls.stdout
+    said = old_tls.stdout + old_tls.stderr
+    assert ("unexpected eof while reading" if name.startswith("java") else "alert protocol version") in said, said

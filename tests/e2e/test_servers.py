@@ -946,8 +946,8 @@ class Listed:
 
     alpha: reload.Client  # a plain one
     expired: reload.Client  # listed, but past notAfter
-    twins: tuple[reload.Client, reload.Client]  # one subject, as the operator's current and next
-    akid_twins: tuple[reload.Client, reload.Client]  # one (other) subject, each with its authority key id
+    twins: tuple[reload.Client, reload.Client]  # one subject, as an earlier release's current and next
+    akid_twins: tuple[reload.Client, reload.Client]  # one (other) subject, as the operator issues them now
 
     def pem(self) -> bytes:
         clients = (self.alpha, self.expired, *self.twins, *self.akid_twins)
@@ -959,12 +959,14 @@ def _client(pair: mtls_pki.Pair) -> reload.Client:
 
 
 def _twin(directory: pathlib.Path, name: str, common_name: str, *, akid: bool) -> reload.Client:
-    """A certificate exactly as the operator issues it (RSA 2048 for speed), with an authority key identifier
-    (keyid, the same as its subject key identifier) added on request."""
+    """A certificate exactly as the operator issues it (RSA 2048 for speed), carrying its own key
+    identifier as the authority key identifier; without it (``akid=False``) as an earlier release issued
+    them, the case OpenSSL servers could not tell apart."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     now = datetime.datetime.now(datetime.UTC)
     cert = pki.issue_certificate(key, pki_subject(common_name), now, datetime.timedelta(hours=1))
-    if akid:
+    assert cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
+    if not akid:
         builder = (
             x509.CertificateBuilder()
             .subject_name(cert.subject)
@@ -975,9 +977,9 @@ def _twin(directory: pathlib.Path, name: str, common_name: str, *, akid: bool) -
             .not_valid_after(cert.not_valid_after_utc)
         )
         for extension in cert.extensions:
-            builder = builder.add_extension(extension.value, extension.critical)
-        akid_ext = x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key())
-        cert = builder.add_extension(akid_ext, critical=False).sign(key, hashes.SHA256())
+            if not isinstance(extension.value, x509.AuthorityKeyIdentifier):
+                builder = builder.add_extension(extension.value, extension.critical)
+        cert = builder.sign(key, hashes.SHA256())
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )

@@ -174,7 +174,6 @@ def write_config_maps(
         checked = ctx.truststore_checks.get((namespace, f"configmap/{name}"))
         if not changed and checked is not None and time.monotonic() - checked < ctx.bundle_recheck_seconds:
             continue
-        ctx.truststore_checks[(namespace, f"configmap/{name}")] = time.monotonic()
         configmaps.write(
             ctx.clients,
             namespace,
@@ -183,3 +182,6 @@ def write_config_maps(
             binary=formats,
             annotations={names.TRUST_HASH_ANNOTATION: trust_hash},
         )
+        # Only a write that went through counts as checked: a refused one (RBAC) is tried, and
+        # reported, again at the next pass.
+        ctx.truststore_checks[(namespace, f"configmap/{name}")] = time.monotonic()

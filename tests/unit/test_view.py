@@ -57,12 +57,16 @@ def test_a_re_created_object_replaces_the_old_one_whatever_its_version() -> None
     assert changed and entry.uid == "new-a"
 
 
-def test_an_unreadable_spec_is_held_with_its_problem_and_indexed_nowhere() -> None:
+def test_an_unreadable_spec_is_held_with_its_problem_and_still_names_its_trust_secret() -> None:
     v = view.View()
     bad = body("a", 1)
     bad["spec"]["duration"] = "forever"
     entry, _ = v.put_certificate(bad)
     assert entry.spec is None and entry.problem and "duration" in entry.problem
+    # The store it shares must know it is there, to keep its certificates rather than drop them.
+    assert [e.name for e in v.naming_trust("ns", "webhook-trust")] == ["a"]
+    assert v.claimants("ns", "a-tls") == []
+    v.drop_certificate("ns", "a")
     assert v.naming_trust("ns", "webhook-trust") == []
 
 

@@ -6,12 +6,16 @@ The benchmarks (benchmarks/harness.py) drive their WebhookCertificates with thes
 from __future__ import annotations
 
 import base64
+import datetime
 import pathlib
 import subprocess
 from typing import Any
 
 import kubernetes
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from webhookcerts.domain import models, names, pki, trust
 
@@ -147,3 +151,25 @@ def assert_secrets_hygienic(api: Api) -> None:
             if b"-----BEGIN PRIVATE KEY-----" in plain or b"-----BEGIN RSA PRIVATE KEY-----" in plain:
                 assert ours and labels.get(names.ROLE_LABEL) in ("key", "next"), f"{name}/{key}"
                 assert secret.type == "kubernetes.io/tls" and key == "tls.key", f"{name}/{key}"
+
+
+def self_signed_pem(
+    common_name: str,
+    key: Any = None,
+    start: datetime.datetime = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC),
+) -> bytes:
+    """A self-signed certificate valid ten years from ``start`` (an EC P-256 key unless one is given):
+    a client certificate for trust-store tests, fixed in time so no test depends on today's date."""
+    key = key if key is not None else ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=3650))
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)

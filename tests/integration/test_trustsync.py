@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import datetime
 import json
 import os
 import pathlib
@@ -16,11 +15,9 @@ from collections.abc import Iterator
 import kubernetes
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes
 
-from tests import conftest, processes
+from tests import conftest, processes, whc
 from webhookcerts.devcluster import cluster as devcluster
 from webhookcerts.receiver import trustdir
 
@@ -145,20 +142,7 @@ def test_a_role_for_that_one_secret_is_enough(
 
 
 def _certificate(cn: str) -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    start = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + datetime.timedelta(days=3650))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM)
+    return whc.self_signed_pem(cn)
 
 
 def _keytool_fingerprints(store: pathlib.Path, password: str) -> list[str]:

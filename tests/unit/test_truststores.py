@@ -11,14 +11,15 @@ import pathlib
 import re
 import shutil
 import subprocess
+from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12 as crypto_pkcs12
-from cryptography.x509.oid import NameOID
 
+from tests import whc
 from webhookcerts.domain import trust, truststores
 
 KEYTOOL = shutil.which("keytool")
@@ -31,20 +32,8 @@ STORE_TYPES = {"pkcs12": "PKCS12", "jks": "JKS"}
 ORACLE_TRUSTED_ANY_EKU = bytes.fromhex("060c6086480186f966adca7b0101" + "3106" + "0604551d2500")
 
 
-def _certificate(cn: str, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    start = datetime.datetime(2024, 5, 17, 12, 0, tzinfo=datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + datetime.timedelta(days=3650))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM)
+def _certificate(cn: str, key: Any) -> bytes:
+    return whc.self_signed_pem(cn, key, datetime.datetime(2024, 5, 17, 12, 0, tzinfo=datetime.UTC))
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ The watch is replaced by a list of versions, so each test says exactly what the 
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import os
@@ -22,10 +21,9 @@ from typing import Any, cast
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes
 
+from tests import whc
 from webhookcerts.cli import main as cli_main
 from webhookcerts.domain import trust, truststores
 from webhookcerts.kube import client as kube_client
@@ -38,20 +36,7 @@ CLIENTS = cast(kube_client.Clients, object())  # the scripted watch never uses i
 
 
 def certificate(cn: str) -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    start = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + datetime.timedelta(days=3650))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.PEM)
+    return whc.self_signed_pem(cn)
 
 
 @pytest.fixture(scope="module")

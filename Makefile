@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup node-setup test test-unit test-integration lint format bench chaos clean devcluster-up devcluster-down chart-crds
+.PHONY: setup node-setup demo test test-unit test-integration lint format bench chaos clean devcluster-up devcluster-down chart-crds
 
 setup: $(STAMP) binaries node-setup
 
@@ -17,8 +17,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-binaries:
+# The pinned kubectl and helm also go beside the project's commands in $(BIN): with the venv
+# activated (or $(BIN) on the PATH) `kubectl webhookcerts` and the README's helm commands find them.
+binaries: $(STAMP)
 	@tools/controlplane/build.sh >/dev/null
+	@dir="$$(tools/controlplane/build.sh --print-dir)"; for tool in kubectl helm; do ln -sf "$$dir/$$tool" $(BIN)/$$tool; done
 
 # The local node: containerd, runc and the image tools (Debian packages), the kubelet and the
 # controllers, and the images it runs; each step is skipped when its result is already there.
@@ -26,6 +29,11 @@ node-setup: $(STAMP)
 	@tools/images/host-packages.sh
 	@tools/controlplane/build.sh --node >/dev/null
 	@$(BIN)/python tools/images/build.py >/dev/null
+
+# The main job on a local cluster with a node: chart, two WebhookCertificates, the receiver, the
+# provider simulator, a planned and an emergency rotation, then a timeline (tools/demo.py).
+demo: setup
+	$(BIN)/python tools/demo.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check operator tests benchmarks tools

@@ -16,7 +16,6 @@ import json
 import pathlib
 import ssl
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -38,13 +37,11 @@ class BenchmarkError(RuntimeError):
 
 
 def wait_for(predicate: Callable[[], T | None], *, timeout: float = 120, what: str = "condition") -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.05)
-    raise BenchmarkError(f"timed out after {timeout:.0f} s waiting for {what}")
+    # Polled finely: what follows a wait is often timed.
+    try:
+        return processes.wait_for(predicate, timeout=timeout, what=what, interval=0.05)
+    except processes.TimedOut as exc:
+        raise BenchmarkError(str(exc)) from None
 
 
 # --- TLS material ----------------------------------------------------------------------------------
@@ -196,9 +193,11 @@ def operator(handle: Cluster, log: pathlib.Path) -> subprocess.Popen[bytes]:
     return processes.spawn([*argv, "--metrics-port", "0"], log)
 
 
-def trust_sync(handle: Cluster, secret: str, directory: pathlib.Path, log: pathlib.Path) -> subprocess.Popen[bytes]:
+def trust_sync(
+    handle: Cluster, secret: str, directory: pathlib.Path, log: pathlib.Path, *extra: str
+) -> subprocess.Popen[bytes]:
     argv = ["trust-sync", "--secret", f"{handle.namespace}/{secret}", "--dir", str(directory)]
-    return processes.spawn([*argv, "--kubeconfig", str(handle.dev.kubeconfig)], log)
+    return processes.spawn([*argv, "--kubeconfig", str(handle.dev.kubeconfig), *extra], log)
 
 
 def dump(result: dict[str, Any]) -> str:

@@ -36,7 +36,7 @@ import kubernetes
 from cryptography.hazmat.primitives import serialization
 
 from benchmarks import emergency, harness, report, stats
-from webhookcerts.devcluster import base
+from webhookcerts.devcluster import base, workloads
 from webhookcerts.devcluster import node as devnode
 from webhookcerts.domain import durations, models, names, pki, trust
 
@@ -47,7 +47,7 @@ PROBE_INTERVAL = 0.05
 APP = "receiver"
 TRUST_STORE = "webhook-trust"
 SERVING_PAIR = "receiver-tls"
-TRUST_VOLUME = "trust"
+TRUST_VOLUME = "trust"  # the volume workloads.receiver_deployment mounts the trust Secret as
 IMAGES_BUILD = harness.REPO / "tools" / "images" / "build.py"
 # The kubelet's own default syncFrequency, what a real cluster runs with (the local cluster's tests use 5 s).
 KUBELET_DEFAULT_SYNC = "1m"
@@ -83,45 +83,6 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def deployment(image: str, port: int) -> dict[str, Any]:
-    """The receiver as users deploy it: the trust Secret mounted as a directory (never subPath)."""
-    command = ["webhookcerts", "receiver", "--cert", "/tls/tls.crt", "--key", "/tls/tls.key"]
-    command += ["--trust-dir", "/trust", "--host", "127.0.0.1", "--port", str(port)]
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": APP},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": APP}},
-            "template": {
-                "metadata": {"labels": {"app": APP}},
-                "spec": {
-                    "hostNetwork": True,
-                    "automountServiceAccountToken": False,
-                    "terminationGracePeriodSeconds": 5,
-                    "containers": [
-                        {
-                            "name": "receiver",
-                            "image": image,
-                            "command": command,
-                            "ports": [{"containerPort": port}],
-                            "volumeMounts": [
-                                {"name": "tls", "mountPath": "/tls", "readOnly": True},
-                                {"name": TRUST_VOLUME, "mountPath": "/trust", "readOnly": True},
-                            ],
-                        }
-                    ],
-                    "volumes": [
-                        {"name": "tls", "secret": {"secretName": SERVING_PAIR}},
-                        {"name": TRUST_VOLUME, "secret": {"secretName": TRUST_STORE}},
-                    ],
-                },
-            },
-        },
-    }
-
-
 def start_pod(handle: harness.Cluster, server: harness.Files, anchor_pem: bytes, port: int) -> tuple[str, pathlib.Path]:
     """Secrets and the Deployment; the running pod's name and its trust volume's directory on the host."""
     core = handle.core
@@ -141,7 +102,9 @@ def start_pod(handle: harness.Cluster, server: harness.Files, anchor_pem: bytes,
         ),
     )
     # The client takes plain dicts as bodies; its type hints name only its own models.
-    body: Any = deployment(handle.dev.images["webhookcerts"], port)
+    body: Any = workloads.receiver_deployment(
+        APP, handle.dev.images["webhookcerts"], port, trust_secret=TRUST_STORE, tls_secret=SERVING_PAIR
+    )
     kubernetes.client.AppsV1Api(handle.api).create_namespaced_deployment(handle.namespace, body)
 
     def running() -> Any:

@@ -28,9 +28,19 @@ from benchmarks import (  # noqa: E402
     renewal,
     report,
     scale,
+    servers,
 )
 
-NAMES = (controlplane.NAME, renewal.NAME, emergency.NAME, receiver.NAME, pod_reload.NAME, scale.NAME, chaos.NAME)
+NAMES = (
+    controlplane.NAME,
+    renewal.NAME,
+    emergency.NAME,
+    receiver.NAME,
+    pod_reload.NAME,
+    servers.NAME,
+    scale.NAME,
+    chaos.NAME,
+)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -59,6 +69,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--chaos-stops", type=int, default=chaos.DEFAULT_STOPS, help="stops of kube-apiserver and of etcd, each"
     )
+    p.add_argument("--servers-runs", type=int, default=servers.MIN_RUNS, help="runs per real server")
     p.add_argument("--chaos-seed", type=int, default=chaos.DEFAULT_SEED, help="seed of the random kill moments")
     return p
 
@@ -83,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"--write needs at least {chaos.MIN_KILLS} kills per path and one stop of each component", file=sys.stderr
         )
+        return 2
+    if args.write and servers.NAME in names and args.servers_runs < servers.MIN_RUNS:
+        print(f"--write needs at least {servers.MIN_RUNS} runs per server", file=sys.stderr)
         return 2
     if args.write and args.pod_reload_runs < pod_reload.MIN_RUNS:
         print(f"--write needs at least {pod_reload.MIN_RUNS} pod reload runs", file=sys.stderr)
@@ -114,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
                     seed=args.chaos_seed,
                 )
                 body = chaos.section(result, command)
+            elif name == servers.NAME:
+                result = servers.measure(work, runs=args.servers_runs)
+                body = servers.section(result, command)
             elif name == pod_reload.NAME:
                 result = pod_reload.measure(work, runs=args.pod_reload_runs, sync_frequency=args.pod_reload_sync)
                 body = pod_reload.section(result, command)

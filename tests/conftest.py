@@ -170,16 +170,8 @@ def poll(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
     return condition()
 
 
-def wait_for(predicate: Callable[[], T | None], *, timeout: float = 90, what: str = "condition") -> T:
-    """Poll until ``predicate`` returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+# Shared with the benchmarks and tests/servers.py, which cannot import this module's fixtures.
+wait_for = processes.wait_for
 
 
 CRD_FILE = REPO / "crds" / "webhookcertificates.webhookcerts.io.yaml"

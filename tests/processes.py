@@ -13,7 +13,9 @@ import pathlib
 import re
 import subprocess
 import sys
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from webhookcerts.devcluster import cluster as devcluster
 
@@ -24,6 +26,27 @@ _LISTENING = re.compile(r'"event": "listening", "address": "127\.0\.0\.1:(\d+)"'
 
 class ProcessExited(RuntimeError):
     """A process that should be running has exited; the message carries the end of its log."""
+
+
+class TimedOut(AssertionError):
+    """What ``wait_for`` waited for did not happen in time; the message says what."""
+
+
+T = TypeVar("T")
+
+
+def wait_for(
+    predicate: Callable[[], T | None], *, timeout: float = 90, what: str = "condition", interval: float = 0.25
+) -> T:
+    """Poll until ``predicate`` returns something truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TimedOut(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
 def spawn(argv: list[str], log_path: pathlib.Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:

@@ -5,12 +5,20 @@ a planned rotation, a cut-over and an emergency rotation complete, so the chart'
 the form users deploy it. Its metrics are scraped with curl from the pod's port (the node's network),
 its logs are JSON lines, a `helm upgrade` with a changed value replaces the pod and the new one carries
 on, and `helm uninstall` leaves the CRD, the WebhookCertificates and their key Secrets in place.
+
+The node's cluster runs kube-controller-manager, so the uninstall is checked where garbage collection
+could take something with the release: a `deletionPolicy: Delete` object's Secrets (owned by it) are
+there too, and the check waits for the collector to have removed an object owned by the release's
+Deployment before it looks.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -30,15 +38,9 @@ SELECTOR = f"app.kubernetes.io/instance={RELEASE}"
 
 
 def devcluster_values(cluster: devcluster.DevCluster, path: pathlib.Path, metrics_port: int, health_port: int) -> str:
-    """values-devcluster.yaml with this cluster's API server port, image tag and free host ports."""
-    values: dict[str, Any] = yaml.safe_load((CHART / "values-devcluster.yaml").read_text())
-    port = cluster.apiserver_url.rsplit(":", 1)[1]
-    for env in values["env"]:
-        if env["name"].startswith("KUBERNETES_SERVICE_PORT"):
-            env["value"] = port
-    repository, tag = cluster.images["webhookcerts"].rsplit(":", 1)
-    assert repository == values["image"]["repository"], "the node's image is not the one the values file names"
-    values["image"]["tag"] = tag
+    """The values `devcluster up` wrote for this cluster (the image tag, the API server's port), with free
+    host ports: the session's other tests may hold the fixed ones."""
+    values: dict[str, Any] = yaml.safe_load(cluster.chart_values.read_text())
     values["metrics"]["port"] = metrics_port
     values["operator"]["healthPort"] = health_port
     path.write_text(yaml.safe_dump(values))
@@ -80,6 +82,8 @@ def test_the_chart_runs_the_operator_in_its_pod(
     labels = {"name": "upvest-live", "namespace": node_namespace, "environment": "live"}
     try:
         api.create("upvest-live", environment="live", duration="1h", renewBefore="59m50s")
+        # Its Secrets carry owner references (to it): what the garbage collector acts on.
+        api.create("upvest-sandbox", deletionPolicy="Delete")
         rotating = conftest.wait_for(
             lambda: (s := api.status("upvest-live")).next is not None and s, timeout=180, what="a planned rotation"
         )
@@ -113,6 +117,7 @@ def test_the_chart_runs_the_operator_in_its_pod(
                 "events": " ".join(e.message or "" for e in api.events("upvest-live")),
                 "status": json.dumps(api.get("upvest-live").get("status")),
                 "kubectl describe": kubectl("describe", "whc", "upvest-live", "-n", node_namespace).stdout,
+                **plugin_output(node_cluster, node_namespace, tmp_path / "export"),
             },
             whc.key_fragments(api, "upvest-live-tls", "upvest-live-tls-next"),
         )
@@ -144,8 +149,18 @@ def test_the_chart_runs_the_operator_in_its_pod(
         text_logs = kubectl("logs", "-n", node_namespace, upgraded["metadata"]["name"]).stdout
         assert "CutOver" in text_logs and not text_logs.lstrip().startswith("{")
 
-        # Uninstall: the operator goes, the CRD, the WebhookCertificate and its key Secret stay.
+        # Uninstall: the operator goes, the CRD, the WebhookCertificates and their Secrets stay, also
+        # once the garbage collector has acted on the release's deletion (the sentinel it owns is gone).
+        sandbox = conftest.wait_for(lambda: api.status("upvest-sandbox").current, what="upvest-sandbox's certificate")
+        kept_before = {n: api.secret_object(n).metadata.uid for n in secrets_of(api, "upvest-live", "upvest-sandbox")}
+        assert api.secret_object(sandbox.secret_name).metadata.owner_references, "Delete sets owner references"
+        sentinel = gc_sentinel(kubectl, node_namespace)
         helm("uninstall", RELEASE, "-n", node_namespace, "--wait", "--timeout=5m")
+        conftest.wait_for(
+            lambda: kubectl("get", "configmap", sentinel, "-n", node_namespace, check=False).returncode != 0,
+            timeout=180,
+            what="the garbage collector to remove what the release's Deployment owned",
+        )
         conftest.wait_for(
             lambda: (
                 not json.loads(kubectl("get", "pods", "-n", node_namespace, "-l", SELECTOR, "-o", "json").stdout)[
@@ -159,16 +174,69 @@ def test_the_chart_runs_the_operator_in_its_pod(
         assert api.status("upvest-live").current == after.current
         kept = api.secret(after.current.secret_name) or {}
         assert names.TLS_KEY in kept
+        kept_after = {n: api.secret_object(n).metadata.uid for n in kept_before if api.secret(n) is not None}
+        assert kept_after == kept_before
+        assert api.status("upvest-sandbox").current == sandbox
     finally:
         shown = kubectl("logs", "-n", node_namespace, "-l", SELECTOR, "--tail=300", check=False)
         print(f"--- operator pod log ---\n{shown.stdout}{shown.stderr}")
         # Whatever happened, nothing of the release outlives the test (a no-op after the uninstall above).
         helm("uninstall", RELEASE, "-n", node_namespace, "--wait", "--timeout=2m", "--ignore-not-found", check=False)
         # The kept objects carry Kopf's finalizer: without an operator the namespace could never go.
-        kubectl(
-            "patch", "whc", "upvest-live", "-n", node_namespace, "--type=merge",
-            "-p", '{"metadata":{"finalizers":null}}', check=False,
-        )  # fmt: skip
+        for kept_name in ("upvest-live", "upvest-sandbox"):
+            kubectl(
+                "patch", "whc", kept_name, "-n", node_namespace, "--type=merge",
+                "-p", '{"metadata":{"finalizers":null}}', check=False,
+            )  # fmt: skip
+
+
+def plugin_output(cluster: devcluster.DevCluster, namespace: str, out: pathlib.Path) -> dict[str, str]:
+    """What the CLI prints (stdout and stderr, errors included) for the verbs that read the object and
+    its Secrets: none may carry key material; only the files ``export`` writes hold the (encrypted) key."""
+    env = {**os.environ, "PYTHONPATH": str(conftest.REPO / "operator")}
+    found = {}
+    for verb in (
+        ["status", "-o", "wide"],
+        ["status", "-o", "json"],
+        ["history", "upvest-live"],
+        ["export", "upvest-live", "--out", str(out)],  # refused: the compromised bundle was withdrawn
+        ["export", "upvest-live", "--next", "--out", str(out)],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "webhookcerts", *verb, "-n", namespace, "--kubeconfig", str(cluster.kubeconfig)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+        found[f"webhookcerts {' '.join(verb[:3])}"] = done.stdout + done.stderr
+    return found
+
+
+def secrets_of(api: whc.Api, *objects: str) -> list[str]:
+    """The key, bundle and trust Secrets the objects' status and spec name (those that exist)."""
+    found = {"webhook-trust"}
+    for name in objects:
+        spec = api.get(name)["spec"]
+        found.add(spec["secretName"])
+        if spec.get("bundle", {}).get("secretName"):
+            found.add(spec["bundle"]["secretName"])
+        current = api.status(name).current
+        if current is not None:
+            found.add(current.secret_name)
+    return sorted(n for n in found if api.secret(n) is not None)
+
+
+def gc_sentinel(kubectl: conftest.KubectlRunner, namespace: str) -> str:
+    """A ConfigMap owned by the release's Deployment: gone once the garbage collector has processed the
+    Deployment's deletion, which is when anything else wrongly owned by the release would be gone too."""
+    deployment = json.loads(kubectl("get", "deployment", DEPLOYMENT, "-n", namespace, "-o", "json").stdout)
+    name = "gc-sentinel"
+    owner = {"apiVersion": "apps/v1", "kind": "Deployment", "name": DEPLOYMENT, "uid": deployment["metadata"]["uid"]}
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "ownerReferences": [owner]}}
+    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body))
+    return name
 
 
 def operator_pod_or_none(kubectl: conftest.KubectlRunner, namespace: str) -> dict[str, Any] | None:

@@ -13,6 +13,13 @@ emergency annotation the pod refuses the compromised certificate; a Rollout cons
 trusting the new certificate; ``kubectl logs`` of the pod shows which client certificates it accepted.
 Nothing is timed (the benchmark ``pod-reload`` measures how fast): each step waits, generously, for a
 behaviour, and then asserts it.
+
+That the Hot nudge, and not the kubelet, brought a change: the local node's kubelet syncs every pod
+every 5 s, which would refresh a mounted Secret with or without the nudge. For this module it is
+restarted with a ``syncFrequency`` of an hour (the kubelet's jitter only ever lengthens the period), so
+that nothing but an update of the pod, the nudge, remounts a pod's Secret volume while the tests run;
+and the emergency test runs a control pod beside the nudged one, mounting the same trust Secret but
+selected by no consumer: it must still trust the compromised certificate when the nudged pod refuses it.
 """
 
 from __future__ import annotations
@@ -33,8 +40,9 @@ from tests import conftest, whc
 from tests.e2e import conftest as e2e
 from tests.e2e import test_reload as reload
 from tests.unit import mtls_pki
-from webhookcerts.devcluster import base
+from webhookcerts.devcluster import base, workloads
 from webhookcerts.devcluster import cluster as devcluster
+from webhookcerts.devcluster import node as devnode
 from webhookcerts.domain import models, names, pki, trust
 from webhookcerts.receiver import providersim
 
@@ -99,6 +107,20 @@ def node_operator(
         node_kubectl("delete", "whc", "--all", "-n", node_namespace, "--timeout=120s", check=False)
         proc.stop()
         print(f"--- operator log ---\n{proc.logs()[-20000:]}")
+
+
+# Longer than the module runs: no periodic sync of a pod can fall inside it.
+HELD_SYNC = "1h"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def kubelet_without_periodic_sync(node_cluster: devcluster.DevCluster) -> Iterator[None]:
+    """The node's kubelet with its periodic pod sync an hour away for this module, as it was afterwards."""
+    node_cluster.restart_kubelet(HELD_SYNC)
+    try:
+        yield
+    finally:
+        node_cluster.restart_kubelet(devnode.SYNC_FREQUENCY)
 
 
 @pytest.fixture(scope="module")
@@ -238,44 +260,13 @@ def receiver(
                     data={k: base64.b64encode(v.read_bytes()).decode() for k, v in pair.items()},
                 ),
             )
-        # A free loopback port of the host (the pod uses the host's network); the scheduler keeps a
-        # second pod off it, since the container declares it.
+        # A free loopback port of the host (the pod uses the host's network).
         port = base.free_port()
-        command = ["webhookcerts", "receiver", "--cert", "/tls/tls.crt", "--key", "/tls/tls.key"]
-        command += ["--trust-dir", "/trust", "--host", "127.0.0.1", "--port", str(port)]
-        spec = e2e.host_network_pod_spec(
-            node_cluster,
-            command,
-            container={
-                "ports": [{"containerPort": port}],
-                "volumeMounts": [
-                    {"name": "tls", "mountPath": "/tls", "readOnly": True},
-                    # A directory, never subPath: a subPath mount is never updated.
-                    {"name": "trust", "mountPath": "/trust", "readOnly": True},
-                ],
-            },
-            volumes=[
-                {"name": "tls", "secret": {"secretName": SERVING_PAIR}},
-                {"name": "trust", "secret": {"secretName": reload.TRUST_SECRET}},
-            ],
-            automountServiceAccountToken=False,
-            terminationGracePeriodSeconds=5,
+        image = node_cluster.images["webhookcerts"]
+        deployment = workloads.receiver_deployment(
+            app, image, port, trust_secret=reload.TRUST_SECRET, tls_secret=SERVING_PAIR, namespace=node_namespace
         )
-        e2e.apply(
-            node_kubectl,
-            {
-                "apiVersion": "apps/v1",
-                "kind": "Deployment",
-                "metadata": {"name": app, "namespace": node_namespace},
-                "spec": {
-                    "replicas": 1,
-                    "selector": {"matchLabels": {"app": app}},
-                    # One port on the host: a rolled pod can listen only once the old one is gone.
-                    "strategy": {"type": "Recreate"},
-                    "template": {"metadata": {"labels": {"app": app}}, "spec": spec},
-                },
-            },
-        )
+        e2e.apply(node_kubectl, deployment)
         log = tmp_path / f"{app}.log"
         endpoint = PodEndpoint(
             port,
@@ -403,11 +394,18 @@ def test_hot_reload_makes_the_pod_refuse_a_compromised_certificate(
     assert pod is not None
     assert ep.accepts(compromised)
     assert ep.accepted_fingerprints(pod)[compromised.fingerprint] >= 1
+    # The control: the same image and trust Secret, but no consumer selects it, so nobody nudges it.
+    control = receiver("unselected-control")
+    assert control.accepts(compromised)
 
     api.emergency(name, f"INC-{uuid.uuid4().hex[:6]}")
     conftest.wait_for(
         lambda: ep.refuses(compromised), timeout=POD_TIMEOUT, what="the pod to refuse the compromised certificate"
     )
+    # The kubelet did not bring the change by itself: the pod it was not asked to sync has the old store.
+    assert control.accepts(compromised), "the control pod reloaded without a nudge: the kubelet synced it"
+    control_pod = control.serving_pod()
+    assert control_pod is not None and control.annotation(control_pod) is None
     # The probes above were deliveries too: those before the reload got in. From here on, none may.
     before = ep.accepted_fingerprints(pod)[compromised.fingerprint]
     conftest.wait_for(

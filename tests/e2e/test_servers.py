@@ -37,16 +37,12 @@ from __future__ import annotations
 
 import base64
 import collections
-import contextlib
 import dataclasses
 import datetime
 import http.client
 import json
 import os
 import pathlib
-import re
-import shutil
-import socket
 import ssl
 import subprocess
 import sys
@@ -61,9 +57,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.serialization import pkcs12
 
 from tests import conftest, processes, whc
+from tests import servers as launchers
 from tests.e2e import test_reload as reload
 from tests.unit import mtls_pki
 from webhookcerts.devcluster import cluster as devcluster
@@ -72,120 +68,33 @@ from webhookcerts.receiver import providersim
 
 pytestmark = pytest.mark.e2e
 
-SERVERS_SOURCE = pathlib.Path(__file__).resolve().parent / "servers"
-TRUSTSTORE_PASSWORD = "e2e-truststore-5b1d"  # ASCII: the JDK opens a PKCS#12 only with an ASCII password
-KEYSTORE_PASSWORD = "e2e-keystore-9c2e"
-# What each server answers a client it does not trust: a TLS alert during the handshake, or (nginx) a
-# completed handshake and then HTTP 400 ("No required SSL certificate was sent", "The SSL certificate
-# error"): nginx's ssl_verify_client never aborts a handshake.
-HANDSHAKE, HTTP_400 = "handshake", "http-400"
-# What becomes of a keep-alive connection opened with a certificate that is then revoked, at its next
-# request: answered 421 and closed (the Java and Go servers check the certificate against the newest
-# trust on every request), or closed by the server without an answer (a reload retires the worker that
-# holds it: nginx closes idle keep-alive connections at once, HAProxy's old worker too).
-MISDIRECTED, CLOSED = "421", "closed"
-
 
 @pytest.fixture
 def api(api_client: kubernetes.client.ApiClient, namespace: str) -> whc.Api:
     return whc.Api(api_client, namespace)
 
 
-def require(tool: str) -> str:
-    path = shutil.which(tool)
-    assert path, f"{tool} is not installed: `make setup` (tools/images/host-packages.sh) installs it"
-    return path
-
-
-def free_port() -> int:
-    """A free loopback port, for servers that take their port from a configuration file."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def accepting(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-        return True
-    return False
-
-
 # --- the servers' material: serving certificates, the Java and Go servers built ---------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class Material:
-    """What every server is started with: its serving certificate (as each one wants it) and the test's CA."""
-
-    pki: mtls_pki.Pki
-    haproxy_pem: pathlib.Path  # certificate and key in one file
-    keystore: pathlib.Path  # PKCS#12 with the serving key, for the JVM
-    keystore_password: pathlib.Path
-    truststore_password: pathlib.Path
-
-    @property
-    def server_ca(self) -> pathlib.Path:
-        return self.pki.server_ca.cert_path
-
-    @property
-    def stranger(self) -> reload.Client:
-        never = self.pki.stranger
-        return reload.Client("stranger", never.cert_path, never.key_path, never.fingerprint)
-
-
 @pytest.fixture(scope="module")
-def material(tmp_path_factory: pytest.TempPathFactory) -> Material:
-    directory = tmp_path_factory.mktemp("servers-pki")
-    made = mtls_pki.make(directory)
-    server = made.server
-    haproxy_pem = directory / "haproxy-server.pem"
-    haproxy_pem.write_bytes(server.cert_pem + server.key_path.read_bytes())
-    haproxy_pem.chmod(0o600)
-    keystore = directory / "server.p12"
-    keystore.write_bytes(
-        pkcs12.serialize_key_and_certificates(
-            b"server", server.key, server.cert, None, serialization.BestAvailableEncryption(KEYSTORE_PASSWORD.encode())
-        )
-    )
-    keystore_password = directory / "keystore-password"
-    keystore_password.write_text(KEYSTORE_PASSWORD + "\n")
-    truststore_password = directory / "truststore-password"
-    truststore_password.write_text(TRUSTSTORE_PASSWORD + "\n")
-    return Material(made, haproxy_pem, keystore, keystore_password, truststore_password)
+def material(tmp_path_factory: pytest.TempPathFactory) -> launchers.Material:
+    return launchers.make_material(tmp_path_factory.mktemp("servers-pki"))
 
 
 @pytest.fixture(scope="session")
 def java_classes(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    """tests/e2e/servers/HttpsServer.java compiled with the machine's JDK."""
-    out = tmp_path_factory.mktemp("java-server")
-    done = subprocess.run(
-        [require("javac"), "-d", str(out), str(SERVERS_SOURCE / "HttpsServer.java")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return out
+    return launchers.compile_java(tmp_path_factory.mktemp("java-server"))
 
 
 @pytest.fixture(scope="session")
 def go_server(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    """tests/e2e/servers/goserver built with the machine's Go (the standard library only)."""
-    out = tmp_path_factory.mktemp("go-server") / "goserver"
-    env = {**os.environ, "GOTOOLCHAIN": "local", "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"}
-    done = subprocess.run(
-        [require("go"), "build", "-o", str(out), "."],
-        cwd=SERVERS_SOURCE / "goserver",
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return out
+    return launchers.build_go(tmp_path_factory.mktemp("go-server"))
+
+
+def stranger_of(material: launchers.Material) -> reload.Client:
+    never = material.pki.stranger
+    return reload.Client("stranger", never.cert_path, never.key_path, never.fingerprint)
 
 
 # --- one server process, as the client sees it ----------------------------------------------------
@@ -197,7 +106,7 @@ class ServerEndpoint(reload.TlsEndpoint):
 
     name: str
     log: pathlib.Path
-    refusal: str  # HANDSHAKE or HTTP_400
+    refusal: str  # HANDSHAKE or HTTP_400 (tests/servers.py)
     kept: str  # MISDIRECTED or CLOSED
     _fingerprints: dict[str, str] = dataclasses.field(default_factory=dict, repr=False)
 
@@ -237,198 +146,13 @@ class ServerEndpoint(reload.TlsEndpoint):
 
     def refuses(self, client: reload.Client | None) -> bool:
         code, status = self.curl(client)
-        if self.refusal == HTTP_400:
+        if self.refusal == launchers.HTTP_400:
             return code == 0 and status == "400"
         return code != 0 and status == "000"
 
-
-@dataclasses.dataclass
-class Workspace:
-    """Starts processes for one test and stops every one of them, by its own process group, afterwards."""
-
-    directory: pathlib.Path
-    material: Material
-    procs: list[subprocess.Popen[bytes]] = dataclasses.field(default_factory=list)
-    logs: dict[str, pathlib.Path] = dataclasses.field(default_factory=dict)
-
-    def log(self, name: str) -> pathlib.Path:
-        path = self.directory / f"{name}.log"
-        self.logs[name] = path
-        return path
-
-    def spawn(self, name: str, argv: list[str], log: pathlib.Path | None = None) -> subprocess.Popen[bytes]:
-        with (log or self.log(name)).open("ab") as out:
-            proc = subprocess.Popen(
-                argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.directory,
-                start_new_session=True,
-                preexec_fn=devcluster.die_with_parent,
-            )
-        self.procs.append(proc)
-        return proc
-
-    def track(self, proc: subprocess.Popen[bytes]) -> subprocess.Popen[bytes]:
-        self.procs.append(proc)
-        return proc
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            # Each was started in a session of its own: its group holds it and what it started
-            # (nginx's and HAProxy's workers, a reload command).
-            devcluster.stop_pid(proc.pid, grace=10)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, 9)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-        self.procs.clear()
-
-    def dump(self) -> None:
-        for name, path in self.logs.items():
-            if path.exists():
-                print(f"--- {name} log ---\n{path.read_text(errors='replace')[-8000:]}")
-
-
-_ADDRESS = re.compile(r'"address":\s*"127\.0\.0\.1:(\d+)"')
-
-
-def logged_port(proc: subprocess.Popen[bytes], log: pathlib.Path) -> int | None:
-    """The port the Java or Go server logged, None while it starts; raises once it has exited."""
-    text = log.read_text(errors="replace") if log.exists() else ""
-    if proc.poll() is not None:
-        raise processes.ProcessExited(f"the server exited ({proc.returncode}): {text[-2000:]}")
-    match = _ADDRESS.search(text)
-    return int(match.group(1)) if match else None
-
-
-def listening(proc: subprocess.Popen[bytes], log: pathlib.Path, port: int) -> bool:
-    if proc.poll() is not None:
-        raise processes.ProcessExited(f"the server exited ({proc.returncode}): {log.read_text(errors='replace')}")
-    return accepting(port)
-
-
-@dataclasses.dataclass
-class Started:
-    """A running server and the command that makes it reload its trust (none: it reloads by itself)."""
-
-    endpoint: ServerEndpoint
-    reload_command: str | None = None
-
-
-def start_nginx(ws: Workspace, trust_file: pathlib.Path, name: str = "nginx") -> Started:
-    require("nginx")
-    work = ws.directory / name
-    work.mkdir()
-    port, server = free_port(), ws.material.pki.server
-    access_log, error_log, conf = work / "access.log", work / "error.log", work / "nginx.conf"
-    temp = "\n".join(
-        f"    {kind}_temp_path {work / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    conf.write_text(
-        f"""daemon off;
-worker_processes 1;
-pid {work / "nginx.pid"};
-error_log {error_log} info;
-events {{ worker_connections 512; }}
-http {{
-{temp}
-    log_format delivery escape=json '{{"event": "delivery", "status": $status, "method": "$request_method", '
-        '"path": "$uri", "verify": "$ssl_client_verify", "client_cert": "$ssl_client_escaped_cert"}}';
-    keepalive_timeout 75s;
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        ssl_certificate     {server.cert_path};
-        ssl_certificate_key {server.key_path};
-        ssl_protocols       TLSv1.2 TLSv1.3;
-        ssl_verify_client      on;
-        ssl_client_certificate {trust_file};
-        ssl_verify_depth       1;
-        access_log {access_log} delivery;
-        location / {{
-            default_type application/json;
-            return 200 '{{"status": 200}}\\n';
-        }}
-    }}
-}}
-"""
-    )
-    proc = ws.spawn(name, ["nginx", "-c", str(conf), "-e", str(error_log)])
-    ws.logs[f"{name} error"] = error_log
-    conftest.wait_for(lambda: listening(proc, error_log, port), timeout=30, what=f"{name} to listen")
-    endpoint = ServerEndpoint(port, ws.material.server_ca, name, access_log, HTTP_400, CLOSED)
-    return Started(endpoint, f"nginx -c {conf} -e {error_log} -s reload")
-
-
-def start_haproxy(ws: Workspace, trust_file: pathlib.Path, name: str = "haproxy") -> Started:
-    require("haproxy")
-    work = ws.directory / name
-    work.mkdir()
-    port, pid_file, conf, log = free_port(), work / "haproxy.pid", work / "haproxy.cfg", ws.log(name)
-    fields = (
-        '"event": "delivery", "status": %ST, "method": "%HM", "path": "%HPO", '
-        '"client_fingerprint": "%[ssl_c_der,sha2(256),hex,lower]", "verify": %[ssl_c_verify]'
-    )
-    conf.write_text(
-        f"""global
-    log stdout format raw local0 info
-    pidfile {pid_file}
-    ssl-default-bind-options ssl-min-ver TLSv1.2
-
-defaults
-    mode http
-    log global
-    timeout connect 5s
-    timeout client 30s
-    timeout server 30s
-    timeout http-keep-alive 60s
-
-frontend webhooks
-    bind 127.0.0.1:{port} ssl crt {ws.material.haproxy_pem} ca-file {trust_file} verify required
-    log-format '{{{fields}}}'
-    http-request return status 200 content-type application/json string '{{"status": 200}}' if {{ method POST }}
-    http-request return status 405 content-type application/json string '{{"status": 405}}'
-"""
-    )
-    check = subprocess.run(["haproxy", "-c", "-f", str(conf)], capture_output=True, text=True, timeout=60)
-    assert check.returncode == 0, check.stdout + check.stderr
-    # -W: master-worker (SIGUSR2 to the master reloads: a new worker with the new files, the old one
-    # finishes its connections); -db: stay in the foreground, the master is the process started here.
-    proc = ws.spawn(name, ["haproxy", "-W", "-db", "-f", str(conf)], log)
-    conftest.wait_for(lambda: listening(proc, log, port), timeout=30, what=f"{name} to listen")
-    endpoint = ServerEndpoint(port, ws.material.server_ca, name, log, HANDSHAKE, CLOSED)
-    return Started(endpoint, f"""sh -c 'kill -USR2 "$(cat {pid_file})"'""")
-
-
-def start_java(
-    ws: Workspace,
-    classes: pathlib.Path,
-    truststore: pathlib.Path,
-    store_type: str,
-    name: str,
-    *,
-    check_validity: bool = True,
-) -> Started:
-    require("java")
-    log = ws.log(name)
-    argv = ["java", "-cp", str(classes), "HttpsServer", "--port", "0"]
-    argv += ["--keystore", str(ws.material.keystore), "--keystore-password-file", str(ws.material.keystore_password)]
-    argv += ["--truststore", str(truststore), "--truststore-type", store_type]
-    argv += ["--truststore-password-file", str(ws.material.truststore_password)]
-    argv += ["--check-validity", str(check_validity).lower()]
-    proc = ws.spawn(name, argv, log)
-    port = conftest.wait_for(lambda: logged_port(proc, log), timeout=60, what=f"{name} to listen")
-    return Started(ServerEndpoint(port, ws.material.server_ca, name, log, HANDSHAKE, MISDIRECTED))
-
-
-def start_go(ws: Workspace, binary: pathlib.Path, trust_file: pathlib.Path, name: str = "go") -> Started:
-    log = ws.log(name)
-    server = ws.material.pki.server
-    argv = [str(binary), "-listen", "127.0.0.1:0", "-cert", str(server.cert_path), "-key", str(server.key_path)]
-    proc = ws.spawn(name, [*argv, "-trust", str(trust_file)], log)
-    port = conftest.wait_for(lambda: logged_port(proc, log), timeout=30, what=f"{name} to listen")
-    return Started(ServerEndpoint(port, ws.material.server_ca, name, log, HANDSHAKE, MISDIRECTED))
+    @classmethod
+    def of(cls, launched: launchers.Launched) -> ServerEndpoint:
+        return cls(launched.port, launched.server_ca, launched.name, launched.log, launched.refusal, launched.kept)
 
 
 # --- the servers under test, fed by trust-sync -------------------------------------------------------
@@ -508,7 +232,7 @@ def fleet(
     request: pytest.FixtureRequest,
     cluster: devcluster.DevCluster,
     namespace: str,
-    material: Material,
+    material: launchers.Material,
     tmp_path: pathlib.Path,
 ) -> Iterator[FleetFactory]:
     """Starts trust-sync and the servers of a kind once the trust Secret exists; stops them all afterwards.
@@ -517,7 +241,7 @@ def fleet(
     a trust store), the server, then trust-sync watching, with the server's reload command as ``--exec``.
     The watcher finds the files as --once left them and runs the command only after a real change.
     """
-    ws = Workspace(tmp_path, material)
+    ws = launchers.Workspace(tmp_path, material)
     env = {**os.environ, "PYTHONPATH": str(processes.REPO / "operator"), "KUBECONFIG": str(cluster.kubeconfig)}
     trust_dir = tmp_path / "trust"
 
@@ -531,19 +255,7 @@ def fleet(
                 out.write(done.stdout + done.stderr)
             assert done.returncode == 0, log.read_text()
         else:
-            with log.open("ab") as out:
-                ws.track(
-                    subprocess.Popen(
-                        argv,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        stdin=subprocess.DEVNULL,
-                        cwd=processes.REPO,
-                        env=env,
-                        start_new_session=True,
-                        preexec_fn=devcluster.die_with_parent,
-                    )
-                )
+            ws.spawn("trust-sync", argv, log, env)
         return log
 
     def start(kind: Kind) -> Fleet:
@@ -562,20 +274,24 @@ def fleet(
             )
             classes = request.getfixturevalue("java_classes")
             endpoints = [
-                start_java(ws, classes, operator_store, kind.store_type, f"{kind.name}-operator-store").endpoint,
-                start_java(ws, classes, trust_dir / own, kind.store_type, f"{kind.name}-trust-sync-store").endpoint,
+                ServerEndpoint.of(
+                    launchers.start_java(ws, classes, operator_store, kind.store_type, f"{kind.name}-operator-store")
+                ),
+                ServerEndpoint.of(
+                    launchers.start_java(ws, classes, trust_dir / own, kind.store_type, f"{kind.name}-trust-sync-store")
+                ),
             ]
             return Fleet(endpoints, trust_dir, log, reloads_by_exec=False)
         if kind.name == "go":
             log = trust_sync("--key", names.TRUST_KEY)
             conftest.wait_for(ca.exists, what="trust-sync to write the trust store")
-            started = start_go(ws, request.getfixturevalue("go_server"), ca)
-            return Fleet([started.endpoint], trust_dir, log, reloads_by_exec=False)
+            started = launchers.start_go(ws, request.getfixturevalue("go_server"), ca)
+            return Fleet([ServerEndpoint.of(started)], trust_dir, log, reloads_by_exec=False)
         trust_sync("--key", names.TRUST_KEY, once=True)
-        started = {"nginx": start_nginx, "haproxy": start_haproxy}[kind.name](ws, ca)
+        started = {"nginx": launchers.start_nginx, "haproxy": launchers.start_haproxy}[kind.name](ws, ca)
         assert started.reload_command is not None
         log = trust_sync("--key", names.TRUST_KEY, "--exec", started.reload_command)
-        return Fleet([started.endpoint], trust_dir, log, reloads_by_exec=True)
+        return Fleet([ServerEndpoint.of(started)], trust_dir, log, reloads_by_exec=True)
 
     try:
         yield start
@@ -602,7 +318,7 @@ BUNDLE = {"passwordSecretRef": {"name": "bundle-password", "key": "password"}}
 def prepare(api: whc.Api, kind: Kind) -> None:
     create_secret(api, "bundle-password", reload.BUNDLE_PASSWORD)
     if kind.java_store:
-        create_secret(api, "truststore-password", TRUSTSTORE_PASSWORD.encode())
+        create_secret(api, "truststore-password", launchers.TRUSTSTORE_PASSWORD.encode())
 
 
 def first_bundle(api: whc.Api, name: str, environment: str, path: pathlib.Path) -> pathlib.Path:
@@ -646,7 +362,7 @@ def simulate(ep: ServerEndpoint, bundle: pathlib.Path) -> dict[str, Any]:
 def assert_refused_by_summary(ep: ServerEndpoint, summary: dict[str, Any]) -> None:
     """Nothing delivered, and every attempt refused the way this server refuses."""
     assert (summary["delivered"], summary["failed"]) == (0, 10), (ep.name, summary)
-    if ep.refusal == HTTP_400:
+    if ep.refusal == launchers.HTTP_400:
         assert summary["http_errors"] == {"400": summary["attempts"]}, (ep.name, summary)
     else:
         refusals = sum(summary["handshake_failures"].values()) + sum(summary["connection_errors"].values())
@@ -661,7 +377,7 @@ def post_on(conn: http.client.HTTPSConnection, event: str) -> str:
         response = conn.getresponse()
         response.read()
     except (http.client.RemoteDisconnected, ConnectionError, ssl.SSLError):
-        return CLOSED
+        return launchers.CLOSED
     return str(response.status)
 
 
@@ -751,7 +467,7 @@ def test_an_emergency_under_continuous_delivery_refuses_the_compromised_certific
     api: whc.Api,
     operator: conftest.OperatorProcess,
     fleet: FleetFactory,
-    material: Material,
+    material: launchers.Material,
     tmp_path: pathlib.Path,
 ) -> None:
     """The provider delivers with one WebhookCertificate's certificate while another one's is compromised:
@@ -768,7 +484,7 @@ def test_an_emergency_under_continuous_delivery_refuses_the_compromised_certific
     steady_p12 = first_bundle(api, steady, "sandbox", bundles / "steady.p12")
     delivering = reload.client_from_secret(api, f"{steady}-tls", clients, "steady")
     compromised = reload.client_from_secret(api, f"{urgent}-tls", clients, "compromised")
-    stranger = material.stranger
+    stranger = stranger_of(material)
 
     servers = fleet(kind)
     eps = servers.endpoints
@@ -868,7 +584,7 @@ def test_a_planned_rotation_and_cutover_under_continuous_delivery_lose_nothing(
     api: whc.Api,
     operator: conftest.OperatorProcess,
     fleet: FleetFactory,
-    material: Material,
+    material: launchers.Material,
     tmp_path: pathlib.Path,
 ) -> None:
     name, environment = "planned", "sandbox"
@@ -932,7 +648,7 @@ def test_a_planned_rotation_and_cutover_under_continuous_delivery_lose_nothing(
         assert ep.delivered_by(new.fingerprint) >= sum(s["delivered"] for s in summaries["new"]), ep.name
         assert ep.refuses(old), ep.name
         assert ep.accepts(new), ep.name
-        assert ep.refuses(material.stranger), ep.name
+        assert ep.refuses(stranger_of(material)), ep.name
         assert ep.refuses(None), ep.name
     assert_exec_reloads(servers)
 
@@ -991,7 +707,7 @@ def pki_subject(common_name: str) -> models.Subject:
 
 
 @pytest.fixture(scope="module")
-def listed(material: Material, tmp_path_factory: pytest.TempPathFactory) -> Listed:
+def listed(material: launchers.Material, tmp_path_factory: pytest.TempPathFactory) -> Listed:
     directory = tmp_path_factory.mktemp("listed")
     twins = tuple(_twin(directory, n, "twins.webhooks.example.com", akid=False) for n in ("current", "next"))
     akid = tuple(_twin(directory, f"akid-{n}", "akid.webhooks.example.com", akid=True) for n in ("current", "next"))
@@ -1002,8 +718,8 @@ STATIC_KINDS = ["nginx", "haproxy", "java-pkcs12", "java-jks", "java-jdk-trust-m
 
 
 @pytest.fixture
-def workspace(material: Material, tmp_path: pathlib.Path) -> Iterator[Workspace]:
-    ws = Workspace(tmp_path, material)
+def workspace(material: launchers.Material, tmp_path: pathlib.Path) -> Iterator[launchers.Workspace]:
+    ws = launchers.Workspace(tmp_path, material)
     try:
         yield ws
     finally:
@@ -1015,13 +731,13 @@ def write_trust(directory: pathlib.Path, pem: bytes) -> None:
     """ca.crt and both truststores, as trust-sync would write them (a plain directory here)."""
     directory.mkdir(exist_ok=True)
     (directory / names.TRUST_KEY).write_bytes(pem)
-    (directory / "truststore.p12").write_bytes(truststores.encode(pem, "pkcs12", TRUSTSTORE_PASSWORD))
-    (directory / "truststore.jks").write_bytes(truststores.encode(pem, "jks", TRUSTSTORE_PASSWORD))
+    (directory / "truststore.p12").write_bytes(truststores.encode(pem, "pkcs12", launchers.TRUSTSTORE_PASSWORD))
+    (directory / "truststore.jks").write_bytes(truststores.encode(pem, "jks", launchers.TRUSTSTORE_PASSWORD))
 
 
 @pytest.mark.parametrize("name", STATIC_KINDS)
 def test_two_certificates_of_one_subject_and_an_expired_one(
-    name: str, request: pytest.FixtureRequest, workspace: Workspace, listed: Listed
+    name: str, request: pytest.FixtureRequest, workspace: launchers.Workspace, listed: Listed
 ) -> None:
     """What each server makes of the certificates a rotation puts side by side, found here:
 
@@ -1040,14 +756,14 @@ def test_two_certificates_of_one_subject_and_an_expired_one(
     write_trust(trust_dir, listed.pem())
     ca = trust_dir / names.TRUST_KEY
     if name == "nginx":
-        started = start_nginx(workspace, ca)
+        started = launchers.start_nginx(workspace, ca)
     elif name == "haproxy":
-        started = start_haproxy(workspace, ca)
+        started = launchers.start_haproxy(workspace, ca)
     elif name == "go":
-        started = start_go(workspace, request.getfixturevalue("go_server"), ca)
+        started = launchers.start_go(workspace, request.getfixturevalue("go_server"), ca)
     else:
         jks = name == "java-jks"
-        started = start_java(
+        started = launchers.start_java(
             workspace,
             request.getfixturevalue("java_classes"),
             trust_dir / ("truststore.jks" if jks else "truststore.p12"),
@@ -1055,9 +771,9 @@ def test_two_certificates_of_one_subject_and_an_expired_one(
             name,
             check_validity=name != "java-jdk-trust-manager",
         )
-    ep = started.endpoint
+    ep = ServerEndpoint.of(started)
     assert ep.accepts(listed.alpha)
-    assert ep.refuses(workspace.material.stranger)
+    assert ep.refuses(stranger_of(workspace.material))
 
     # One subject twice.
     accepted = [c.name for c in listed.twins if ep.accepts(c)]

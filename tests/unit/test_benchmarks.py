@@ -10,7 +10,7 @@ from __future__ import annotations
 import pathlib
 
 import pytest
-from benchmarks import chaos, controlplane, emergency, pod_reload, receiver, report, run, stats
+from benchmarks import chaos, controlplane, emergency, pod_reload, receiver, report, run, servers, stats
 
 MACHINE = {
     "cores": 2,
@@ -227,3 +227,38 @@ def test_chaos_section_names_each_defect() -> None:
 def test_the_command_line_refuses_to_record_a_short_chaos_run(capsys: pytest.CaptureFixture[str]) -> None:
     assert run.main(["chaos", "--write", "--chaos-kills", "5"]) == 2
     assert f"at least {chaos.MIN_KILLS} kills per path" in capsys.readouterr().err
+
+
+def test_servers_section() -> None:
+    def figures(refused: list[float], flapped: int, reloads: dict[str, int] | None) -> dict[str, object]:
+        samples = [{"refused_s": r, "swap_s": 0.02, "accepted_after_first_refusal": 0} for r in refused]
+        return {
+            "description": "a server",
+            "secret_to_refused_s": stats.summary(refused, digits=2),
+            "secret_to_swap_s": stats.summary([0.02] * len(refused), digits=2),
+            "refusals": ["400"],
+            "runs_accepted_again": flapped,
+            "reload_commands": reloads,
+            "samples": samples,
+        }
+
+    result = {
+        "runs_per_server": 10,
+        "servers": {
+            "nginx": figures([0.1] * 9 + [0.5], 2, {"exec": 20, "exec_failed": 0}),
+            "go": figures([0.08] * 10, 0, None),
+        },
+        "probe_interval_s": servers.PROBE_INTERVAL,
+        "machine": MACHINE,
+    }
+
+    body = servers.section(result, "python benchmarks/run.py servers --write")
+
+    assert "| nginx: a server | 0.02 | 0.10 | 0.10 | 0.50 | `400` | 2/10 |" in body
+    assert "| go: a server | 0.02 | 0.08 | 0.08 | 0.08 | `400` | 0/10 |" in body
+    assert "nginx: 20 reload commands run, 0 failed." in body and "go: " not in body.split("slowest run.")[1]
+
+
+def test_the_command_line_refuses_to_record_short_server_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run.main(["servers", "--write", "--servers-runs", "3"]) == 2
+    assert "at least 10 runs per server" in capsys.readouterr().err

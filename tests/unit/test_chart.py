@@ -18,6 +18,8 @@ import pytest
 import yaml
 
 from tests import conftest
+from webhookcerts.devcluster import base as devbase
+from webhookcerts.devcluster import chart as devchart
 from webhookcerts.service import metrics
 
 CHART = conftest.REPO / "charts" / "webhookcerts"
@@ -395,3 +397,15 @@ def test_the_devcluster_values_are_not_the_defaults(helm: pathlib.Path) -> None:
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["KUBERNETES_SERVICE_HOST"] == "127.0.0.1"
     assert env["KUBERNETES_SERVICE_PORT"] == env["KUBERNETES_SERVICE_PORT_HTTPS"]
+
+
+def test_the_values_devcluster_up_writes_install_the_chart_with_no_value_found_by_hand(
+    helm: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    written = devchart.write(tmp_path, "https://127.0.0.1:41234", "localhost/webhookcerts:0123abcd")
+    c = container(render(helm, "-f", str(written)))
+    assert c["image"] == "localhost/webhookcerts:0123abcd" and c["imagePullPolicy"] == "Never"
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["KUBERNETES_SERVICE_PORT"] == env["KUBERNETES_SERVICE_PORT_HTTPS"] == "41234"
+    with pytest.raises(devbase.DevClusterError, match="not an image of localhost/webhookcerts"):
+        devchart.values("https://127.0.0.1:41234", "registry.example/other:1")

@@ -51,7 +51,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"API server: {state.apiserver_url}")
         for name, ref in sorted(state.images.items()):
             print(f"image {name}: {ref}")
-        print(f"export KUBECONFIG={dev.kubeconfig}")
+        print("point a shell at it (the pinned kubectl and helm first on the PATH):")
+        print(f"  export KUBECONFIG={dev.kubeconfig.resolve()} PATH={cluster.bin_dir()}:$PATH")
+        if state.node:
+            print("install the chart on its node:")
+            print(
+                "  helm install webhookcerts charts/webhookcerts -n webhookcerts --create-namespace "
+                f"-f {dev.chart_values} --wait"
+            )
         print(f"stop it with: webhookcerts devcluster down --dir {args.dir}")
     elif args.verb == "down":
         print("stopped and removed" if dev.down() else f"no cluster in {dev.directory}")

@@ -30,7 +30,7 @@ class DevClusterError(RuntimeError):
 # --- binaries ------------------------------------------------------------------------------------
 
 
-def _repo_file(relative: str) -> pathlib.Path | None:
+def repo_file(relative: str) -> pathlib.Path | None:
     for start in (pathlib.Path.cwd(), pathlib.Path(__file__).resolve()):
         for parent in (start, *start.parents):
             candidate = parent / relative
@@ -44,7 +44,7 @@ def bin_dir() -> pathlib.Path:
     explicit = os.environ.get("WEBHOOKCERTS_BIN_DIR")
     if explicit:
         return pathlib.Path(explicit)
-    script = _repo_file("tools/controlplane/build.sh")
+    script = repo_file("tools/controlplane/build.sh")
     if script is None:
         raise DevClusterError(
             "cannot find the control plane binaries: set WEBHOOKCERTS_BIN_DIR or run from a webhookcerts "

@@ -23,7 +23,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 
-from webhookcerts.devcluster import base, pki
+from webhookcerts.devcluster import base, chart, pki
 from webhookcerts.devcluster import node as devnode
 
 READY_TIMEOUT = 90.0
@@ -98,6 +98,11 @@ class DevCluster:
     @property
     def kubeconfig(self) -> pathlib.Path:
         return self.directory / "kubeconfig"
+
+    @property
+    def chart_values(self) -> pathlib.Path:
+        """The chart's values for this cluster (a node's only), for ``helm install -f``."""
+        return self.directory / chart.FILE_NAME
 
     @property
     def images(self) -> dict[str, str]:
@@ -241,6 +246,8 @@ class DevCluster:
             self._node.start_kubernetes(self.apiserver_url)
             self._node.wait_ready(self.apiserver_url)
             log(f"node {devnode.NODE_NAME} Ready in {time.monotonic() - started:.1f} s from the start")
+            assert self._node.images is not None
+            chart.write(self.directory, self.apiserver_url, self._node.images.refs["webhookcerts"])
         state = State.load(self.directory)
         assert state is not None
         return state
@@ -338,6 +345,23 @@ class DevCluster:
             self._wait(name, lambda: base.http_ok(f"{self.etcd_url}/health"))
         else:
             self._wait(name, lambda: self._readyz(self.directory / "pki"))
+
+    def restart_kubelet(self, sync_frequency: str) -> None:
+        """Stop the node's kubelet and start it again with another ``syncFrequency`` (a Go duration).
+
+        The pods keep running meanwhile (containerd holds them), as in a kubelet upgrade. A test that
+        must tell a reload it caused from one the kubelet's own periodic sync brought pushes that sync
+        out this way, and puts it back afterwards. Returns once the kubelet serves its healthz again.
+        """
+        proc = self.processes.pop("kubelet", None)
+        if self._node is None or proc is None:
+            raise DevClusterError("no kubelet started by this process: nothing to restart")
+        stop_pid(proc.pid)
+        with contextlib.suppress(ChildProcessError, subprocess.TimeoutExpired):
+            proc.wait(timeout=30)
+        healthz = self._node.reconfigure_kubelet(sync_frequency)
+        self._spawn("kubelet", self._argv["kubelet"])
+        self._wait("kubelet", lambda: base.http_ok(healthz))
 
     # down and status ----------------------------------------------------------------------------
 

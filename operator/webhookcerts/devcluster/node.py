@@ -301,6 +301,15 @@ class Node:
             ],
         )
 
+    def reconfigure_kubelet(self, sync_frequency: str) -> str:
+        """Rewrite the stopped kubelet's configuration with another ``syncFrequency``, everything else
+        (its ports among it) as it was; returns its healthz URL, to wait on once it runs again."""
+        config = self.layout.kubelet / "config.json"
+        settings = json.loads(config.read_text())
+        settings["syncFrequency"] = self.sync_frequency = sync_frequency
+        config.write_text(json.dumps(settings, indent=2))
+        return f"http://127.0.0.1:{settings['healthzPort']}/healthz"
+
     def wait_ready(self, apiserver_url: str) -> None:
         context = base.admin_context(self.certs)
 

@@ -1,0 +1,487 @@
+"""``make demo``: the whole story on the local cluster, in a few minutes, with nothing left running.
+
+A local cluster with its node, the CRD applied with kubectl, the operator installed with the chart
+(``helm install --wait``), a sandbox and a live WebhookCertificate, the reference receiver as a
+Deployment reading the trust Secret (a ``reload: Hot`` consumer), and the provider simulator
+delivering to it with the bundles the plugin exports. Then a planned rotation of sandbox with its
+cut-over, and an emergency rotation of live. Every command a user would type is printed as it runs;
+the end is a timeline: what happened when, deliveries delivered and failed per step, which certificate
+the receiver accepted, and how long containment took.
+
+The cluster lives in a temporary directory and everything it runs is stopped and removed at the end,
+on Ctrl-C or SIGTERM too (``devcluster`` ties each process to this one as well).
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import contextlib
+import dataclasses
+import functools
+import http.client
+import json
+import os
+import pathlib
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+for entry in (REPO, REPO / "operator"):
+    if str(entry) not in sys.path:
+        sys.path.insert(0, str(entry))
+
+from tests.unit import mtls_pki  # noqa: E402  (throw-away serving certificates, as the benchmarks use)
+
+from webhookcerts.devcluster import base, workloads  # noqa: E402
+from webhookcerts.devcluster import cluster as devcluster  # noqa: E402
+from webhookcerts.domain import names, pki  # noqa: E402
+from webhookcerts.receiver import providersim  # noqa: E402
+
+T = TypeVar("T")
+NAMESPACE = "demo"
+RELEASE_NAMESPACE = "webhookcerts"
+TRUST = "webhook-trust"
+APP = "receiver"
+SERVING_PAIR = "receiver-tls"
+RATE = 4.0  # deliveries per second and environment: enough to see, little for 2 cores
+OBJECTS = {
+    # Short lifetimes, so that the planned rotation starts a minute after the first certificate.
+    "sandbox": {"duration": "1h", "renewBefore": "59m"},
+    # The emergency needs no schedule: it renews long after the demo has ended.
+    "live": {"duration": "2h", "renewBefore": "1h"},
+}
+
+
+class DemoError(RuntimeError):
+    """A step did not happen in time; the message says which, the cluster's logs why."""
+
+
+# --- saying what happens ----------------------------------------------------------------------------
+
+
+class Timeline:
+    """Prints each step with the time since the start, and keeps them for the summary."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.events: list[tuple[float, str]] = []
+        self._tty = sys.stdout.isatty()
+
+    def now(self) -> float:
+        return time.monotonic() - self.started
+
+    def stamp(self, at: float | None = None) -> str:
+        seconds = int(self.now() if at is None else at)
+        return f"{seconds // 60:02d}:{seconds % 60:02d}"
+
+    def say(self, message: str, *, keep: bool = True) -> None:
+        if keep:
+            self.events.append((self.now(), message))
+        print(f"[{self.stamp()}] {message}", flush=True)
+
+    def command(self, argv: list[str]) -> None:
+        print(f"         $ {shlex.join(argv)}", flush=True)
+
+    def wait(self, what: str, predicate: Callable[[], T | None], timeout: float = 300) -> T:
+        """Poll ``predicate``, showing that the demo is waiting (a ticking counter on a terminal)."""
+        started = time.monotonic()
+        last_dot = started
+        if not self._tty:
+            print(f"         waiting for {what} ", end="", flush=True)
+        while True:
+            result = predicate()
+            if result:
+                if self._tty:
+                    print("\r\033[K", end="", flush=True)
+                else:
+                    print(flush=True)
+                return result
+            waited = time.monotonic() - started
+            if waited > timeout:
+                print(flush=True)
+                raise DemoError(f"timed out after {timeout:.0f} s waiting for {what}")
+            if self._tty:
+                print(f"\r         waiting for {what} ... {waited:.0f} s", end="", flush=True)
+            elif time.monotonic() - last_dot >= 5:
+                print(".", end="", flush=True)
+                last_dot = time.monotonic()
+            time.sleep(0.5)
+
+
+# --- the cluster's tools ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Tools:
+    """kubectl (with the plugin on its PATH) and helm, pointed at the demo's cluster."""
+
+    timeline: Timeline
+    env: dict[str, str]
+
+    def run(self, *argv: str, show: bool = True, input: str | None = None, check: bool = True) -> str:
+        if show:
+            self.timeline.command(list(argv))
+        done = subprocess.run(
+            list(argv), env=self.env, cwd=REPO, capture_output=True, text=True, input=input, timeout=600
+        )
+        if check and done.returncode != 0:
+            raise DemoError(f"{shlex.join(argv)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+        return done.stdout
+
+    def kubectl(self, *args: str, show: bool = True, input: str | None = None, check: bool = True) -> str:
+        return self.run("kubectl", *args, show=show, input=input, check=check)
+
+    def apply(self, *objects: dict[str, Any], verb: str = "apply") -> None:
+        body = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)})
+        self.kubectl(verb, "-f", "-", show=False, input=body)
+
+    def get(self, kind: str, name: str, namespace: str = NAMESPACE) -> dict[str, Any] | None:
+        out = self.kubectl("get", kind, name, "-n", namespace, "-o", "json", show=False, check=False)
+        return json.loads(out) if out.strip() else None
+
+    def status(self, name: str) -> dict[str, Any]:
+        obj = self.get("whc", name) or {}
+        found: dict[str, Any] = obj.get("status") or {}
+        return found
+
+
+def ready(tools: Tools, name: str) -> bool:
+    conditions = tools.status(name).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def tools_env(dev: devcluster.DevCluster) -> dict[str, str]:
+    """The pinned kubectl and helm first, then the venv's commands (the kubectl plugin among them)."""
+    path = os.pathsep.join([str(base.bin_dir()), str(pathlib.Path(sys.executable).parent), os.environ["PATH"]])
+    return {**os.environ, "KUBECONFIG": str(dev.kubeconfig), "PATH": path}
+
+
+# --- what runs on the cluster -----------------------------------------------------------------------
+
+
+def webhook_certificate(environment: str, lifetimes: dict[str, str]) -> dict[str, Any]:
+    name = f"upvest-{environment}"
+    return {
+        "apiVersion": "webhookcerts.io/v1alpha1",
+        "kind": "WebhookCertificate",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "environment": environment,
+            "subject": {"commonName": f"{environment}.webhooks.example.com", "organization": "Example"},
+            "secretName": f"{name}-tls",
+            **lifetimes,
+            "bundle": {"passwordSecretRef": {"name": "bundle-password", "key": "password"}},
+            "trust": {"secretName": TRUST},
+            "consumers": [{"selector": {"matchLabels": {"app": APP}}, "reload": "Hot"}],
+        },
+    }
+
+
+def secret(name: str, data: dict[str, bytes], kind: str = "Opaque") -> dict[str, Any]:
+    encoded = {k: base64.b64encode(v).decode() for k, v in data.items()}
+    metadata = {"name": name, "namespace": NAMESPACE}
+    return {"apiVersion": "v1", "kind": "Secret", "type": kind, "metadata": metadata, "data": encoded}
+
+
+# --- the provider --------------------------------------------------------------------------------------
+
+
+class Provider:
+    """The provider simulator for one environment, delivering without pause with the bundle it was last
+    given, in short campaigns whose outcomes are counted under the step the demo is in."""
+
+    def __init__(self, environment: str, url: str, ca: pathlib.Path, password: bytes) -> None:
+        self.environment, self.url, self.ca, self.password = environment, url, ca, password
+        self.bundle: pathlib.Path | None = None
+        self.step = ""
+        self.counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drive, name=f"provider-{environment}", daemon=True)
+
+    def use(self, bundle: pathlib.Path) -> None:
+        self.bundle = bundle
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def _drive(self) -> None:
+        while not self._stop.is_set():
+            assert self.bundle is not None
+            step = self.step
+            config = providersim.Config(
+                url=self.url,
+                bundle=self.bundle,
+                password=self.password,
+                ca=self.ca,
+                rate=RATE,
+                count=int(RATE * 2),
+                # A provider retries; a refused certificate is refused again, so few attempts suffice.
+                max_attempts=3,
+                backoff_initial=0.2,
+                timeout=10.0,
+            )
+            summary = providersim.run(config, self._stop)
+            self.counts[step]["delivered"] += summary["delivered"]
+            self.counts[step]["failed"] += summary["failed"]
+
+
+def accepted_by_receiver(tools: Tools, pod: str) -> collections.Counter[str]:
+    """Deliveries the receiver answered 200, by client certificate fingerprint, from ``kubectl logs``."""
+    out = tools.kubectl("logs", "-n", NAMESPACE, pod, show=False, check=False)
+    found: collections.Counter[str] = collections.Counter()
+    for line in out.splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            if record.get("event") == "delivery" and record.get("status") == 200:
+                found[record["client_fingerprint"]] += 1
+    return found
+
+
+def export(tools: Tools, name: str, out: pathlib.Path, *, next_: bool = False) -> pathlib.Path:
+    """``kubectl webhookcerts export``: the bundle files to submit; the PKCS#12 one is what the provider loads."""
+    args = ["webhookcerts", "export", name, "-n", NAMESPACE, "--out", str(out)]
+    tools.kubectl(*args, *(["--next"] if next_ else []))
+    status = tools.status(name)
+    serial = status["next" if next_ else "current"]["serial"]
+    environment = name.removeprefix("upvest-")
+    return out / f"{pki.bundle_stem(environment, name, serial)}.p12"
+
+
+# --- the story ---------------------------------------------------------------------------------------
+
+
+def story(tools: Tools, timeline: Timeline, dev: devcluster.DevCluster, work: pathlib.Path) -> list[str]:
+    say = timeline.say
+    say("CRD: applied with kubectl, as users apply it")
+    tools.kubectl("apply", "-f", "crds/")
+    say("the operator: installed with the chart on the node")
+    tools.run(
+        "helm", "install", "webhookcerts", "charts/webhookcerts", "-n", RELEASE_NAMESPACE, "--create-namespace",
+        "-f", str(dev.chart_values), "--wait", "--timeout=5m",
+    )  # fmt: skip
+
+    tools.kubectl("create", "namespace", NAMESPACE)
+    password = secrets.token_urlsafe(18).encode()
+    served = mtls_pki.make(work / "serving-pki")
+    server = served.server
+    port = base.free_port()
+    # Created, not applied (`kubectl apply` would keep a copy in an annotation), and never printed: the
+    # bundle password reaches the provider by another channel.
+    tools.apply(
+        secret("bundle-password", {"password": password}),
+        secret(
+            SERVING_PAIR,
+            {names.TLS_CERT: server.cert_pem, names.TLS_KEY: server.key_path.read_bytes()},
+            "kubernetes.io/tls",
+        ),
+        verb="create",
+    )
+    say("two WebhookCertificates: upvest-sandbox (planned rotation in a minute) and upvest-live")
+    tools.apply(*(webhook_certificate(env, lifetimes) for env, lifetimes in OBJECTS.items()))
+    for env in OBJECTS:
+        timeline.wait(f"upvest-{env} to be Ready", functools.partial(ready, tools, f"upvest-{env}"))
+    tools.kubectl("get", "whc", "-n", NAMESPACE)
+    say("the reference receiver: a Deployment reading the trust Secret, nudged by the operator on change")
+    tools.apply(
+        workloads.receiver_deployment(
+            APP, dev.images["webhookcerts"], port, trust_secret=TRUST, tls_secret=SERVING_PAIR, namespace=NAMESPACE
+        )
+    )
+
+    def serving_pod() -> str | None:
+        out = tools.kubectl("get", "pods", "-n", NAMESPACE, "-l", f"app={APP}", "-o", "json", show=False)
+        pods = [p for p in json.loads(out)["items"] if p["status"].get("phase") == "Running"]
+        if len(pods) != 1:
+            return None
+        name: str = pods[0]["metadata"]["name"]
+        logs = tools.kubectl("logs", "-n", NAMESPACE, name, show=False, check=False)
+        return name if '"event": "listening"' in logs else None
+
+    pod = timeline.wait("the receiver pod to listen", serving_pod)
+    url = f"https://127.0.0.1:{port}/webhooks"
+    bundles = work / "bundles"
+    providers = {env: Provider(env, url, served.server_ca.cert_path, password) for env in OBJECTS}
+    serials: dict[str, str] = {}
+    for env, provider in providers.items():
+        name = f"upvest-{env}"
+        say(f"{name}: the bundle exported for the provider (submitted, with its password, securely)")
+        provider.use(export(tools, name, bundles))
+        serials[tools.status(name)["current"]["fingerprint"]] = f"{env} {tools.status(name)['current']['serial']}"
+        provider.step = "steady"
+        provider.start()
+    try:
+        return rotations(tools, timeline, providers, bundles, serials, pod, port, served.server_ca.cert_path, password)
+    finally:
+        for provider in providers.values():
+            provider.stop()
+
+
+def rotations(
+    tools: Tools,
+    timeline: Timeline,
+    providers: dict[str, Provider],
+    bundles: pathlib.Path,
+    serials: dict[str, str],
+    pod: str,
+    port: int,
+    server_ca: pathlib.Path,
+    password: bytes,
+) -> list[str]:
+    say = timeline.say
+    sandbox, live = providers["sandbox"], providers["live"]
+    time.sleep(5)
+    say("the provider delivers to both environments")
+
+    # Planned rotation: a new certificate beside the old, the provider moves, then the cut-over.
+    sandbox.step = live.step = "planned rotation"
+    pending = timeline.wait(
+        "upvest-sandbox's planned rotation (renewBefore reached)",
+        lambda: tools.status("upvest-sandbox").get("next"),
+        180,
+    )
+    say(f"upvest-sandbox: planned rotation started, next serial {pending['serial']}; the trust store lists both")
+    serials[pending["fingerprint"]] = f"sandbox {pending['serial']} (next)"
+    timeline.wait("the next bundle", lambda: tools.status("upvest-sandbox").get("bundle"), 60)
+    new_bundle = timeline.wait("the next bundle's files", lambda: try_export(tools, "upvest-sandbox", bundles), 60)
+    say("upvest-sandbox: the new bundle submitted; the provider validates it with live deliveries")
+    sandbox.use(new_bundle)
+    time.sleep(6)
+    say("upvest-sandbox: cut-over, once the provider uses the new certificate")
+    tools.kubectl("webhookcerts", "cutover", "upvest-sandbox", "-n", NAMESPACE)
+    say("upvest-sandbox: the old certificate retired, its key destroyed, no longer trusted")
+    time.sleep(4)
+
+    # Emergency: trust removed first, then the new key, the provider moves, the cut-over.
+    compromised = tools.status("upvest-live")["current"]
+    compromised_ctx = providersim.client_context(
+        (bundles / f"{pki.bundle_stem('live', 'upvest-live', compromised['serial'])}.p12").read_bytes(),
+        password,
+        server_ca,
+    )
+    sandbox.step = live.step = "emergency"
+    say(f"upvest-live: key exposed (incident INC-DEMO-1): emergency rotation of serial {compromised['serial']}")
+    annotated = timeline.now()
+    rotate = subprocess.Popen(
+        ["kubectl", "webhookcerts", "rotate", "upvest-live", "--emergency", "--reason", "INC-DEMO-1", "-n", NAMESPACE],
+        env=tools.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    timeline.command(rotate.args)  # type: ignore[arg-type]
+    timeline.wait("the receiver to refuse the compromised certificate", lambda: refuses(port, compromised_ctx), 120)
+    contained = timeline.now() - annotated
+    say(f"upvest-live: contained in {contained:.1f} s: the receiver refuses the compromised certificate")
+    _, errors = rotate.communicate(timeout=300)
+    if rotate.returncode != 0:
+        raise DemoError(f"kubectl webhookcerts rotate failed: {errors.strip()}")
+    replacement = tools.status("upvest-live")["next"]
+    serials[replacement["fingerprint"]] = f"live {replacement['serial']} (replacement)"
+    say(f"upvest-live: replacement issued, serial {replacement['serial']}; the compromised bundle was withdrawn")
+    new_live = timeline.wait("the replacement's bundle", lambda: try_export(tools, "upvest-live", bundles), 60)
+    say("upvest-live: the replacement submitted to the provider")
+    live.use(new_live)
+    time.sleep(6)
+    tools.kubectl("webhookcerts", "cutover", "upvest-live", "-n", NAMESPACE)
+    say("upvest-live: cut over to the replacement; the compromised certificate stays revoked")
+    sandbox.step = live.step = "after"
+    time.sleep(4)
+    tools.kubectl("webhookcerts", "status", "-n", NAMESPACE)
+    return summary(tools, timeline, providers, serials, pod, contained)
+
+
+def try_export(tools: Tools, name: str, out: pathlib.Path) -> pathlib.Path | None:
+    try:
+        return export(tools, name, out, next_=True)
+    except DemoError:
+        return None  # the operator writes the next bundle a moment after the next certificate
+
+
+def refuses(port: int, ctx: Any) -> bool:
+    """Whether a fresh connection presenting ``ctx``'s certificate is refused (at the handshake or after)."""
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=5)
+    try:
+        conn.request("POST", "/webhooks", body=b"{}", headers={"Content-Type": "application/json"})
+        return conn.getresponse().status != 200
+    except OSError:
+        return True
+    finally:
+        conn.close()
+
+
+def summary(
+    tools: Tools,
+    timeline: Timeline,
+    providers: dict[str, Provider],
+    serials: dict[str, str],
+    pod: str,
+    contained: float,
+) -> list[str]:
+    lines = ["", "Timeline", "--------"]
+    lines += [f"  {timeline.stamp(at)}  {message}" for at, message in timeline.events]
+    lines += ["", "Deliveries (provider simulator, per step)", "------------------------------------------"]
+    for env, provider in providers.items():
+        for step, counts in provider.counts.items():
+            lines.append(f"  {env:<8} {step:<17} delivered {counts['delivered']:>4}   failed {counts['failed']:>3}")
+    lines += ["", "Accepted by the receiver (its log, by client certificate)", "-" * 57]
+    for fingerprint, count in accepted_by_receiver(tools, pod).most_common():
+        lines.append(f"  {serials.get(fingerprint, fingerprint[:16]):<40} {count:>5} deliveries")
+    lines += [
+        "",
+        f"Containment: {contained:.1f} s from the emergency annotation to the receiver refusing the compromised",
+        "certificate. Failed deliveries in the emergency step are the compromised certificate being refused.",
+    ]
+    return lines
+
+
+@contextlib.contextmanager
+def _cluster(timeline: Timeline, directory: pathlib.Path) -> Iterator[devcluster.DevCluster]:
+    dev = devcluster.DevCluster(directory / "cluster", tie_to_parent=True)
+    try:
+        timeline.say("the local cluster: etcd, kube-apiserver and a node (containerd, kubelet), about a minute")
+        dev.up(node=True, log=lambda m: timeline.say(m, keep=False))
+        yield dev
+    finally:
+        timeline.say("stopping the cluster and everything it ran", keep=False)
+        dev.down()
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, _terminate)
+    timeline = Timeline()
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="webhookcerts-demo-") as tmp,
+            _cluster(timeline, pathlib.Path(tmp)) as dev,
+        ):
+            lines = story(Tools(timeline, tools_env(dev)), timeline, dev, pathlib.Path(tmp))
+    except KeyboardInterrupt:
+        print("\ninterrupted: the cluster and everything it ran were stopped", file=sys.stderr)
+        return 130
+    except (DemoError, devcluster.DevClusterError) as exc:
+        print(f"\nmake demo: {exc}", file=sys.stderr)
+        return 1
+    print("\n".join(lines))
+    print(f"\nAll done in {timeline.stamp()}; nothing is left running.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,7 +11,7 @@ import pathlib
 import sys
 from collections.abc import Sequence
 
-from webhookcerts.cli import certs, devcluster, run
+from webhookcerts.cli import certs, common, devcluster, run
 from webhookcerts.cli import providersim as providersim_cli
 from webhookcerts.cli import receiver as receiver_cli
 from webhookcerts.cli import trustsync as trustsync_cli
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Invoked by kubectl as a plugin, usage and errors should read the way the user typed the command.
     prog = "kubectl webhookcerts" if pathlib.Path(sys.argv[0]).name == "kubectl-webhookcerts" else "webhookcerts"
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    common.add_global_arguments(parser)
     subparsers = parser.add_subparsers(dest="command", required=True)
     devcluster.add_parser(subparsers)
     run.add_parser(subparsers)
@@ -34,8 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    return common.resolve(parser.parse_args(argv), parser)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         code: int = args.func(args)
     except (cluster.DevClusterError, kube_client.ConfigError, cli_support.CommandError) as exc:

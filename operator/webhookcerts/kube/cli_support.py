@@ -58,6 +58,9 @@ def connect(kubeconfig: str | None, context: str | None, namespace: str | None) 
             f"no kubeconfig: {DEFAULT_KUBECONFIG} does not exist and KUBECONFIG is not set; "
             "pass --kubeconfig FILE or set KUBECONFIG"
         )
+    if configured is not None and context is None:
+        # The one kubectl would use, so that the namespace below is that context's too.
+        context = kube_client.current_context(configured)
     clients = kube_client.load(configured, context)
     return Session(clients, namespace or _default_namespace(clients, configured, context))
 

@@ -6,11 +6,14 @@ operator, the CLI and the tests can each point at their own cluster.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import pathlib
 
 import kubernetes
+import yaml
 
 from webhookcerts.domain import names
 
@@ -45,6 +48,21 @@ class Clients:
         return kubernetes.client.CoordinationV1Api(self.api)
 
 
+def current_context(config_files: str) -> str | None:
+    """The context kubectl uses of a list of kubeconfigs ($KUBECONFIG's form): the first one named.
+
+    kubectl merges the files so that the first to set a value wins; the client library lets the last
+    file's current-context win, which would pick another cluster and namespace than kubectl does.
+    """
+    for path in config_files.split(os.pathsep):
+        with contextlib.suppress(OSError, yaml.YAMLError):
+            config = yaml.safe_load(pathlib.Path(path).expanduser().read_text())
+            name = config.get("current-context") if isinstance(config, dict) else None
+            if name:
+                return str(name)
+    return None
+
+
 def load(kubeconfig: str | None = None, context: str | None = None) -> Clients:
     """Clients from ``kubeconfig`` (or $KUBECONFIG, ~/.kube/config), else the in-cluster account."""
     configuration = kubernetes.client.Configuration()
@@ -53,8 +71,11 @@ def load(kubeconfig: str | None = None, context: str | None = None) -> Clients:
     in_cluster = False
     try:
         if explicit or os.path.exists(default_path):
+            config_file = explicit or default_path
             kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=explicit or default_path, context=context, client_configuration=configuration
+                config_file=config_file,
+                context=context or current_context(config_file),
+                client_configuration=configuration,
             )
         else:
             kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]

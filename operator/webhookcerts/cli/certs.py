@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-from webhookcerts.cli import common, rotation, show
+from webhookcerts.cli import common, output, rotation, show
 from webhookcerts.cli import export as export_cli
 
 DEFAULT_TIMEOUT = rotation.DEFAULT_TIMEOUT
@@ -24,7 +24,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     status.add_argument("name", nargs="?", help="only this WebhookCertificate")
     common.add_cluster_arguments(status)
     status.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace")
-    status.add_argument("-o", "--output", choices=("wide", "json"), default=None, help="more columns, or JSON")
+    status.add_argument(
+        "-o",
+        "--output",
+        choices=("wide", "name", *output.DOCUMENT_FORMATS),
+        default=None,
+        help="wide: more columns; name: resource/name; yaml, json: the objects, as kubectl get prints them",
+    )
     status.set_defaults(func=show.run_status)
 
     export = subparsers.add_parser(
@@ -66,7 +72,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     history = subparsers.add_parser("history", help="the retired certificates and the revoked fingerprints")
     history.add_argument("name")
-    history.add_argument("-o", "--output", choices=("json",), default=None, help="JSON instead of a table")
+    history.add_argument(
+        "-o", "--output", choices=output.DOCUMENT_FORMATS, default=None, help="a document instead of a table"
+    )
     common.add_cluster_arguments(history)
     history.set_defaults(func=show.run_history)
 

@@ -7,11 +7,10 @@ these verbs print nothing the RBAC for the custom resource alone would not show.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
-from webhookcerts.cli import objects
+from webhookcerts.cli import objects, output
 from webhookcerts.domain import conditions, names
 from webhookcerts.kube import cli_support
 
@@ -56,19 +55,31 @@ def _row(obj: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _place(obj: dict[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+
 def run_status(args: argparse.Namespace) -> int:
     session = objects.session(args)
     if args.name:
         found = [cli_support.get(session, args.name)]
     else:
         found = cli_support.list_objects(session, all_namespaces=args.all_namespaces)
-    rows = sorted((_row(o) for o in found), key=lambda r: (r["namespace"] or "", r["name"] or ""))
-    if args.output == "json":
-        print(json.dumps({"items": rows}, indent=2))
+    found = sorted(found, key=_place)
+    if args.output in output.DOCUMENT_FORMATS:
+        printable = [output.printable(o) for o in found]
+        # As kubectl get: the object itself when it was named, else a List (an empty one too).
+        print(output.dump(printable[0] if args.name else output.as_list(printable), args.output))
         return 0
+    rows = [_row(o) for o in found]
     if not rows:
         where = "any namespace" if args.all_namespaces else f"namespace {session.namespace}"
         print(f"No webhookcertificates found in {where}.", file=sys.stderr)
+        return 0
+    if args.output == "name":
+        for obj in found:
+            print(output.name_of(obj))
         return 0
     header = ["NAME", "ENVIRONMENT", "EXPIRES", "RENEWAL", "STAGE", "NEXT"]
     if args.output == "wide":
@@ -98,12 +109,12 @@ def run_status(args: argparse.Namespace) -> int:
 def run_history(args: argparse.Namespace) -> int:
     session = objects.session(args)
     status = objects.status_of(cli_support.get(session, args.name))
-    if args.output == "json":
+    if args.output in output.DOCUMENT_FORMATS:
         document = {
             "history": [h.model_dump(by_alias=True, mode="json") for h in status.history],
             "revokedFingerprints": status.revoked_fingerprints,
         }
-        print(json.dumps(document, indent=2))
+        print(output.dump(document, args.output))
         return 0
     if status.history:
         header = ["SERIAL", "FINGERPRINT", "NOT AFTER", "REASON", "RETIRED AT", "INCIDENT"]

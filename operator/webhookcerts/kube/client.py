@@ -63,8 +63,11 @@ def current_context(config_files: str) -> str | None:
     return None
 
 
-def load(kubeconfig: str | None = None, context: str | None = None) -> Clients:
-    """Clients from ``kubeconfig`` (or $KUBECONFIG, ~/.kube/config), else the in-cluster account."""
+def load(kubeconfig: str | None = None, context: str | None = None, *, retries: int | None = None) -> Clients:
+    """Clients from ``kubeconfig`` (or $KUBECONFIG, ~/.kube/config), else the in-cluster account.
+
+    ``retries`` replaces urllib3's three retries of a request that failed to connect (0: fail at once).
+    """
     configuration = kubernetes.client.Configuration()
     explicit = kubeconfig or os.environ.get("KUBECONFIG")
     default_path = os.path.expanduser(kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION)
@@ -86,6 +89,8 @@ def load(kubeconfig: str | None = None, context: str | None = None) -> Clients:
         raise ConfigError(
             f"no usable Kubernetes configuration ({exc}); pass --kubeconfig, set KUBECONFIG, or run in a cluster"
         ) from exc
+    if retries is not None:
+        configuration.retries = retries
     return Clients(kubernetes.client.ApiClient(configuration), in_cluster=in_cluster)
 
 

@@ -129,10 +129,11 @@ def test_status_shows_expiry_renewal_stage_and_next_serial(
         "live": ["live", "live", stamp(live.current.not_after), stamp(live.renewal_time), "Rotating", live.next.serial],
     }
 
-    # The same table through kubectl, which finds the plugin on PATH and hands it $KUBECONFIG.
+    # The same table through kubectl, which finds the plugin on PATH and hands it $KUBECONFIG; -n before
+    # the verb, as kubectl users type it.
     path = os.pathsep.join([str(bin_dir), str(VENV_BIN), os.environ.get("PATH", "")])
     plugin = subprocess.run(
-        [str(bin_dir / "kubectl"), "webhookcerts", "status", "-n", namespace],
+        [str(bin_dir / "kubectl"), "webhookcerts", "-n", namespace, "status"],
         capture_output=True,
         text=True,
         env=_env(PATH=path, KUBECONFIG=str(cluster.kubeconfig)),
@@ -150,10 +151,12 @@ def test_status_shows_expiry_renewal_stage_and_next_serial(
     assert everywhere[0] == ["NAMESPACE", *header]
     assert [r[:2] for r in everywhere if r[0] == namespace] == [[namespace, "live"], [namespace, "sandbox"]]
 
-    items = {i["name"]: i for i in json.loads(ok(cli("status", "-o", "json")))["items"]}
+    listing = json.loads(ok(cli("status", "-o", "json")))
+    assert (listing["apiVersion"], listing["kind"]) == ("v1", "List")
+    items = {i["metadata"]["name"]: i["status"] for i in listing["items"]}
     assert items["live"]["next"]["serial"] == live.next.serial
     assert items["live"]["current"]["fingerprint"] == live.current.fingerprint
-    assert items["sandbox"]["stage"] == "Active" and items["sandbox"]["next"] is None
+    assert items["sandbox"]["stage"] == "Active" and items["sandbox"].get("next") is None
 
     _, one = table(ok(cli("status", "sandbox")))
     assert list(one) == ["sandbox"]

@@ -11,6 +11,7 @@ import signal
 import sys
 from types import FrameType
 
+from webhookcerts.cli import common
 from webhookcerts.domain import trust, truststores
 from webhookcerts.kube import client as kube_client
 from webhookcerts.receiver import trustsync
@@ -119,8 +120,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="kill the command after this many seconds (default 60)",
     )
     parser.add_argument("--once", action="store_true", help="write the current version and exit")
-    parser.add_argument("--kubeconfig", help="default: $KUBECONFIG, ~/.kube/config, then in-cluster")
-    parser.add_argument("--context", help="kubeconfig context")
+    # The Secret names its own namespace (--secret NS/NAME): no -n.
+    common.add_cluster_arguments(parser, namespace=False)
     parser.set_defaults(func=run)
 
 

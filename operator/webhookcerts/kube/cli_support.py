@@ -41,11 +41,8 @@ class Session:
     namespace: str
 
 
-def connect(kubeconfig: str | None, context: str | None, namespace: str | None) -> Session:
-    """Load the configuration like kubectl: --kubeconfig, $KUBECONFIG, ~/.kube/config, then in-cluster.
-
-    The namespace is ``namespace`` when given, else the context's namespace, else ``default``.
-    """
+def _config_file(kubeconfig: str | None) -> str | None:
+    """The kubeconfig file(s) kubectl would read: --kubeconfig, $KUBECONFIG, ~/.kube/config; None for none."""
     if kubeconfig and not os.path.exists(kubeconfig):
         raise kube_client.ConfigError(f"kubeconfig {kubeconfig} does not exist")
     # Not the client library's default location: it is fixed at import from $KUBECONFIG, even an empty one.
@@ -53,12 +50,27 @@ def connect(kubeconfig: str | None, context: str | None, namespace: str | None) 
     configured = kubeconfig or os.environ.get("KUBECONFIG") or None
     if configured is None and os.path.exists(default_path):
         configured = default_path
+    return configured
+
+
+def connect(
+    kubeconfig: str | None, context: str | None, namespace: str | None, *, retries: int | None = None
+) -> Session:
+    """Load the configuration like kubectl: --kubeconfig, $KUBECONFIG, ~/.kube/config, then in-cluster.
+
+    The namespace is ``namespace`` when given, else the context's namespace, else ``default``.
+    ``retries``: see ``kube_client.load``.
+    """
+    configured = _config_file(kubeconfig)
     if configured is None and not os.environ.get("KUBERNETES_SERVICE_HOST"):
         raise kube_client.ConfigError(
             f"no kubeconfig: {DEFAULT_KUBECONFIG} does not exist and KUBECONFIG is not set; "
             "pass --kubeconfig FILE or set KUBECONFIG"
         )
-    clients = kube_client.load(configured, context)
+    if configured is not None and context is None:
+        # The one kubectl would use, so that the namespace below is that context's too.
+        context = kube_client.current_context(configured)
+    clients = kube_client.load(configured, context, retries=retries)
     return Session(clients, namespace or _default_namespace(clients, configured, context))
 
 
@@ -152,3 +164,44 @@ def read_secret(session: Session, name: str) -> secrets.SecretData:
     if secret is None:
         raise CommandError(f"Secret {name} not found in namespace {session.namespace}")
     return secret
+
+
+# --- what shell completion looks up: names only, quickly, and never at any cost -----------------------
+
+# kubectl's own way to ask for names only: the metadata of each object, not its status and certificates.
+_METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+
+
+def names(session: Session, *, timeout: float) -> list[str]:
+    """The names of the WebhookCertificates in the session's namespace."""
+    with _api_errors(session):
+        listed = session.clients.custom.list_namespaced_custom_object(
+            models.GROUP,
+            models.VERSION,
+            session.namespace,
+            models.PLURAL,
+            _request_timeout=timeout,
+            _headers={"Accept": _METADATA_ONLY},
+        )
+    items = listed.get("items") if isinstance(listed, dict) else None
+    return sorted(str(name) for item in items or [] if (name := (item.get("metadata") or {}).get("name")))
+
+
+def namespaces(session: Session, *, timeout: float) -> list[str]:
+    with _api_errors(session, what="namespaces"):
+        listed = session.clients.core.list_namespace(_request_timeout=timeout)
+    return sorted(str(ns.metadata.name) for ns in listed.items or [] if ns.metadata and ns.metadata.name)
+
+
+def contexts(kubeconfig: str | None) -> list[str]:
+    """The context names of the kubeconfig kubectl would read; none when there is none."""
+    configured = _config_file(kubeconfig)
+    if configured is None:
+        return []
+    try:
+        listed, _ = kubernetes.config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+            config_file=configured
+        )
+    except (kubernetes.config.ConfigException, OSError):
+        return []
+    return sorted(str(c["name"]) for c in listed or [] if c.get("name"))

@@ -6,11 +6,14 @@ operator, the CLI and the tests can each point at their own cluster.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import pathlib
 
 import kubernetes
+import yaml
 
 from webhookcerts.domain import names
 
@@ -45,16 +48,37 @@ class Clients:
         return kubernetes.client.CoordinationV1Api(self.api)
 
 
-def load(kubeconfig: str | None = None, context: str | None = None) -> Clients:
-    """Clients from ``kubeconfig`` (or $KUBECONFIG, ~/.kube/config), else the in-cluster account."""
+def current_context(config_files: str) -> str | None:
+    """The context kubectl uses of a list of kubeconfigs ($KUBECONFIG's form): the first one named.
+
+    kubectl merges the files so that the first to set a value wins; the client library lets the last
+    file's current-context win, which would pick another cluster and namespace than kubectl does.
+    """
+    for path in config_files.split(os.pathsep):
+        with contextlib.suppress(OSError, yaml.YAMLError):
+            config = yaml.safe_load(pathlib.Path(path).expanduser().read_text())
+            name = config.get("current-context") if isinstance(config, dict) else None
+            if name:
+                return str(name)
+    return None
+
+
+def load(kubeconfig: str | None = None, context: str | None = None, *, retries: int | None = None) -> Clients:
+    """Clients from ``kubeconfig`` (or $KUBECONFIG, ~/.kube/config), else the in-cluster account.
+
+    ``retries`` replaces urllib3's three retries of a request that failed to connect (0: fail at once).
+    """
     configuration = kubernetes.client.Configuration()
     explicit = kubeconfig or os.environ.get("KUBECONFIG")
     default_path = os.path.expanduser(kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION)
     in_cluster = False
     try:
         if explicit or os.path.exists(default_path):
+            config_file = explicit or default_path
             kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=explicit or default_path, context=context, client_configuration=configuration
+                config_file=config_file,
+                context=context or current_context(config_file),
+                client_configuration=configuration,
             )
         else:
             kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
@@ -65,6 +89,8 @@ def load(kubeconfig: str | None = None, context: str | None = None) -> Clients:
         raise ConfigError(
             f"no usable Kubernetes configuration ({exc}); pass --kubeconfig, set KUBECONFIG, or run in a cluster"
         ) from exc
+    if retries is not None:
+        configuration.retries = retries
     return Clients(kubernetes.client.ApiClient(configuration), in_cluster=in_cluster)
 
 

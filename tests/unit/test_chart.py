@@ -2,7 +2,7 @@
 
 What the rendered manifests must say (the pod's security settings, RBAC verb for verb, namespaced Roles,
 the CRD's keep annotation and its agreement with ``crds/``), that the schema refuses unknown values,
-and that the chart's README, values file and alerts agree with the operator's metrics.
+and that the chart's README, values file, alerts and Grafana dashboard agree with the operator's metrics.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ import pytest
 import yaml
 
 from tests import conftest
+from tests.unit import vocabulary
 from webhookcerts.devcluster import base as devbase
 from webhookcerts.devcluster import chart as devchart
 from webhookcerts.service import metrics
 
 CHART = conftest.REPO / "charts" / "webhookcerts"
+DASHBOARD = CHART / "files" / "dashboards" / "webhookcerts.json"
 CRD_SOURCE = conftest.REPO / "crds" / "webhookcertificates.webhookcerts.io.yaml"
 DEVCLUSTER_VALUES = CHART / "values-devcluster.yaml"
 
@@ -107,6 +109,8 @@ def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
             "metrics.prometheusRule.enabled=true",
             "--set",
             "podDisruptionBudget.enabled=true",
+            "--set",
+            "grafana.dashboard.enabled=true",
         ],
     ],
     ids=["defaults", "devcluster", "everything-on"],
@@ -126,6 +130,10 @@ def test_lint_strict_passes(helm: pathlib.Path, values: list[str]) -> None:
         ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
         ("replicaCount=0", "/replicaCount"),
         ("operator.logFormat=xml", "/operator/logFormat"),
+        ("grafana.dashboard.folder=Certificates", "'folder' not allowed"),
+        ("grafana.sidecar.enabled=true", "'sidecar' not allowed"),
+        ("grafana.dashboard.enabled=yes", "/grafana/dashboard/enabled"),
+        ("grafana.dashboard.label=not a label", "/grafana/dashboard/label"),
     ],
 )
 def test_the_schema_refuses_unknown_and_invalid_values(helm: pathlib.Path, setting: str, complaint: str) -> None:
@@ -383,6 +391,103 @@ def test_every_value_is_in_the_schema_and_commented() -> None:
     assert set(leaves) <= set(keys), set(leaves) - set(keys)
     uncommented = [path for path in leaves if not keys[path]]
     assert not uncommented
+
+
+# --- the Grafana dashboard ------------------------------------------------------------------------
+
+
+def test_the_dashboard_is_off_by_default(helm: pathlib.Path) -> None:
+    assert not of_kind(render(helm), "ConfigMap")
+
+
+def test_the_dashboard_is_a_configmap_the_grafana_sidecar_loads(helm: pathlib.Path) -> None:
+    config_map = only(render(helm, "--set", "grafana.dashboard.enabled=true"), "ConfigMap", "r-webhookcerts-dashboard")
+    assert config_map["metadata"]["namespace"] == "ops"
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["labels"]["app.kubernetes.io/part-of"] == "webhookcerts"
+    assert "annotations" not in config_map["metadata"]
+    (key,) = config_map["data"]
+    assert key.endswith(".json")  # what the sidecar writes out for Grafana to read
+    assert json.loads(config_map["data"][key]) == json.loads(DASHBOARD.read_text())
+
+
+def test_the_dashboard_label_namespace_and_annotations_are_configurable(helm: pathlib.Path) -> None:
+    settings = {
+        "grafana.dashboard.enabled": "true",
+        "grafana.dashboard.label": "example.com/dashboard",
+        "grafana.dashboard.labelValue": "1",  # --set makes it a number: still a label value
+        "grafana.dashboard.namespace": "monitoring",
+        "grafana.dashboard.annotations.grafana_folder": "Certificates",
+    }
+    args = [a for key, value in settings.items() for a in ("--set", f"{key}={value}")]
+    meta = only(render(helm, *args), "ConfigMap")["metadata"]
+    assert meta["namespace"] == "monitoring"
+    assert meta["labels"]["example.com/dashboard"] == "1" and "grafana_dashboard" not in meta["labels"]
+    assert meta["annotations"] == {"grafana_folder": "Certificates"}
+
+
+def dashboard() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return loaded
+
+
+def queries(node: object) -> list[str]:
+    """Every PromQL expression of the dashboard: panel targets, annotations, variable queries."""
+    if isinstance(node, list):
+        return [q for item in node for q in queries(item)]
+    if not isinstance(node, dict):
+        return []
+    found = [v for k, v in node.items() if k in ("expr", "definition") and isinstance(v, str)]
+    return found + [q for v in node.values() for q in queries(v)]
+
+
+def datasources(node: object) -> list[object]:
+    if isinstance(node, list):
+        return [d for item in node for d in datasources(item)]
+    if not isinstance(node, dict):
+        return []
+    found = [v for k, v in node.items() if k == "datasource" and v != {"type": "grafana", "uid": "-- Grafana --"}]
+    return found + [d for v in node.values() for d in datasources(v)]
+
+
+def test_the_dashboard_queries_a_chosen_prometheus_by_namespace_and_environment() -> None:
+    board = dashboard()
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert {"namespace", "environment"} <= variables.keys()
+    # Every query, wherever it is (panels, targets, annotations, variables), goes to the chosen one;
+    # only Grafana's own annotation source is not Prometheus.
+    sources = datasources(board)
+    assert sources and all(s == {"type": "prometheus", "uid": "${datasource}"} for s in sources), sources
+    panels = [p for p in board["panels"] if p["type"] != "row"]
+    assert panels
+    for panel in panels:
+        assert panel["targets"] and "datasource" in panel, panel["title"]
+        for target in panel["targets"]:
+            assert "datasource" in target, panel["title"]
+            assert '"$namespace"' in target["expr"] and '"$environment"' in target["expr"], panel["title"]
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_every_series_the_dashboard_queries_is_one_the_operator_exposes() -> None:
+    expressions = queries(dashboard())
+    used = {name for e in expressions for name in vocabulary.METRIC.findall(e)}
+    # Every metric the operator serves has a panel, and every panel reads a series that exists
+    # (a counter as `_total`), with labels and label values the operator sets.
+    assert used == set(vocabulary.series()), set(vocabulary.series()) ^ used
+    assert [p for e in expressions for p in vocabulary.bad_selectors(e)] == []
+
+
+def test_every_alert_the_dashboard_names_is_one_of_the_charts_rules() -> None:
+    alerts = vocabulary.alert_names()
+    matchers = [m for e in queries(dashboard()) for m in re.findall(r'alertname\s*(=~|=)\s*"([^"]*)"', e)]
+    assert matchers, "no panel shows the chart's alerts"
+    for op, value in matchers:
+        matched = {a for a in alerts if re.fullmatch(value, a)} if op == "=~" else {value} & alerts
+        assert matched, f"alertname{op}{value!r} matches none of {sorted(alerts)}"
+        if op == "=~":
+            assert matched == alerts, f"alertname=~{value!r} misses {sorted(alerts - matched)}"
 
 
 def test_the_devcluster_values_are_not_the_defaults(helm: pathlib.Path) -> None:

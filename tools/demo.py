@@ -18,6 +18,7 @@ import base64
 import collections
 import contextlib
 import dataclasses
+import datetime
 import functools
 import http.client
 import json
@@ -73,8 +74,18 @@ class Timeline:
 
     def __init__(self) -> None:
         self.started = time.monotonic()
+        self.wall_started = datetime.datetime.now(datetime.UTC)
         self.events: list[tuple[float, str]] = []
         self._tty = sys.stdout.isatty()
+        self._waiting = False  # a "waiting for" line is open (without a terminal: dots follow it)
+
+    def since_start(self, when: datetime.datetime) -> float:
+        return (when - self.wall_started).total_seconds()
+
+    def _end_waiting_line(self) -> None:
+        if self._waiting:
+            print("\r\033[K" if self._tty else "", end="" if self._tty else "\n", flush=True)
+            self._waiting = False
 
     def now(self) -> float:
         return time.monotonic() - self.started
@@ -84,33 +95,36 @@ class Timeline:
         return f"{seconds // 60:02d}:{seconds % 60:02d}"
 
     def say(self, message: str, *, keep: bool = True) -> None:
+        self._end_waiting_line()
         if keep:
             self.events.append((self.now(), message))
         print(f"[{self.stamp()}] {message}", flush=True)
 
-    def command(self, argv: list[str]) -> None:
+    def command(self, argv: list[str], output: str = "") -> None:
+        self._end_waiting_line()
         print(f"         $ {shlex.join(argv)}", flush=True)
+        for line in output.rstrip().splitlines():
+            print(f"           {line}", flush=True)
 
     def wait(self, what: str, predicate: Callable[[], T | None], timeout: float = 300) -> T:
         """Poll ``predicate``, showing that the demo is waiting (a ticking counter on a terminal)."""
         started = time.monotonic()
         last_dot = started
-        if not self._tty:
-            print(f"         waiting for {what} ", end="", flush=True)
         while True:
             result = predicate()
             if result:
-                if self._tty:
-                    print("\r\033[K", end="", flush=True)
-                else:
-                    print(flush=True)
+                self._end_waiting_line()
                 return result
             waited = time.monotonic() - started
             if waited > timeout:
-                print(flush=True)
+                self._end_waiting_line()
                 raise DemoError(f"timed out after {timeout:.0f} s waiting for {what}")
             if self._tty:
                 print(f"\r         waiting for {what} ... {waited:.0f} s", end="", flush=True)
+                self._waiting = True
+            elif not self._waiting:
+                print(f"         waiting for {what} ", end="", flush=True)
+                self._waiting = True
             elif time.monotonic() - last_dot >= 5:
                 print(".", end="", flush=True)
                 last_dot = time.monotonic()
@@ -127,18 +141,23 @@ class Tools:
     timeline: Timeline
     env: dict[str, str]
 
-    def run(self, *argv: str, show: bool = True, input: str | None = None, check: bool = True) -> str:
-        if show:
-            self.timeline.command(list(argv))
+    def run(
+        self, *argv: str, show: bool = True, echo: bool = False, input: str | None = None, check: bool = True
+    ) -> str:
+        """Run a command; ``show`` prints it as typed, ``echo`` its output too (once it has succeeded)."""
         done = subprocess.run(
             list(argv), env=self.env, cwd=REPO, capture_output=True, text=True, input=input, timeout=600
         )
         if check and done.returncode != 0:
             raise DemoError(f"{shlex.join(argv)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+        if show:
+            self.timeline.command(list(argv), done.stdout if echo else "")
         return done.stdout
 
-    def kubectl(self, *args: str, show: bool = True, input: str | None = None, check: bool = True) -> str:
-        return self.run("kubectl", *args, show=show, input=input, check=check)
+    def kubectl(
+        self, *args: str, show: bool = True, echo: bool = False, input: str | None = None, check: bool = True
+    ) -> str:
+        return self.run("kubectl", *args, show=show, echo=echo, input=input, check=check)
 
     def apply(self, *objects: dict[str, Any], verb: str = "apply") -> None:
         body = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)})
@@ -203,9 +222,21 @@ class Provider:
         self.environment, self.url, self.ca, self.password = environment, url, ca, password
         self.bundle: pathlib.Path | None = None
         self.step = ""
+        self._campaign = ""  # the step the campaign in flight counts under
+        self._changed = threading.Condition()
         self.counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        self.reasons: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._drive, name=f"provider-{environment}", daemon=True)
+
+    def enter(self, step: str) -> None:
+        """Count what comes from now on under ``step``, once the campaign in flight has ended: a campaign
+        begun in the step before would otherwise run into this one's events under the wrong heading."""
+        with self._changed:
+            self.step = step
+            started = not self._thread.is_alive() or self._changed.wait_for(lambda: self._campaign == step, 60)
+        if not started:
+            raise DemoError(f"the {self.environment} provider did not start a campaign in a minute")
 
     def use(self, bundle: pathlib.Path) -> None:
         self.bundle = bundle
@@ -220,7 +251,9 @@ class Provider:
     def _drive(self) -> None:
         while not self._stop.is_set():
             assert self.bundle is not None
-            step = self.step
+            with self._changed:
+                step = self._campaign = self.step
+                self._changed.notify_all()
             config = providersim.Config(
                 url=self.url,
                 bundle=self.bundle,
@@ -236,24 +269,46 @@ class Provider:
             summary = providersim.run(config, self._stop)
             self.counts[step]["delivered"] += summary["delivered"]
             self.counts[step]["failed"] += summary["failed"]
+            # Why attempts failed (a refused certificate, a timeout...): a retried one counts too.
+            for kind in ("handshake_failures", "http_errors", "connection_errors"):
+                for reason, n in summary[kind].items():
+                    self.reasons[step][reason] += n
 
 
-def accepted_by_receiver(tools: Tools, pod: str) -> collections.Counter[str]:
-    """Deliveries the receiver answered 200, by client certificate fingerprint, from ``kubectl logs``."""
-    out = tools.kubectl("logs", "-n", NAMESPACE, pod, show=False, check=False)
-    found: collections.Counter[str] = collections.Counter()
+@dataclasses.dataclass
+class Accepted:
+    count: int = 0
+    first: float = 0.0
+    last: float = 0.0
+
+
+def enter(providers: dict[str, Provider], step: str) -> None:
+    for provider in providers.values():
+        provider.enter(step)
+
+
+def accepted_by_receiver(tools: Tools, timeline: Timeline, pod: str) -> dict[str, Accepted]:
+    """Deliveries the receiver answered 200, by client certificate fingerprint, with the first and the
+    last one on the demo's clock: ``kubectl logs --timestamps`` of the receiver's pod."""
+    out = tools.kubectl("logs", "--timestamps", "-n", NAMESPACE, pod, show=False, check=False)
+    found: dict[str, Accepted] = collections.defaultdict(Accepted)
     for line in out.splitlines():
-        if line.startswith("{"):
-            record = json.loads(line)
-            if record.get("event") == "delivery" and record.get("status") == 200:
-                found[record["client_fingerprint"]] += 1
+        stamp, _, text = line.partition(" ")
+        if not text.startswith("{"):
+            continue
+        record = json.loads(text)
+        if record.get("event") == "delivery" and record.get("status") == 200:
+            at = timeline.since_start(datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")))
+            seen = found[record["client_fingerprint"]]
+            seen.first = at if not seen.count else seen.first
+            seen.count, seen.last = seen.count + 1, at
     return found
 
 
 def export(tools: Tools, name: str, out: pathlib.Path, *, next_: bool = False) -> pathlib.Path:
     """``kubectl webhookcerts export``: the bundle files to submit; the PKCS#12 one is what the provider loads."""
     args = ["webhookcerts", "export", name, "-n", NAMESPACE, "--out", str(out)]
-    tools.kubectl(*args, *(["--next"] if next_ else []))
+    tools.kubectl(*args, *(["--next"] if next_ else []), echo=True)
     status = tools.status(name)
     serial = status["next" if next_ else "current"]["serial"]
     environment = name.removeprefix("upvest-")
@@ -270,7 +325,8 @@ def story(tools: Tools, timeline: Timeline, dev: devcluster.DevCluster, work: pa
     say("the operator: installed with the chart on the node")
     tools.run(
         "helm", "install", "webhookcerts", "charts/webhookcerts", "-n", RELEASE_NAMESPACE, "--create-namespace",
-        "-f", str(dev.chart_values), "--wait", "--timeout=5m",
+        # The CRD is kubectl's, not the chart's: Helm would refuse to take it over.
+        "-f", str(dev.chart_values), "--set", "crds.enabled=false", "--wait", "--timeout=5m",
     )  # fmt: skip
 
     tools.kubectl("create", "namespace", NAMESPACE)
@@ -293,7 +349,7 @@ def story(tools: Tools, timeline: Timeline, dev: devcluster.DevCluster, work: pa
     tools.apply(*(webhook_certificate(env, lifetimes) for env, lifetimes in OBJECTS.items()))
     for env in OBJECTS:
         timeline.wait(f"upvest-{env} to be Ready", functools.partial(ready, tools, f"upvest-{env}"))
-    tools.kubectl("get", "whc", "-n", NAMESPACE)
+    tools.kubectl("get", "whc", "-n", NAMESPACE, echo=True)
     say("the reference receiver: a Deployment reading the trust Secret, nudged by the operator on change")
     tools.apply(
         workloads.receiver_deployment(
@@ -319,8 +375,9 @@ def story(tools: Tools, timeline: Timeline, dev: devcluster.DevCluster, work: pa
         name = f"upvest-{env}"
         say(f"{name}: the bundle exported for the provider (submitted, with its password, securely)")
         provider.use(export(tools, name, bundles))
-        serials[tools.status(name)["current"]["fingerprint"]] = f"{env} {tools.status(name)['current']['serial']}"
-        provider.step = "steady"
+        current = tools.status(name)["current"]
+        serials[current["fingerprint"]] = f"{env} {current['serial'][:12]}"
+        provider.enter("steady")
         provider.start()
     try:
         return rotations(tools, timeline, providers, bundles, serials, pod, port, served.server_ca.cert_path, password)
@@ -346,21 +403,21 @@ def rotations(
     say("the provider delivers to both environments")
 
     # Planned rotation: a new certificate beside the old, the provider moves, then the cut-over.
-    sandbox.step = live.step = "planned rotation"
+    enter(providers, "planned rotation")
     pending = timeline.wait(
         "upvest-sandbox's planned rotation (renewBefore reached)",
         lambda: tools.status("upvest-sandbox").get("next"),
         180,
     )
     say(f"upvest-sandbox: planned rotation started, next serial {pending['serial']}; the trust store lists both")
-    serials[pending["fingerprint"]] = f"sandbox {pending['serial']} (next)"
+    serials[pending["fingerprint"]] = f"sandbox {pending['serial'][:12]} (next)"
     timeline.wait("the next bundle", lambda: tools.status("upvest-sandbox").get("bundle"), 60)
     new_bundle = timeline.wait("the next bundle's files", lambda: try_export(tools, "upvest-sandbox", bundles), 60)
     say("upvest-sandbox: the new bundle submitted; the provider validates it with live deliveries")
     sandbox.use(new_bundle)
     time.sleep(6)
     say("upvest-sandbox: cut-over, once the provider uses the new certificate")
-    tools.kubectl("webhookcerts", "cutover", "upvest-sandbox", "-n", NAMESPACE)
+    tools.kubectl("webhookcerts", "cutover", "upvest-sandbox", "-n", NAMESPACE, echo=True)
     say("upvest-sandbox: the old certificate retired, its key destroyed, no longer trusted")
     time.sleep(4)
 
@@ -371,35 +428,39 @@ def rotations(
         password,
         server_ca,
     )
-    sandbox.step = live.step = "emergency"
+    enter(providers, "emergency")
+    serials[compromised["fingerprint"]] += " (compromised)"
     say(f"upvest-live: key exposed (incident INC-DEMO-1): emergency rotation of serial {compromised['serial']}")
     annotated = timeline.now()
     rotate = subprocess.Popen(
         ["kubectl", "webhookcerts", "rotate", "upvest-live", "--emergency", "--reason", "INC-DEMO-1", "-n", NAMESPACE],
         env=tools.env,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    timeline.command(rotate.args)  # type: ignore[arg-type]
+    print(f"         $ {shlex.join(rotate.args)}  (waits for the replacement)", flush=True)  # type: ignore[arg-type]
     timeline.wait("the receiver to refuse the compromised certificate", lambda: refuses(port, compromised_ctx), 120)
     contained = timeline.now() - annotated
     say(f"upvest-live: contained in {contained:.1f} s: the receiver refuses the compromised certificate")
-    _, errors = rotate.communicate(timeout=300)
+    output, errors = rotate.communicate(timeout=300)
     if rotate.returncode != 0:
         raise DemoError(f"kubectl webhookcerts rotate failed: {errors.strip()}")
+    for line in output.rstrip().splitlines():
+        print(f"           {line}", flush=True)
     replacement = tools.status("upvest-live")["next"]
-    serials[replacement["fingerprint"]] = f"live {replacement['serial']} (replacement)"
+    serials[replacement["fingerprint"]] = f"live {replacement['serial'][:12]} (replacement)"
     say(f"upvest-live: replacement issued, serial {replacement['serial']}; the compromised bundle was withdrawn")
     new_live = timeline.wait("the replacement's bundle", lambda: try_export(tools, "upvest-live", bundles), 60)
     say("upvest-live: the replacement submitted to the provider")
     live.use(new_live)
     time.sleep(6)
-    tools.kubectl("webhookcerts", "cutover", "upvest-live", "-n", NAMESPACE)
+    tools.kubectl("webhookcerts", "cutover", "upvest-live", "-n", NAMESPACE, echo=True)
     say("upvest-live: cut over to the replacement; the compromised certificate stays revoked")
-    sandbox.step = live.step = "after"
+    enter(providers, "after")
     time.sleep(4)
-    tools.kubectl("webhookcerts", "status", "-n", NAMESPACE)
+    tools.kubectl("webhookcerts", "status", "-n", NAMESPACE, "-o", "wide", echo=True)
+    tools.kubectl("webhookcerts", "history", "upvest-live", "-n", NAMESPACE, echo=True)
     return summary(tools, timeline, providers, serials, pod, contained)
 
 
@@ -430,15 +491,32 @@ def summary(
     pod: str,
     contained: float,
 ) -> list[str]:
+    keep = os.environ.get("DEMO_LOGS")
+    if keep:
+        # The pods' logs outlive the cluster only where asked: DEMO_LOGS=DIR make demo.
+        directory = pathlib.Path(keep)
+        directory.mkdir(parents=True, exist_ok=True)
+        receiver_log = tools.kubectl("logs", "--timestamps", "-n", NAMESPACE, pod, show=False, check=False)
+        (directory / "receiver.log").write_text(receiver_log)
+        operator_log = tools.kubectl(
+            "logs", "--timestamps", "-n", RELEASE_NAMESPACE, "deployment/webhookcerts", show=False, check=False
+        )
+        (directory / "operator.log").write_text(operator_log)
     lines = ["", "Timeline", "--------"]
     lines += [f"  {timeline.stamp(at)}  {message}" for at, message in timeline.events]
     lines += ["", "Deliveries (provider simulator, per step)", "------------------------------------------"]
     for env, provider in providers.items():
         for step, counts in provider.counts.items():
-            lines.append(f"  {env:<8} {step:<17} delivered {counts['delivered']:>4}   failed {counts['failed']:>3}")
-    lines += ["", "Accepted by the receiver (its log, by client certificate)", "-" * 57]
-    for fingerprint, count in accepted_by_receiver(tools, pod).most_common():
-        lines.append(f"  {serials.get(fingerprint, fingerprint[:16]):<40} {count:>5} deliveries")
+            refused = ", ".join(f"{reason} x{n}" for reason, n in provider.reasons[step].most_common())
+            why = f"   (failed attempts: {refused})" if refused else ""
+            lines.append(
+                f"  {env:<8} {step:<17} delivered {counts['delivered']:>4}   failed {counts['failed']:>3}{why}"
+            )
+    lines += ["", "Accepted by the receiver (kubectl logs --timestamps, by client certificate)", "-" * 75]
+    for fingerprint, seen in sorted(accepted_by_receiver(tools, timeline, pod).items(), key=lambda i: i[1].first):
+        label = serials.get(fingerprint, fingerprint[:16])
+        window = f"{timeline.stamp(seen.first)} to {timeline.stamp(seen.last)}"
+        lines.append(f"  {label:<34} {seen.count:>5} deliveries, {window}")
     lines += [
         "",
         f"Containment: {contained:.1f} s from the emergency annotation to the receiver refusing the compromised",

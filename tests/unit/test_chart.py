@@ -303,6 +303,9 @@ def test_metrics_service_and_monitor_point_at_the_metrics_port(helm: pathlib.Pat
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
     monitor = only(docs, "ServiceMonitor")
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    # The series' own namespace label (the WebhookCertificate's) is what the alerts group by.
+    assert monitor["spec"]["endpoints"][0]["honorLabels"] is True
+    assert "namespace" in metrics.LABELS
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     failing = run_helm(
         helm,

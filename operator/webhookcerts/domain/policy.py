@@ -187,13 +187,13 @@ def current_secret_sound(obs: Observation) -> Decision | None:
         return None
     recovery = (
         "the provider may still hold the old key, so the operator will not replace it on its own; "
-        "to recover, start an emergency rotation: kubectl annotate whc NAME "
+        "to recover, start an emergency rotation: kubectl annotate --overwrite whc NAME "
         "webhookcerts.io/emergency-rotation=<incident reference>"
     )
     if pending is not None:
         recovery += (
-            f", or, once the provider uses the pending next certificate, cut over to it: kubectl annotate whc "
-            f"NAME webhookcerts.io/cutover={pending.serial}"
+            ", or, once the provider uses the pending next certificate, cut over to it: "
+            f"kubectl annotate --overwrite whc NAME webhookcerts.io/cutover={pending.serial}"
         )
     if not secret.exists:
         return Decision(
@@ -258,7 +258,7 @@ def next_secret_sound(obs: Observation) -> Decision | None:
             Action.NOT_READY,
             "NextSecretInvalid",
             f"Secret {name} with the pending next key {what}; if that key was not exposed, give it up and "
-            f"issue a new one (the current certificate stays trusted): kubectl annotate whc NAME "
+            f"issue a new one (the current certificate stays trusted): kubectl annotate --overwrite whc NAME "
             f"webhookcerts.io/discard-next={pending.serial}; if it was, start an emergency rotation",
         )
     return None

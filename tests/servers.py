@@ -207,6 +207,22 @@ class Launched:
     refusal: str
     kept: str
     reload_command: str | None = None
+    # nginx: its master, whose old worker goes on serving (a kept connection, even a new one) for a
+    # moment after `nginx -s reload` returns; see ``reloaded``.
+    master_pid: int | None = None
+
+    def reloaded(self) -> bool:
+        """Whether no reload is still under way: the master runs just its one worker (nginx), or the
+        server swaps its trust in place (the others)."""
+        if self.master_pid is None:
+            return True
+        children = 0
+        for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                # The command name may hold spaces and parentheses: the fields after the last ")".
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == self.master_pid:
+                    children += 1
+        return children == 1
 
 
 def start_nginx(ws: Workspace, trust_file: pathlib.Path, name: str = "nginx") -> Launched:
@@ -250,7 +266,7 @@ http {{
     ws.logs[f"{name} error"] = error_log
     processes.wait_for(lambda: listening(proc, error_log, port), timeout=30, what=f"{name} to listen")
     reload_command = f"nginx -c {conf} -e {error_log} -s reload"
-    return Launched(name, port, ws.material.server_ca, access_log, HTTP_400, CLOSED, reload_command)
+    return Launched(name, port, ws.material.server_ca, access_log, HTTP_400, CLOSED, reload_command, proc.pid)
 
 
 def start_haproxy(ws: Workspace, trust_file: pathlib.Path, name: str = "haproxy") -> Launched:

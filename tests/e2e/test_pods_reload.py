@@ -10,7 +10,8 @@ process, presenting the certificates the operator issued.
 
 Proven here: a planned rotation and its cut-over under continuous delivery lose nothing; after an
 emergency annotation the pod refuses the compromised certificate; a Rollout consumer's new pods start
-trusting the new certificate; ``kubectl logs`` of the pod shows which client certificates it accepted.
+trusting the new certificate; ``kubectl logs`` of the pod shows which client certificates it accepted;
+trust-sync as a native sidecar (docs/receiver.md) feeds an ``emptyDir`` without the kubelet's help.
 Nothing is timed (the benchmark ``pod-reload`` measures how fast): each step waits, generously, for a
 behaviour, and then asserts it.
 
@@ -248,7 +249,7 @@ def receiver(
     """Deploys the receiver (once the trust Secret exists) and waits until it listens; prints its logs."""
     started: list[PodEndpoint] = []
 
-    def deploy(app: str) -> PodEndpoint:
+    def deploy(app: str, sidecar: workloads.Sidecar | None = None) -> PodEndpoint:
         if node_api.secret(SERVING_PAIR) is None:
             # Created, not applied: `kubectl apply` would keep a copy of the key in an annotation.
             pair = {names.TLS_CERT: server_pki.server.cert_path, names.TLS_KEY: server_pki.server.key_path}
@@ -264,7 +265,13 @@ def receiver(
         port = base.free_port()
         image = node_cluster.images["webhookcerts"]
         deployment = workloads.receiver_deployment(
-            app, image, port, trust_secret=reload.TRUST_SECRET, tls_secret=SERVING_PAIR, namespace=node_namespace
+            app,
+            image,
+            port,
+            trust_secret=reload.TRUST_SECRET,
+            tls_secret=SERVING_PAIR,
+            namespace=node_namespace,
+            sidecar=sidecar,
         )
         e2e.apply(node_kubectl, deployment)
         log = tmp_path / f"{app}.log"
@@ -505,3 +512,61 @@ def test_rollout_replaces_the_pods_and_the_new_ones_trust_the_new_certificate(
     assert ep.refuses(old)
     # Its log shows the certificate it accepted, and no other.
     assert set(ep.accepted_fingerprints(third)) == {new.fingerprint}
+
+
+def test_a_trust_sync_native_sidecar_brings_an_emergency_to_the_receiver_without_the_kubelet(
+    node_api: whc.Api,
+    node_operator: conftest.OperatorProcess,
+    node_cluster: devcluster.DevCluster,
+    node_kubectl: conftest.KubectlRunner,
+    receiver: ReceiverFactory,
+    tmp_path: pathlib.Path,
+) -> None:
+    """docs/receiver.md's native sidecar on the real node: trust-sync in an init container with
+    ``restartPolicy: Always``, reading the one Secret its Role names, keeps an ``emptyDir`` in step for
+    the receiver. No consumer is set and the kubelet's periodic sync is held off, and an emptyDir is no
+    Secret volume anyway: only the sidecar can bring the emergency to the receiver."""
+    api, name, account = node_api, "sidecar-fed", "trust-sync"
+    clients = tmp_path / "clients"
+    api.create(name)
+    conftest.wait_for(lambda: ready(api, name), what="Ready=True")
+    compromised = reload.client_from_secret(api, f"{name}-tls", clients, "compromised")
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": account, "namespace": api.namespace},
+        "rules": [
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": [reload.TRUST_SECRET],
+             "verbs": ["get", "list", "watch"]},
+        ],
+    }  # fmt: skip
+    e2e.apply(
+        node_kubectl,
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account, "namespace": api.namespace}},
+        role,
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": account, "namespace": api.namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": api.namespace}],
+        },
+    )
+    ep = receiver("sidecar-fed", workloads.Sidecar(api.namespace, account, node_cluster.pod_api_env()))
+    pod = ep.serving_pod()
+    assert pod is not None
+    spec = json.loads(node_kubectl("get", "pod", pod, "-n", api.namespace, "-o", "json").stdout)["spec"]
+    assert [c["restartPolicy"] for c in spec["initContainers"]] == ["Always"]
+    assert "secret" not in next(v for v in spec["volumes"] if v["name"] == "trust")
+    assert ep.accepts(compromised)
+
+    api.emergency(name, f"INC-{uuid.uuid4().hex[:6]}")
+    conftest.wait_for(
+        lambda: ep.refuses(compromised), timeout=POD_TIMEOUT, what="the receiver to refuse the compromised certificate"
+    )
+    conftest.wait_for(lambda: (s := api.status(name)).next is not None and s, what="the replacement")
+    fresh = reload.client_from_secret(api, f"{name}-tls-next", clients, "fresh")
+    conftest.wait_for(lambda: ep.accepts(fresh), timeout=POD_TIMEOUT, what="the receiver to accept the replacement")
+    assert ep.serving_pod() == pod
+    synced = node_kubectl("logs", "-n", api.namespace, pod, "-c", "trust-sync").stdout
+    assert synced.count('"event": "synced"') >= 2, synced

@@ -3,9 +3,10 @@
 The demo starts its own cluster with a node (beside the session's), installs the chart, runs a planned
 and an emergency rotation with the provider simulator delivering, and prints a timeline. Asserted here:
 it ends with exit status 0; the planned rotation and its cut-over lose no delivery in either
-environment, nor does anything after the emergency's cut-over; the emergency step's failures are the compromised certificate's alone (sandbox loses
-nothing, live's are refusals); the compromised certificate was accepted by the receiver before the
-incident only; and nothing of its cluster is left: no directory, no process.
+environment, nor does anything after the emergency's cut-over; the emergency step's failures are the
+compromised certificate's alone (sandbox loses nothing, live's are refusals); the compromised
+certificate was accepted by the receiver before the incident only; and nothing of its cluster is
+left: no directory, no process.
 """
 
 from __future__ import annotations

@@ -15,12 +15,8 @@ on Ctrl-C or SIGTERM too (``devcluster`` ties each process to this one as well).
 from __future__ import annotations
 
 import base64
-import collections
 import contextlib
-import dataclasses
-import datetime
 import functools
-import http.client
 import json
 import os
 import pathlib
@@ -30,158 +26,35 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 for entry in (REPO, REPO / "operator"):
     if str(entry) not in sys.path:
         sys.path.insert(0, str(entry))
 
+# Beside this file (a script's directory is on sys.path): what the demo shows, and the provider.
 from tests.unit import mtls_pki  # noqa: E402  (throw-away serving certificates, as the benchmarks use)
 
+from demo_console import NAMESPACE, DemoError, Timeline, Tools, ready, tools_env  # noqa: E402
+from demo_provider import Provider, accepted_by_receiver, enter, refuses  # noqa: E402
 from webhookcerts.devcluster import base, workloads  # noqa: E402
 from webhookcerts.devcluster import cluster as devcluster  # noqa: E402
 from webhookcerts.domain import names, pki  # noqa: E402
 from webhookcerts.receiver import providersim  # noqa: E402
 
-T = TypeVar("T")
-NAMESPACE = "demo"
 RELEASE_NAMESPACE = "webhookcerts"
 TRUST = "webhook-trust"
 APP = "receiver"
 SERVING_PAIR = "receiver-tls"
-RATE = 4.0  # deliveries per second and environment: enough to see, little for 2 cores
 OBJECTS = {
     # Short lifetimes, so that the planned rotation starts a minute after the first certificate.
     "sandbox": {"duration": "1h", "renewBefore": "59m"},
     # The emergency needs no schedule: it renews long after the demo has ended.
     "live": {"duration": "2h", "renewBefore": "1h"},
 }
-
-
-class DemoError(RuntimeError):
-    """A step did not happen in time; the message says which, the cluster's logs why."""
-
-
-# --- saying what happens ----------------------------------------------------------------------------
-
-
-class Timeline:
-    """Prints each step with the time since the start, and keeps them for the summary."""
-
-    def __init__(self) -> None:
-        self.started = time.monotonic()
-        self.wall_started = datetime.datetime.now(datetime.UTC)
-        self.events: list[tuple[float, str]] = []
-        self._tty = sys.stdout.isatty()
-        self._waiting = False  # a "waiting for" line is open (without a terminal: dots follow it)
-
-    def since_start(self, when: datetime.datetime) -> float:
-        return (when - self.wall_started).total_seconds()
-
-    def _end_waiting_line(self) -> None:
-        if self._waiting:
-            print("\r\033[K" if self._tty else "", end="" if self._tty else "\n", flush=True)
-            self._waiting = False
-
-    def now(self) -> float:
-        return time.monotonic() - self.started
-
-    def stamp(self, at: float | None = None) -> str:
-        seconds = int(self.now() if at is None else at)
-        return f"{seconds // 60:02d}:{seconds % 60:02d}"
-
-    def say(self, message: str, *, keep: bool = True) -> None:
-        self._end_waiting_line()
-        if keep:
-            self.events.append((self.now(), message))
-        print(f"[{self.stamp()}] {message}", flush=True)
-
-    def command(self, argv: list[str], output: str = "") -> None:
-        self._end_waiting_line()
-        print(f"         $ {shlex.join(argv)}", flush=True)
-        for line in output.rstrip().splitlines():
-            print(f"           {line}", flush=True)
-
-    def wait(self, what: str, predicate: Callable[[], T | None], timeout: float = 300) -> T:
-        """Poll ``predicate``, showing that the demo is waiting (a ticking counter on a terminal)."""
-        started = time.monotonic()
-        last_dot = started
-        while True:
-            result = predicate()
-            if result:
-                self._end_waiting_line()
-                return result
-            waited = time.monotonic() - started
-            if waited > timeout:
-                self._end_waiting_line()
-                raise DemoError(f"timed out after {timeout:.0f} s waiting for {what}")
-            if self._tty:
-                print(f"\r         waiting for {what} ... {waited:.0f} s", end="", flush=True)
-                self._waiting = True
-            elif not self._waiting:
-                print(f"         waiting for {what} ", end="", flush=True)
-                self._waiting = True
-            elif time.monotonic() - last_dot >= 5:
-                print(".", end="", flush=True)
-                last_dot = time.monotonic()
-            time.sleep(0.5)
-
-
-# --- the cluster's tools ----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Tools:
-    """kubectl (with the plugin on its PATH) and helm, pointed at the demo's cluster."""
-
-    timeline: Timeline
-    env: dict[str, str]
-
-    def run(
-        self, *argv: str, show: bool = True, echo: bool = False, input: str | None = None, check: bool = True
-    ) -> str:
-        """Run a command; ``show`` prints it as typed, ``echo`` its output too (once it has succeeded)."""
-        done = subprocess.run(
-            list(argv), env=self.env, cwd=REPO, capture_output=True, text=True, input=input, timeout=600
-        )
-        if check and done.returncode != 0:
-            raise DemoError(f"{shlex.join(argv)} failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-        if show:
-            self.timeline.command(list(argv), done.stdout if echo else "")
-        return done.stdout
-
-    def kubectl(
-        self, *args: str, show: bool = True, echo: bool = False, input: str | None = None, check: bool = True
-    ) -> str:
-        return self.run("kubectl", *args, show=show, echo=echo, input=input, check=check)
-
-    def apply(self, *objects: dict[str, Any], verb: str = "apply") -> None:
-        body = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)})
-        self.kubectl(verb, "-f", "-", show=False, input=body)
-
-    def get(self, kind: str, name: str, namespace: str = NAMESPACE) -> dict[str, Any] | None:
-        out = self.kubectl("get", kind, name, "-n", namespace, "-o", "json", show=False, check=False)
-        return json.loads(out) if out.strip() else None
-
-    def status(self, name: str) -> dict[str, Any]:
-        obj = self.get("whc", name) or {}
-        found: dict[str, Any] = obj.get("status") or {}
-        return found
-
-
-def ready(tools: Tools, name: str) -> bool:
-    conditions = tools.status(name).get("conditions", [])
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
-
-
-def tools_env(dev: devcluster.DevCluster) -> dict[str, str]:
-    """The pinned kubectl and helm first, then the venv's commands (the kubectl plugin among them)."""
-    path = os.pathsep.join([str(base.bin_dir()), str(pathlib.Path(sys.executable).parent), os.environ["PATH"]])
-    return {**os.environ, "KUBECONFIG": str(dev.kubeconfig), "PATH": path}
 
 
 # --- what runs on the cluster -----------------------------------------------------------------------
@@ -209,100 +82,6 @@ def secret(name: str, data: dict[str, bytes], kind: str = "Opaque") -> dict[str,
     encoded = {k: base64.b64encode(v).decode() for k, v in data.items()}
     metadata = {"name": name, "namespace": NAMESPACE}
     return {"apiVersion": "v1", "kind": "Secret", "type": kind, "metadata": metadata, "data": encoded}
-
-
-# --- the provider --------------------------------------------------------------------------------------
-
-
-class Provider:
-    """The provider simulator for one environment, delivering without pause with the bundle it was last
-    given, in short campaigns whose outcomes are counted under the step the demo is in."""
-
-    def __init__(self, environment: str, url: str, ca: pathlib.Path, password: bytes) -> None:
-        self.environment, self.url, self.ca, self.password = environment, url, ca, password
-        self.bundle: pathlib.Path | None = None
-        self.step = ""
-        self._campaign = ""  # the step the campaign in flight counts under
-        self._changed = threading.Condition()
-        self.counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-        self.reasons: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._drive, name=f"provider-{environment}", daemon=True)
-
-    def enter(self, step: str) -> None:
-        """Count what comes from now on under ``step``, once the campaign in flight has ended: a campaign
-        begun in the step before would otherwise run into this one's events under the wrong heading."""
-        with self._changed:
-            self.step = step
-            started = not self._thread.is_alive() or self._changed.wait_for(lambda: self._campaign == step, 60)
-        if not started:
-            raise DemoError(f"the {self.environment} provider did not start a campaign in a minute")
-
-    def use(self, bundle: pathlib.Path) -> None:
-        self.bundle = bundle
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=60)
-
-    def _drive(self) -> None:
-        while not self._stop.is_set():
-            assert self.bundle is not None
-            with self._changed:
-                step = self._campaign = self.step
-                self._changed.notify_all()
-            config = providersim.Config(
-                url=self.url,
-                bundle=self.bundle,
-                password=self.password,
-                ca=self.ca,
-                rate=RATE,
-                count=int(RATE * 2),
-                # A provider retries; a refused certificate is refused again, so few attempts suffice.
-                max_attempts=3,
-                backoff_initial=0.2,
-                timeout=10.0,
-            )
-            summary = providersim.run(config, self._stop)
-            self.counts[step]["delivered"] += summary["delivered"]
-            self.counts[step]["failed"] += summary["failed"]
-            # Why attempts failed (a refused certificate, a timeout...): a retried one counts too.
-            for kind in ("handshake_failures", "http_errors", "connection_errors"):
-                for reason, n in summary[kind].items():
-                    self.reasons[step][reason] += n
-
-
-@dataclasses.dataclass
-class Accepted:
-    count: int = 0
-    first: float = 0.0
-    last: float = 0.0
-
-
-def enter(providers: dict[str, Provider], step: str) -> None:
-    for provider in providers.values():
-        provider.enter(step)
-
-
-def accepted_by_receiver(tools: Tools, timeline: Timeline, pod: str) -> dict[str, Accepted]:
-    """Deliveries the receiver answered 200, by client certificate fingerprint, with the first and the
-    last one on the demo's clock: ``kubectl logs --timestamps`` of the receiver's pod."""
-    out = tools.kubectl("logs", "--timestamps", "-n", NAMESPACE, pod, show=False, check=False)
-    found: dict[str, Accepted] = collections.defaultdict(Accepted)
-    for line in out.splitlines():
-        stamp, _, text = line.partition(" ")
-        if not text.startswith("{"):
-            continue
-        record = json.loads(text)
-        if record.get("event") == "delivery" and record.get("status") == 200:
-            at = timeline.since_start(datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")))
-            seen = found[record["client_fingerprint"]]
-            seen.first = at if not seen.count else seen.first
-            seen.count, seen.last = seen.count + 1, at
-    return found
 
 
 def export(tools: Tools, name: str, out: pathlib.Path, *, next_: bool = False) -> pathlib.Path:
@@ -469,18 +248,6 @@ def try_export(tools: Tools, name: str, out: pathlib.Path) -> pathlib.Path | Non
         return export(tools, name, out, next_=True)
     except DemoError:
         return None  # the operator writes the next bundle a moment after the next certificate
-
-
-def refuses(port: int, ctx: Any) -> bool:
-    """Whether a fresh connection presenting ``ctx``'s certificate is refused (at the handshake or after)."""
-    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=5)
-    try:
-        conn.request("POST", "/webhooks", body=b"{}", headers={"Content-Type": "application/json"})
-        return conn.getresponse().status != 200
-    except OSError:
-        return True
-    finally:
-        conn.close()
 
 
 def summary(

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from tests import processes
 from tests.unit import mtls_pki
+from webhookcerts.devcluster import base as devbase
 from webhookcerts.devcluster import cluster as devcluster
 
 SERVERS_SOURCE = pathlib.Path(__file__).resolve().parent / "e2e" / "servers"
@@ -216,13 +217,7 @@ class Launched:
         server swaps its trust in place (the others)."""
         if self.master_pid is None:
             return True
-        children = 0
-        for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                # The command name may hold spaces and parentheses: the fields after the last ")".
-                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == self.master_pid:
-                    children += 1
-        return children == 1
+        return list(devbase.parents().values()).count(self.master_pid) == 1
 
 
 def start_nginx(ws: Workspace, trust_file: pathlib.Path, name: str = "nginx") -> Launched:

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"image {name}: {ref}")
         print("point a shell at it (the pinned kubectl and helm first on the PATH):")
         print(f"  export KUBECONFIG={dev.kubeconfig.resolve()} PATH={cluster.bin_dir()}:$PATH")
-        if state.node:
+        if dev.chart_values.exists():
             print("install the chart on its node:")
             print(
                 "  helm install webhookcerts charts/webhookcerts -n webhookcerts --create-namespace "

@@ -137,6 +137,16 @@ def all_pids() -> list[int]:
     return [int(entry.name) for entry in pathlib.Path("/proc").iterdir() if entry.name.isdigit()]
 
 
+def parents() -> dict[int, int]:
+    """Every process's parent, by process id (those that exit while being read are left out)."""
+    found = {}
+    for pid in all_pids():
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            # The command name may hold spaces and parentheses: the fields after the last ")".
+            found[pid] = int(pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    return found
+
+
 def stop_pid(pid: int, grace: float = STOP_GRACE) -> None:
     """SIGTERM the process group, wait, then SIGKILL whatever is left."""
     for sig in (signal.SIGTERM, signal.SIGKILL):

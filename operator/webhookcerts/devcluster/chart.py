@@ -20,9 +20,9 @@ VALUES = "charts/webhookcerts/values-devcluster.yaml"
 FILE_NAME = "values.yaml"
 
 
-def values(apiserver_url: str, image: str) -> dict[str, Any]:
+def values(apiserver_url: str, image: str, source: pathlib.Path | None = None) -> dict[str, Any]:
     """values-devcluster.yaml with this cluster's API server port and the image reference the node holds."""
-    source = base.repo_file(VALUES)
+    source = source or base.repo_file(VALUES)
     if source is None:
         raise base.DevClusterError(f"cannot find {VALUES}: run from a webhookcerts checkout")
     loaded: dict[str, Any] = yaml.safe_load(source.read_text())
@@ -37,8 +37,12 @@ def values(apiserver_url: str, image: str) -> dict[str, Any]:
     return loaded
 
 
-def write(directory: pathlib.Path, apiserver_url: str, image: str) -> pathlib.Path:
+def write(directory: pathlib.Path, apiserver_url: str, image: str) -> pathlib.Path | None:
+    """``<directory>/values.yaml``; None, and nothing written, away from a checkout (no chart to install)."""
+    source = base.repo_file(VALUES)
+    if source is None:
+        return None
     path = directory / FILE_NAME
     header = f"# Written by `webhookcerts devcluster up` for the cluster in this directory, from {VALUES}.\n"
-    path.write_text(header + yaml.safe_dump(values(apiserver_url, image), sort_keys=False))
+    path.write_text(header + yaml.safe_dump(values(apiserver_url, image, source), sort_keys=False))
     return path

@@ -549,7 +549,7 @@ def remove_containers(node_dir: pathlib.Path) -> None:
     _runc_delete_all(layout.runc_root)
     shims = [pid for pid in base.all_pids() if _shim_socket(base.cmdline(pid)) == str(layout.socket)]
     if shims:
-        parents = _parents()
+        parents = base.parents()
         # A container whose runc state is gone is still a child of its shim: kill the children first,
         # while they can still be told apart from everything else.
         for shim in shims:
@@ -689,15 +689,6 @@ def _shim_socket(args: list[str]) -> str | None:
         if flag == "-address":
             return value
     return None
-
-
-def _parents() -> dict[int, int]:
-    parents = {}
-    for pid in base.all_pids():
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
-            parents[pid] = int(stat.rsplit(")", 1)[1].split()[1])
-    return parents
 
 
 def _descendants(pid: int, parents: dict[int, int]) -> list[int]:

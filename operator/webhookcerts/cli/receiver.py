@@ -11,7 +11,7 @@ import sys
 import threading
 from types import FrameType
 
-from webhookcerts.receiver import server, signatures
+from webhookcerts.receiver import server, signatures, tlscontexts
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         receiver = server.Receiver(config)
-    except (server.ReceiverError, OSError) as exc:
+    except (tlscontexts.ReceiverError, OSError) as exc:
         print(f"webhookcerts receiver: {exc}", file=sys.stderr)
         return 1
 

@@ -4,14 +4,12 @@ It shows what the operator expects of a webhook endpoint and is the endpoint the
 rotate certificates against. TLS 1.2 is the floor and a client certificate is required and validated
 against the trust directory the trust Secret is mounted at (the kubelet's ``..data`` layout).
 
-Reloading is the subtle part. Python's SSLContext can add trusted certificates but never remove
-them, so every change builds a fresh context. New connections are wrapped with the newest context and,
-in case a swap lands between accept and ClientHello, ``sni_callback`` (which OpenSSL calls with or
-without SNI) moves the handshake onto the newest context again; every context has the same verify
-mode, which OpenSSL keeps from the first one. Connections and requests already under way are not
-touched, so nothing in flight is dropped. A keep-alive connection made under an older trust store may
-go on only while its certificate is still trusted, judged by fingerprint; otherwise its next request
-is answered 421 and the connection closed, so a revoked certificate cannot ride an old connection.
+Reloading is the subtle part: every change of the trust store builds a fresh TLS context
+(tlscontexts.py says how a handshake always lands on the newest). Connections and requests already
+under way are not touched, so nothing in flight is dropped. A keep-alive connection made under an
+older trust store may go on only while its certificate is still trusted, judged by fingerprint;
+otherwise its next request is answered 421 and the connection closed, so a revoked certificate cannot
+ride an old connection.
 
 Resumed sessions skip certificate verification, so they get the same treatment. Session tickets are
 off; TLS 1.2 session IDs live in the cache of the context that accepted the connection, one cache per
@@ -23,7 +21,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
-import hashlib
 import http
 import http.server
 import json
@@ -35,15 +32,14 @@ import ssl
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import oid
 
-from webhookcerts.receiver import signatures, trustdir
+from webhookcerts.receiver import signatures, tlscontexts, trustdir
+from webhookcerts.receiver.tlscontexts import ReceiverError, fingerprint
 
 _log = logging.getLogger("webhookcerts.receiver")
 
@@ -51,10 +47,6 @@ HANDSHAKE_TIMEOUT = 10.0
 IDLE_TIMEOUT = 30.0
 MAX_BODY = 1 << 20
 HEALTH_PATH = "/healthz"
-
-
-class ReceiverError(RuntimeError):
-    """A configuration the receiver cannot start with (unreadable certificate, empty trust store)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,26 +65,6 @@ class Config:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrustedCert:
-    fingerprint: str
-    subject: str
-    not_after: str
-
-
-@dataclasses.dataclass(frozen=True)
-class TrustState:
-    """One generation of the trust store and the context built from it."""
-
-    generation: int
-    context: ssl.SSLContext
-    trusted: tuple[TrustedCert, ...]
-
-    @property
-    def fingerprints(self) -> frozenset[str]:
-        return frozenset(c.fingerprint for c in self.trusted)
-
-
-@dataclasses.dataclass(frozen=True)
 class Delivery:
     """What a delivery handler is told about a delivery that passed every check."""
 
@@ -106,11 +78,6 @@ class Delivery:
 
 
 DeliveryHandler = Callable[[Delivery], None]
-
-
-def fingerprint(der: bytes) -> str:
-    """The SHA-256 fingerprint the operator records: lowercase hex of the DER, no colons."""
-    return hashlib.sha256(der).hexdigest()
 
 
 def _common_name(cert: x509.Certificate) -> str | None:
@@ -153,106 +120,6 @@ class Stats:
                 "stale_connections_closed": self.stale_connections_closed,
                 "connections": self.connections,
             }
-
-
-class TrustStore:
-    """Builds a fresh server SSLContext per change of the trust directory (or serving pair)."""
-
-    def __init__(self, config: Config) -> None:
-        self._config = config
-        self._lock = threading.Lock()
-        self.last_error: str | None = None
-        self._generations: weakref.WeakKeyDictionary[ssl.SSLContext, int] = weakref.WeakKeyDictionary()
-        self._state = self._build(generation=1)
-
-    @property
-    def current(self) -> TrustState:
-        return self._state
-
-    def generation_of(self, context: ssl.SSLContext) -> int:
-        """The generation a context was built for (0 if unknown)."""
-        return self._generations.get(context, 0)
-
-    @property
-    def trust_path(self) -> pathlib.Path:
-        return self._config.trust_dir / self._config.trust_file
-
-    def reload(self) -> bool:
-        """Rebuild from disk; keep the previous generation (and say why) if the new files are unusable."""
-        with self._lock:
-            try:
-                state = self._build(generation=self._state.generation + 1)
-            except ReceiverError as exc:
-                self.last_error = str(exc)
-                _log.error(json.dumps({"event": "trust_reload_failed", "error": str(exc)}))
-                return False
-            self._state = state
-            self.last_error = None
-        _log.info(
-            json.dumps(
-                {
-                    "event": "trust_reloaded",
-                    "generation": state.generation,
-                    "trusted": [dataclasses.asdict(c) for c in state.trusted],
-                }
-            )
-        )
-        return True
-
-    def _read_trust(self) -> tuple[str, tuple[TrustedCert, ...]]:
-        try:
-            pem = self.trust_path.read_bytes()
-        except OSError as exc:
-            raise ReceiverError(f"cannot read the trust store {self.trust_path}: {exc.strerror}") from None
-        try:
-            certs = x509.load_pem_x509_certificates(pem)
-        except ValueError:
-            raise ReceiverError(f"the trust store {self.trust_path} holds no PEM certificate") from None
-        trusted = tuple(
-            TrustedCert(
-                fingerprint=fingerprint(c.public_bytes(serialization.Encoding.DER)),
-                subject=c.subject.rfc4514_string(),
-                not_after=c.not_valid_after_utc.isoformat(),
-            )
-            for c in certs
-        )
-        # Only the certificates go to OpenSSL: anything else in the file (comments, keys by mistake)
-        # never reaches it, and never a log.
-        cadata = "".join(c.public_bytes(serialization.Encoding.PEM).decode("ascii") for c in certs)
-        return cadata, trusted
-
-    def _build(self, *, generation: int) -> TrustState:
-        cadata, trusted = self._read_trust()
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        # The trust store lists the client certificates themselves (or their CA): any certificate in it
-        # is an anchor, whether or not it is self-signed.
-        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-        ctx.options |= ssl.OP_NO_TICKET
-        ctx.num_tickets = 0
-        try:
-            ctx.load_cert_chain(self._config.cert, self._config.key)
-        except (OSError, ssl.SSLError) as exc:
-            name = self._config.cert.name
-            raise ReceiverError(f"cannot load the serving certificate {name}: {exc}") from None
-        try:
-            ctx.load_verify_locations(cadata=cadata)
-        except ssl.SSLError as exc:
-            raise ReceiverError(f"cannot use the trust store {self.trust_path}: {exc}") from None
-        ctx.sni_callback = self._on_client_hello
-        self._generations[ctx] = generation
-        return TrustState(generation=generation, context=ctx, trusted=trusted)
-
-    def _on_client_hello(
-        self, sock: ssl.SSLSocket | ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext
-    ) -> None:
-        current = self._state.context
-        if sock.context is not current:
-            sock.context = current
-
-    def watched_paths(self) -> list[pathlib.Path]:
-        return [self.trust_path, self._config.cert, self._config.key]
 
 
 class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
@@ -455,7 +322,7 @@ class Receiver:
     def __init__(self, config: Config, *, on_delivery: DeliveryHandler | None = None) -> None:
         self.config = config
         self.stats = Stats()
-        self.trust = TrustStore(config)
+        self.trust = tlscontexts.TrustStore(config.cert, config.key, config.trust_dir / config.trust_file)
         self._on_delivery = on_delivery
         self._verifier: signatures.Verifier | None = None
         if config.signature_key is not None:

@@ -20,6 +20,7 @@ for entry in (REPO, REPO / "operator"):
 
 from benchmarks import (  # noqa: E402
     chaos,
+    chaos_rounds,
     controlplane,
     emergency,
     harness,
@@ -65,12 +66,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scale-idle", type=float, default=scale.IDLE_S, help="seconds of idle measured after all Ready")
     p.add_argument("--scale-containment-runs", type=int, default=scale.MIN_CONTAINMENT_RUNS)
     p.add_argument("--chaos-kills", type=int, default=chaos.MIN_KILLS, help="operator SIGKILLs per rotation path")
-    p.add_argument("--chaos-objects", type=int, default=chaos.DEFAULT_OBJECTS, help="WebhookCertificates per round")
+    p.add_argument(
+        "--chaos-objects", type=int, default=chaos_rounds.DEFAULT_OBJECTS, help="WebhookCertificates per round"
+    )
     p.add_argument(
         "--chaos-stops", type=int, default=chaos.DEFAULT_STOPS, help="stops of kube-apiserver and of etcd, each"
     )
     p.add_argument("--servers-runs", type=int, default=servers.MIN_RUNS, help="runs per real server")
-    p.add_argument("--chaos-seed", type=int, default=chaos.DEFAULT_SEED, help="seed of the random kill moments")
+    p.add_argument("--chaos-seed", type=int, default=chaos_rounds.DEFAULT_SEED, help="seed of the random kill moments")
     return p
 
 

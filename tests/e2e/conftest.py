@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests import conftest
+from tests import servers as launchers
 from webhookcerts.devcluster import cluster as devcluster
 
 IMAGES_BUILD = conftest.REPO / "tools" / "images" / "build.py"
@@ -80,3 +81,21 @@ def pod_phase(kubectl: conftest.KubectlRunner, namespace: str, selector: str) ->
     out = kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json").stdout
     pods = json.loads(out)["items"]
     return pods[0]["status"].get("phase", "") if pods else ""
+
+
+# --- the servers of test_servers.py and test_servers_static.py: serving certificates, Java and Go built --
+
+
+@pytest.fixture(scope="module")
+def material(tmp_path_factory: pytest.TempPathFactory) -> launchers.Material:
+    return launchers.make_material(tmp_path_factory.mktemp("servers-pki"))
+
+
+@pytest.fixture(scope="session")
+def java_classes(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    return launchers.compile_java(tmp_path_factory.mktemp("java-server"))
+
+
+@pytest.fixture(scope="session")
+def go_server(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    return launchers.build_go(tmp_path_factory.mktemp("go-server"))

@@ -18,22 +18,22 @@ import pathlib
 from collections.abc import Iterator
 
 import pytest
-from benchmarks import chaos
+from benchmarks import chaos, chaos_audit, chaos_rounds
 
 from webhookcerts.devcluster import cluster as devcluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 KILLS = int(os.environ.get("CHAOS_KILLS", "5"))
-SEED = int(os.environ.get("CHAOS_SEED", str(chaos.DEFAULT_SEED)))
+SEED = int(os.environ.get("CHAOS_SEED", str(chaos_rounds.DEFAULT_SEED)))
 OBJECTS = 4
 
 
 @pytest.fixture
 def harness(
     cluster: devcluster.DevCluster, namespace: str, crd_installed: None, tmp_path: pathlib.Path
-) -> Iterator[chaos.Chaos]:
-    run = chaos.Chaos(cluster, namespace, tmp_path, objects=OBJECTS, seed=SEED, converge_timeout=90)
+) -> Iterator[chaos_rounds.Chaos]:
+    run = chaos_rounds.Chaos(cluster, namespace, tmp_path, objects=OBJECTS, seed=SEED, converge_timeout=90)
     try:
         with run:
             yield run
@@ -41,41 +41,43 @@ def harness(
         print(f"--- operator log (seed {SEED}) ---\n{run.operator.log_path.read_text(errors='replace')[-20000:]}")
 
 
-def assert_clean(stats: chaos.Stats, interruptions: int) -> None:
+def assert_clean(stats: chaos_audit.Stats, interruptions: int) -> None:
     print(stats.to_json())
     details = "\n".join(stats.defects)
     assert stats.interruptions == interruptions, stats.path
     assert stats.survived == interruptions, f"{stats.path}: {stats.survived} of {interruptions} survived\n{details}"
     assert stats.rotations_checked == interruptions * OBJECTS, stats.path
-    counted = {c: getattr(stats, c) for c in chaos.COUNTERS}
-    assert counted == dict.fromkeys(chaos.COUNTERS, 0), f"{stats.path}: {counted}\n{details}"
+    counted = {c: getattr(stats, c) for c in chaos_audit.COUNTERS}
+    assert counted == dict.fromkeys(chaos_audit.COUNTERS, 0), f"{stats.path}: {counted}\n{details}"
     assert not stats.defects, details
 
 
 def test_sigkill_at_random_moments_of_rotations_cutovers_and_emergencies_loses_and_doubles_nothing(
-    harness: chaos.Chaos,
+    harness: chaos_rounds.Chaos,
 ) -> None:
     result = chaos.kill_paths(harness, KILLS)
 
-    for path in chaos.PATHS:
+    for path in chaos_rounds.PATHS:
         assert_clean(result[path], KILLS)
     # Not vacuous: kills did land in the middle of the work, on every path.
-    assert all(result[path].mid_rotation >= 1 for path in chaos.PATHS), {p: s.mid_rotation for p, s in result.items()}
-    audit = harness.final_audit()
+    assert all(result[path].mid_rotation >= 1 for path in chaos_rounds.PATHS), {
+        p: s.mid_rotation for p, s in result.items()
+    }
+    audit = harness.audit.final_audit()
     # Every object of every round, and the emergency pool.
     assert audit.rotations_checked == KILLS * OBJECTS + OBJECTS
-    counted = {c: getattr(audit, c) for c in chaos.COUNTERS}
-    assert counted == dict.fromkeys(chaos.COUNTERS, 0), "\n".join(audit.defects)
+    counted = {c: getattr(audit, c) for c in chaos_audit.COUNTERS}
+    assert counted == dict.fromkeys(chaos_audit.COUNTERS, 0), "\n".join(audit.defects)
 
 
 def test_kube_apiserver_and_etcd_stopped_mid_rotation_the_same_operator_reconnects_and_finishes(
-    harness: chaos.Chaos,
+    harness: chaos_rounds.Chaos,
 ) -> None:
     pid = harness.operator.pid
     result = chaos.control_plane_stops(harness, 1)
 
-    for component in chaos.COMPONENTS:
+    for component in chaos_rounds.COMPONENTS:
         assert_clean(result[component], 1)
     assert harness.operator.alive() and harness.operator.pid == pid
-    counted = {c: getattr(harness.final_audit(), c) for c in chaos.COUNTERS}
-    assert counted == dict.fromkeys(chaos.COUNTERS, 0)
+    counted = {c: getattr(harness.audit.final_audit(), c) for c in chaos_audit.COUNTERS}
+    assert counted == dict.fromkeys(chaos_audit.COUNTERS, 0)

@@ -10,7 +10,19 @@ from __future__ import annotations
 import pathlib
 
 import pytest
-from benchmarks import chaos, controlplane, emergency, pod_reload, receiver, report, run, servers, stats
+from benchmarks import (
+    chaos,
+    chaos_audit,
+    chaos_rounds,
+    controlplane,
+    emergency,
+    pod_reload,
+    receiver,
+    report,
+    run,
+    servers,
+    stats,
+)
 
 MACHINE = {
     "cores": 2,
@@ -191,16 +203,18 @@ def test_the_command_line_refuses_to_record_short_pod_reload_runs(capsys: pytest
 
 def _chaos_result(defect: bool = False) -> dict[str, object]:
     paths = {}
-    for path in chaos.PATHS:
-        figures = chaos.Stats(path, interruptions=30, survived=30, mid_rotation=28, rotations_checked=180)
+    for path in chaos_rounds.PATHS:
+        figures = chaos_audit.Stats(path, interruptions=30, survived=30, mid_rotation=28, rotations_checked=180)
         figures.trust_samples, figures.converge_s = 4000, [3.0, 4.0, 9.5]
         paths[path] = figures
-    components = {c: chaos.Stats(c, interruptions=3, survived=3, rotations_checked=18) for c in chaos.COMPONENTS}
+    components = {
+        c: chaos_audit.Stats(c, interruptions=3, survived=3, rotations_checked=18) for c in chaos_rounds.COMPONENTS
+    }
     components["etcd"].converge_s = [2.0, 3.0, 4.0]
     if defect:
         paths["emergency"].double_rotations = 1
         paths["emergency"].defects.append("emergency em chaos/em-o1: double rotation: revision 9\n  operator log:")
-    audit = chaos.Stats("final audit", rotations_checked=186)
+    audit = chaos_audit.Stats("final audit", rotations_checked=186)
     return chaos.summarize(paths, components, audit, seed=13, objects=6, relists=0, duration_s=900.0, machine=MACHINE)
 
 

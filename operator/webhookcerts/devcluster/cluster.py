@@ -23,7 +23,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 
-from webhookcerts.devcluster import base, chart, pki
+from webhookcerts.devcluster import base, chart, pki, teardown
 from webhookcerts.devcluster import node as devnode
 
 READY_TIMEOUT = 90.0
@@ -159,7 +159,7 @@ class DevCluster:
                 sync_frequency=kubelet_sync_frequency,
             )
             self._node.check()
-            devnode.sweep_orphans(log)
+            teardown.sweep_orphans(log)
         self.directory.mkdir(parents=True)
         certs = self.directory / "pki"
         pki.write(certs, node=node)
@@ -378,7 +378,7 @@ class DevCluster:
         stop(*_STOP_FIRST)
         layout = devnode.Layout.of(self.directory)
         if layout.root.exists():
-            devnode.remove_containers(layout.root)
+            teardown.remove_containers(layout.root)
         stop(*_STOP_LAST, *list(by_name))
 
     def down(self) -> bool:
@@ -399,12 +399,12 @@ class DevCluster:
         layout = devnode.Layout.of(self.directory)
         if layout.root.exists():
             # Also without a state (an `up` interrupted early): the paths alone say what to remove.
-            still_mounted = devnode.remove(layout.root)
+            still_mounted = teardown.remove(layout.root)
             if still_mounted:
                 raise DevClusterError(f"cannot remove {layout.root}: still mounted there: {', '.join(still_mounted)}")
         if not self.directory.exists():
             return
-        still_mounted = devnode.unmount_all(self.directory)
+        still_mounted = teardown.unmount_all(self.directory)
         if still_mounted:
             # Deleting through a mount would delete what it shows (a volume's source), so refuse.
             raise DevClusterError(f"cannot remove {self.directory}: still mounted there: {', '.join(still_mounted)}")

@@ -39,7 +39,6 @@ from cryptography import x509
 from cryptography.x509 import oid
 
 from webhookcerts.receiver import signatures, tlscontexts, trustdir
-from webhookcerts.receiver.tlscontexts import ReceiverError, fingerprint
 
 _log = logging.getLogger("webhookcerts.receiver")
 
@@ -192,7 +191,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         der = self.connection.getpeercert(binary_form=True)
         # CERT_REQUIRED guarantees a verified peer certificate after the handshake.
         assert der is not None
-        self.client_fingerprint = fingerprint(der)
+        self.client_fingerprint = tlscontexts.fingerprint(der)
         self.client_cn = _common_name(x509.load_der_x509_certificate(der))
         self.tls_version = self.connection.version()
         # Which trust store vouched for this peer. A full handshake is verified by the context it ended
@@ -335,7 +334,7 @@ class Receiver:
                     max_age=config.signature_max_age,
                 )
             except (OSError, signatures.SignatureError) as exc:
-                raise ReceiverError(f"signature key: {exc}") from None
+                raise tlscontexts.ReceiverError(f"signature key: {exc}") from None
         self._watcher = trustdir.Watcher(self.trust.watched_paths(), self.reload, interval=config.reload_interval)
         self._server = _Server(self, (config.host, config.port))
         self._thread: threading.Thread | None = None

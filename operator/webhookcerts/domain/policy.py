@@ -132,6 +132,15 @@ def emergency_pending(status: models.WebhookCertificateStatus, reference: str | 
     return not any(entry.incident == reference for entry in status.history)
 
 
+def containment_pending(status: models.WebhookCertificateStatus, reference: str | None) -> bool:
+    """True while an emergency has to take trust away first: a new incident, or one recorded whose
+    replacement key is not issued yet (its trust writes may not have gone through: a retry of them is
+    as urgent as the first try, and goes before the key)."""
+    current = status.current
+    contained = current is not None and bool(current.compromised_by) and status.next is None
+    return contained or emergency_pending(status, reference)
+
+
 def emergency_requested(obs: Observation) -> Decision | None:
     reference = obs.emergency_reference
     if reference is None or not emergency_pending(obs.status, reference):

@@ -1,8 +1,12 @@
-"""Checking, before a pass writes anything, that every Secret the object names is its to write.
+"""Checking that every Secret the object names is its to write, and refusing only what is disputed.
 
 The rule is ``domain.ownership``'s; this module gathers what it needs: each Secret as it exists (from
 the view; the key and trust Secrets, which a user may have made, from the API when the view has no
 copy) and every other object that names the same Secret (the view's claim index, no LIST).
+
+A conflict refuses the writes to the disputed Secret and nothing else (``Pass.disputed``): a bundle
+name someone else took must not stop a renewal, and nothing at all may stop containment, which writes
+only status and the trust stores (it checks the one trust Secret it writes, never the others).
 """
 
 from __future__ import annotations
@@ -33,12 +37,15 @@ def _existing(p: state.Pass, name: str, role: ownership.Role) -> secrets.SecretD
     return None
 
 
-def problems(p: state.Pass, created: str) -> list[str]:
-    """Why this pass may not write some Secret its object names; empty when it may write them all."""
+def problems(p: state.Pass, created: str, *, only: str | None = None) -> dict[str, str]:
+    """Each Secret its object names that this pass may not write, with why; empty when it may write
+    them all. ``only`` checks that one name (containment checks just the trust Secret it writes)."""
     me = ownership.Claimant(p.resource.name, "key", created)
     own = ownership.claims(p.spec)
-    found: list[str] = []
+    found: dict[str, str] = {}
     for secret_name, role in own:
+        if only is not None and secret_name != only:
+            continue
         existing = _existing(p, secret_name, role)
         seen = None if existing is None else ownership.holder(secret_name, existing.labels, existing.annotations)
         rivals = [
@@ -51,16 +58,18 @@ def problems(p: state.Pass, created: str) -> list[str]:
         problem = ownership.conflict(
             secret_name, role, ownership.Claimant(me.name, role, me.created), seen, rivals, own
         )
-        if problem is not None and problem not in found:
-            found.append(problem)
+        if problem is not None and secret_name not in found:
+            found[secret_name] = problem
     return found
 
 
-def report(p: state.Pass, found: list[str]) -> None:
-    """Record the conflicts: Ready=False and the SecretConflict condition name the Secret and what to do."""
-    message = "; ".join(found)
-    p.set_condition(names.SECRET_CONFLICT, "True", "SecretClaimed", message)
-    p.set_condition(names.READY, "False", "SecretConflict", message)
+def message(found: dict[str, str]) -> str:
+    return "; ".join(dict.fromkeys(found.values()))
+
+
+def report(p: state.Pass, found: dict[str, str]) -> None:
+    """Record the conflicts in the SecretConflict condition (Ready follows from the pass's decision)."""
+    p.set_condition(names.SECRET_CONFLICT, "True", "SecretClaimed", message(found))
     # The other claimant renaming its Secret wakes nobody here: look again soon.
     p.requeue_after = min(p.requeue_after or RECHECK_SECONDS, RECHECK_SECONDS)
 
@@ -83,10 +92,12 @@ def upkeep(p: state.Pass) -> None:
     ]
     observed = {"key": p.last.current_secret.fingerprint, "next": p.last.next_secret.fingerprint}
     for name, role, raw, fingerprint in recorded:
-        if raw is None or fingerprint is None or observed[role] != fingerprint or _marked(p, raw, role):
+        if name in p.disputed or raw is None or fingerprint is None:
+            continue
+        if observed[role] != fingerprint or _marked(p, raw, role):
             continue
         p.write_secret(name, role=role, basis=raw, type=raw.type, data=raw.data)
-    if p.spec.bundle is not None:
+    if p.spec.bundle is not None and p.spec.bundle_secret_name not in p.disputed:
         bundle = p.view.secret(p.resource.namespace, p.spec.bundle_secret_name)
         if bundle is not None and not _marked(p, bundle, "bundle"):
             p.write_secret(bundle.name, role="bundle", basis=bundle, type=bundle.type, data=bundle.data)

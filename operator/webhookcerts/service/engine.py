@@ -50,8 +50,9 @@ def default_workers() -> int:
 
 
 def _urgent(entry: view.Certificate) -> bool:
-    """An emergency annotation not yet handled: containment goes before any other work."""
-    return entry.status is not None and policy.emergency_pending(
+    """An emergency annotation not yet handled, or a containment whose replacement is not issued yet
+    (after a restart, its trust writes may never have landed): containment goes before any other work."""
+    return entry.status is not None and policy.containment_pending(
         entry.status, entry.annotations.get(names.EMERGENCY_ANNOTATION)
     )
 
@@ -209,7 +210,8 @@ class Engine:
                 self.process(item, urgent=urgent_only)
             except Exception:
                 logger.exception("%s %s/%s: unexpected failure", *item)
-                self._retry(item)
+                # A failed urgent pass is retried urgent: a containment never waits behind ordinary work.
+                self._retry(item, urgent=urgent_only)
             finally:
                 self.queue.done(item)
 
@@ -260,10 +262,12 @@ class Engine:
             # Missing RBAC is fixed by a person, not by retrying: report it where people look.
             if kind == "certificate":
                 reconcile.report_forbidden(self.ctx, namespace, name, message)
-            self.queue.add(item, delay=FORBIDDEN_RETRY)
+            self.queue.add(item, delay=FORBIDDEN_RETRY, urgent=urgent)
             return
         logger.warning("%s %s/%s: API %s: %s; retrying", kind, namespace, name, exc.status, message)
-        self._retry(item)
+        # Urgent stays urgent: the retry of a containment must not become an ordinary pass, which
+        # would generate the replacement key before the trust store is written.
+        self._retry(item, urgent=urgent)
 
     def _refresh(self, namespace: str, name: str) -> None:
         """Read the object and its key Secrets once: a conflict says the view is behind on one of them

@@ -174,6 +174,9 @@ class Pass:
         self.trust_hash: str | None = None
         # Seconds after which this pass wants to run again though nothing it knows of is due.
         self.requeue_after: float | None = None
+        # The Secrets this object names but may not write (another object's, a user's), with why: the
+        # steps that would write them are refused, everything else goes on (``claims``).
+        self.disputed: dict[str, str] = {}
 
     @property
     def now(self) -> datetime.datetime:
@@ -259,6 +262,8 @@ class Pass:
         ``SecretConflict`` when this object may not take it.
         """
         ns = self.resource.namespace
+        if name in self.disputed:
+            raise SecretConflict(self.disputed[name])
         if isinstance(basis, secrets.Unknown):
             held = self.view.secret(ns, name)
             if held is not None:
@@ -284,11 +289,13 @@ class Pass:
                     self.view.put_secret(ns, found)
                     seen = ownership.holder(name, found.labels, found.annotations)
                     if not seen.managed or (seen.owner not in (None, self.resource.name)):
-                        raise SecretConflict(
+                        why = (
                             f"Secret {name} already exists and does not belong to WebhookCertificate "
                             f"{self.resource.name}: rename the Secret this object names, or delete that one "
                             "if it is not needed; nothing was written to it"
-                        ) from None
+                        )
+                        self.disputed[name] = why
+                        raise SecretConflict(why) from None
             raise
         if written is not None:
             self.view.put_secret(ns, written)
@@ -310,6 +317,8 @@ class Pass:
         )
 
     def delete_secret(self, name: str, resource_version: str | None = None) -> None:
+        if name in self.disputed:
+            raise SecretConflict(self.disputed[name])
         secrets.delete(self.ctx.clients, self.resource.namespace, name, resource_version=resource_version)
         self.view.drop_secret(self.resource.namespace, name)
 

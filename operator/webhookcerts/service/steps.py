@@ -174,6 +174,14 @@ def contain(p: Pass, obs: policy.Observation, decision: policy.Decision) -> None
     )
 
 
+def recontain(p: Pass) -> None:
+    """Containment's trust writes again, before anything else of a pass that finds an emergency recorded
+    but no replacement yet: the pass that recorded it may have died (or failed) before they landed.
+    A write that has nothing to change sends nothing."""
+    trust_store.sync(p)
+    trust_store.sweep(p)
+
+
 def issue_replacement(p: Pass, obs: policy.Observation, decision: policy.Decision) -> None:
     reference = decision.reference or ""
     info = _issue_next(p, obs, "Emergency", reference)
@@ -242,6 +250,21 @@ def discard_next(p: Pass, obs: policy.Observation, decision: policy.Decision) ->
 def delete_stale_next(p: Pass, obs: policy.Observation, decision: policy.Decision) -> None:
     p.delete_secret(p.spec.next_secret_name, resource_version=p.next_raw.resource_version if p.next_raw else None)
     p.event("Normal", decision.reason, decision.message)
+
+
+def writes(spec: models.WebhookCertificateSpec, action: policy.Action) -> tuple[str, ...]:
+    """The key Secrets a step writes, takes as its own (adoption) or deletes: a conflict on any of them
+    refuses the step. Containment writes none of them."""
+    key, next_key = spec.secret_name, spec.next_secret_name
+    return {
+        policy.Action.ISSUE_INITIAL: (key,),
+        policy.Action.ADOPT_CURRENT: (key,),
+        policy.Action.ISSUE_NEXT: (next_key,),
+        policy.Action.ISSUE_REPLACEMENT: (next_key,),
+        policy.Action.CUTOVER: (key, next_key),
+        policy.Action.DELETE_STALE_NEXT: (next_key,),
+        policy.Action.DISCARD_NEXT: (next_key,),
+    }.get(action, ())
 
 
 STEPS: dict[policy.Action, Callable[[Pass, policy.Observation, policy.Decision], None]] = {

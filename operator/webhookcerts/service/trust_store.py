@@ -255,6 +255,11 @@ def sweep(p: state.Pass) -> None:
 
 def sync(p: state.Pass) -> None:
     """Write the pass's trust Secret and, when its content changed for them, nudge the consumers."""
+    if p.spec.trust.secret_name in p.disputed:
+        # Not a trust store of ours (another object's key, say): nothing of ours is in it to revoke.
+        # The Secret used before a move still is, and so is every store the sweep finds.
+        _moved_from(p)
+        return
     written = write(
         p.ctx,
         p.view,
@@ -279,10 +284,7 @@ def sync(p: state.Pass) -> None:
         p.set_condition(names.TRUST_STORE_INCOMPLETE, "True", "TruststoreNotWritten", written.formats)
     else:
         p.drop_condition(names.TRUST_STORE_INCOMPLETE)
-    before = p.status.trust.secret_name if p.status.trust is not None else None
-    if before is not None and before != p.spec.trust.secret_name:
-        # spec.trust.secretName moved: the Secret used before no longer lists this object's certificates.
-        write(p.ctx, p.view, p.resource.namespace, before)
+    before = _moved_from(p)
     if p.status.trust is None or p.status.trust.hash != hash_ or before != p.spec.trust.secret_name:
         p.update(trust={"secret_name": p.spec.trust.secret_name, "hash": hash_})
     if not p.spec.consumers:
@@ -305,3 +307,12 @@ def sync(p: state.Pass) -> None:
     p.ctx.metrics.trust_reloaded(p.resource.namespace, p.resource.name, p.spec.environment, len(patched))
     if patched:
         p.event("Normal", "TrustReloadRequested", f"trust store {hash_[:12]} announced to {', '.join(patched)}")
+
+
+def _moved_from(p: state.Pass) -> str | None:
+    """After ``spec.trust.secretName`` moved, the Secret used before no longer lists this object's
+    certificates: it is rewritten without them. The name status records, returned."""
+    before = p.status.trust.secret_name if p.status.trust is not None else None
+    if before is not None and before != p.spec.trust.secret_name:
+        write(p.ctx, p.view, p.resource.namespace, before)
+    return before

@@ -4,16 +4,21 @@ worker or the elector's thread has ended (and not while standing by)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import types
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any, cast
 
 import kopf
 import kubernetes
 import pytest
+from kopf._core.engines import probing  # Kopf's health server, as kopf.run starts it
 
 from tests import conftest
+from webhookcerts.devcluster import base
 from webhookcerts.handlers import operator
 from webhookcerts.kube import client as kube_client
 from webhookcerts.service import engine, leader, reconcile
@@ -89,3 +94,38 @@ def test_the_liveness_probe_fails_once_a_worker_or_the_elector_thread_ended(
     assert conftest.poll(lambda: eng.dead_workers() == ["reconcile-urgent"]), eng.dead_workers()
     with pytest.raises(kopf.PermanentError, match="threads ended: reconcile-urgent"):
         operator.threads()
+
+
+def test_kopfs_health_endpoint_answers_500_while_the_probe_fails_and_200_with_the_role(eng: engine.Engine) -> None:
+    """Through Kopf's own health server (as ``webhookcerts run --liveness`` starts it): what the kubelet sees."""
+    elector = types.SimpleNamespace(leading=False, dead_threads=lambda: ["leader-election"])
+    operator.configure(eng, cast(leader.Elector, elector))
+    port = base.free_port()
+
+    def get() -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, b""
+
+    async def scenario() -> list[tuple[int, bytes]]:
+        ready = asyncio.Event()
+        reporter = asyncio.create_task(
+            probing.health_reporter(
+                f"http://127.0.0.1:{port}/healthz",
+                memo=kopf.Memo(),
+                indices={},
+                registry=kopf.get_default_registry(),
+                settings=kopf.OperatorSettings(),
+                ready_flag=ready,
+            )
+        )
+        await ready.wait()
+        answers = [await asyncio.to_thread(get)]
+        elector.dead_threads = lambda: []
+        answers.append(await asyncio.to_thread(get))
+        reporter.cancel()
+        return answers
+
+    assert asyncio.run(scenario()) == [(500, b""), (200, b'{"threads": "standing by"}')]

@@ -15,6 +15,7 @@ from typing import Any, cast
 import kopf
 import kubernetes
 import pytest
+import urllib3
 from kopf._core.engines import probing  # Kopf's health server, as kopf.run starts it
 
 from tests import conftest
@@ -129,3 +130,18 @@ def test_kopfs_health_endpoint_answers_500_while_the_probe_fails_and_200_with_th
         return answers
 
     assert asyncio.run(scenario()) == [(500, b""), (200, b'{"threads": "standing by"}')]
+
+
+def test_a_pass_whose_call_timed_out_is_retried_after_a_backoff_in_its_lane(
+    eng: engine.Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def times_out(*_: Any, **__: Any) -> None:
+        raise urllib3.exceptions.ReadTimeoutError(None, "/apis", "Read timed out.")
+
+    monkeypatch.setattr(reconcile, "run", times_out)
+    eng.process(ITEM, urgent=True)
+    assert "no answer from the API server (ReadTimeoutError); retrying" in caplog.text
+    assert "Traceback" not in caplog.text
+    assert len(eng.queue) == 1
+    assert eng.queue.get(urgent_only=True, timeout=0) is None  # not at once: after the backoff
+    assert eng.queue.get(urgent_only=True, timeout=engine.BACKOFF_INITIAL + 5) == ITEM

@@ -248,6 +248,11 @@ class Engine:
         except kube_client.ApiError as exc:
             self._api_error(item, exc, urgent)
             return
+        except kube_client.TransportError as exc:
+            # A call that timed out or found no server: no bug to trace, the next attempt may get through.
+            logger.warning("%s %s/%s: no answer from the API server (%s); retrying", *item, type(exc).__name__)
+            self._retry(item, urgent=urgent)
+            return
         with self._lock:
             self._failures.pop(item, None)
         if kind == "trust":

@@ -71,3 +71,20 @@ def test_shutdown_wakes_a_waiting_worker_and_drops_the_backlog() -> None:
     assert stopped.is_set() and len(q) == 0
     q.add("late")
     assert len(q) == 0
+
+
+def test_an_item_put_back_is_queued_as_it_was_and_handed_out_again() -> None:
+    ticks = Ticks()
+    q: workqueue.WorkQueue[str] = workqueue.WorkQueue(ticks)
+    q.add("urgent", urgent=True)
+    q.add("ordinary")
+    assert q.get(timeout=0) == "urgent"
+    q.put_back("urgent")
+    # Still in its lane: the urgent-only worker finds it, and it is not lost.
+    assert len(q) == 2
+    assert q.get(urgent_only=True, timeout=0) == "urgent"
+    q.done("urgent")
+    assert q.get(timeout=0) == "ordinary"
+    q.add("ordinary", delay=5)  # added while in work: the earlier of the two entries wins
+    q.put_back("ordinary")
+    assert q.get(timeout=0) == "ordinary"

@@ -27,7 +27,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = subparsers.add_parser("run", help="run the operator")
     common.add_cluster_arguments(parser, namespace_help="watch only this namespace (repeatable)", repeat_namespace=True)
     parser.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (the default)")
-    parser.add_argument("--liveness", default=None, help="Kopf health endpoint, e.g. http://0.0.0.0:8080/healthz")
+    parser.add_argument(
+        "--liveness",
+        default=None,
+        help="health endpoint, e.g. http://0.0.0.0:8080/healthz: 200 while the workers and the leader election "
+        "run (leading or standing by), 500 once one of them has stopped",
+    )
     parser.add_argument("--standalone", action="store_true", help="the only replica: no leader election (the default)")
     parser.add_argument(
         "--peering",

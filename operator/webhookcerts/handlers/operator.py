@@ -9,6 +9,10 @@ Secrets are watched with the operator's label as a server-side selector (Kopf's
 ``settings.watching.label_selectors``): the operator sees the Secrets it wrote, never every Secret of
 the cluster (cert-manager #3748).
 
+The liveness endpoint (``webhookcerts run --liveness``) answers from a probe handler that fails when
+a worker or the leader election has stopped: Kopf's watches alone going on would be a pod that looks
+alive and never reconciles (a standby is healthy: its threads run, they only wait).
+
 No Kopf create/update/timer handlers: the engine's work queue schedules each object at its own due
 time, and Kopf writes no progress annotations, so an idle cluster costs no writes.
 """
@@ -101,6 +105,15 @@ def cleanup(**_: Any) -> None:
     # After the passes in flight: the standby takes over from what they recorded.
     if _elector is not None:
         _elector.stop()
+
+
+@kopf.on.probe(id="threads")
+def threads(**_: Any) -> str:
+    """'leading' or 'standing by'; fails (HTTP 500 on the liveness endpoint) naming threads that ended."""
+    dead = _get().dead_workers() + (_elector.dead_threads() if _elector is not None else [])
+    if dead:
+        raise kopf.PermanentError(f"threads ended: {', '.join(dead)}")
+    return "standing by" if _elector is not None and not _elector.leading else "leading"
 
 
 @kopf.index(*RESOURCE, id="certificates")

@@ -2,17 +2,24 @@
 
 Every other ``kube`` module takes a ``Clients`` instead of reaching for global configuration, so the
 operator, the CLI and the tests can each point at their own cluster.
+
+Every call is bounded in time: the client library waits forever by default, and a connection the API
+server stopped answering (a half-open TCP connection, a network partition) would hold a worker or the
+leader election for good. A call that needs longer, or streams (a watch), passes its own timeout.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import os
 import pathlib
+from typing import Any
 
 import kubernetes
+import urllib3
 import yaml
 
 from webhookcerts.domain import names
@@ -22,14 +29,41 @@ MANAGED_BY_LABEL = names.MANAGED_BY_LABEL
 MANAGED_BY = names.MANAGED_BY
 
 
+# (connect, read) seconds of a call that sets none; the read timeout bounds each wait for data, not the
+# whole response, so a large list that keeps arriving is not cut off.
+DEFAULT_REQUEST_TIMEOUT = (5.0, 15.0)
+
+
 class ConfigError(RuntimeError):
     """No usable cluster configuration; the message says how to provide one."""
+
+
+class BoundedApiClient(kubernetes.client.ApiClient):
+    """An ApiClient whose every call has a timeout: ``timeout`` unless the call brings its own."""
+
+    def __init__(self, configuration: kubernetes.client.Configuration, timeout: Any = DEFAULT_REQUEST_TIMEOUT) -> None:
+        super().__init__(configuration)
+        self.timeout = timeout
+
+    def call_api(
+        self,
+        method: Any,
+        url: Any,
+        header_params: Any = None,
+        body: Any = None,
+        post_params: Any = None,
+        _request_timeout: Any = None,
+    ) -> Any:
+        return super().call_api(method, url, header_params, body, post_params, _request_timeout or self.timeout)
 
 
 @dataclasses.dataclass(frozen=True)
 class Clients:
     api: kubernetes.client.ApiClient
     in_cluster: bool = False
+    # The Lease's own connections, without urllib3's retries: a Lease call is bounded by the one
+    # timeout the elector gives it, not by that timeout times the retries. None: ``api``'s.
+    elections: kubernetes.client.ApiClient | None = None
 
     @property
     def core(self) -> kubernetes.client.CoreV1Api:
@@ -45,7 +79,7 @@ class Clients:
 
     @property
     def coordination(self) -> kubernetes.client.CoordinationV1Api:
-        return kubernetes.client.CoordinationV1Api(self.api)
+        return kubernetes.client.CoordinationV1Api(self.elections or self.api)
 
 
 def current_context(config_files: str) -> str | None:
@@ -91,7 +125,9 @@ def load(kubeconfig: str | None = None, context: str | None = None, *, retries: 
         ) from exc
     if retries is not None:
         configuration.retries = retries
-    return Clients(kubernetes.client.ApiClient(configuration), in_cluster=in_cluster)
+    elections = copy.deepcopy(configuration)
+    elections.retries = 0
+    return Clients(BoundedApiClient(configuration), in_cluster=in_cluster, elections=BoundedApiClient(elections))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +157,8 @@ def connection(clients: Clients) -> Connection:
 
 
 ApiError = kubernetes.client.ApiException
+# No answer from the API server: a timeout, a refused or reset connection (after urllib3's retries).
+TransportError = urllib3.exceptions.HTTPError
 
 # Worth an immediate retry: optimistic-locking conflicts, throttling, an API server busy or restarting.
 TRANSIENT_STATUSES = frozenset({409, 429, 500, 503, 504})

@@ -1,7 +1,8 @@
 """Reading and writing the coordination.k8s.io Lease the operator replicas elect their leader with.
 
 Every write carries the resourceVersion it was decided on, so two replicas taking one expired Lease
-at once cannot both succeed: the second gets a conflict (409) and stays a follower.
+at once cannot both succeed: the second gets a conflict (409) and stays a follower. Every call takes the
+elector's ``timeout`` (seconds, the whole call): a renewal must give up in time for the next attempt.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def read(clients: kube_client.Clients, namespace: str, name: str) -> leadership.Record | None:
+def read(clients: kube_client.Clients, namespace: str, name: str, *, timeout: float) -> leadership.Record | None:
     try:
-        lease = clients.coordination.read_namespaced_lease(name, namespace)
+        lease = clients.coordination.read_namespaced_lease(name, namespace, _request_timeout=timeout)
     except kubernetes.client.ApiException as exc:
         if exc.status == 404:
             return None
@@ -45,6 +46,7 @@ def write(
     duration_seconds: int,
     transitions: int,
     basis: leadership.Record | None,
+    timeout: float,
 ) -> None:
     """Create the Lease (``basis`` None) or replace it at ``basis``'s version; 409 when someone was first."""
     now = _now()
@@ -65,6 +67,6 @@ def write(
         ),
     )
     if basis is None:
-        clients.coordination.create_namespaced_lease(namespace, body)
+        clients.coordination.create_namespaced_lease(namespace, body, _request_timeout=timeout)
     else:
-        clients.coordination.replace_namespaced_lease(name, namespace, body)
+        clients.coordination.replace_namespaced_lease(name, namespace, body, _request_timeout=timeout)

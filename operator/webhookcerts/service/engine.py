@@ -11,6 +11,10 @@ containment, so neither planned work, nor probes, nor the start-up pass over eve
 replacement's key generation stands between the annotation and the trust store losing the
 compromised certificate.
 
+Only the leader's workers take work (``lead``/``follow``, from the leader election): a worker checks
+leadership again after it took an item, since it may have waited in the queue since before the loss,
+and an item taken by a worker that no longer leads goes back to the queue.
+
 Stopping drops the queue (it is rebuilt from the cluster at the next start) and waits only for the
 passes in flight, each one a handful of writes and at most one key generation.
 """
@@ -85,6 +89,9 @@ class Engine:
         # Workers take work only while this replica leads (always, without leader election).
         self._leading = threading.Event()
         self._leading.set()
+        # Held while a worker decides to start a pass and while leadership is given up: once ``follow``
+        # returned, no pass starts.
+        self._leadership = threading.Lock()
 
     # the watch side (called from Kopf's event loop: nothing here may block) ---------------------
 
@@ -137,8 +144,10 @@ class Engine:
         self._visited(None)
 
     def follow(self) -> None:
-        """Stand by: keep the view current, take no work (another replica holds the lease)."""
-        self._leading.clear()
+        """Stand by: keep the view current, take no work (another replica holds the lease). Passes in
+        flight finish; no pass starts once this returned."""
+        with self._leadership:
+            self._leading.clear()
 
     def lead(self) -> None:
         """Take over: every object is passed once more, as at start-up (the other replica may have
@@ -187,6 +196,10 @@ class Engine:
             thread.start()
             self._threads.append(thread)
 
+    def dead_workers(self) -> list[str]:
+        """The names of the worker threads that have ended (for the liveness probe)."""
+        return [thread.name for thread in self._threads if not thread.is_alive()]
+
     def stop(self, timeout: float = 5.0) -> None:
         self.queue.shutdown()
         self._leading.set()  # wakes workers standing by: the queue is shut, they return
@@ -206,6 +219,9 @@ class Engine:
                 return
             if item is None:
                 continue
+            if not self._claim(item):
+                self.queue.put_back(item)
+                continue
             try:
                 self.process(item, urgent=urgent_only)
             except Exception:
@@ -214,6 +230,14 @@ class Engine:
                 self._retry(item, urgent=urgent_only)
             finally:
                 self.queue.done(item)
+
+    def _claim(self, item: Item) -> bool:
+        """Whether this replica still leads, so that the worker may run its pass on ``item``."""
+        with self._leadership:
+            if not self._leading.is_set():
+                return False
+            logger.debug("%s %s/%s: pass starts", *item)
+            return True
 
     def process(self, item: Item, *, urgent: bool = False) -> None:
         kind, namespace, name = item
@@ -225,6 +249,11 @@ class Engine:
                 result = reconcile.run(self.ctx, self.view, namespace, name, urgent=urgent, prober=self.prober)
         except kube_client.ApiError as exc:
             self._api_error(item, exc, urgent)
+            return
+        except kube_client.TransportError as exc:
+            # A call that timed out or found no server: no bug to trace, the next attempt may get through.
+            logger.warning("%s %s/%s: no answer from the API server (%s); retrying", *item, type(exc).__name__)
+            self._retry(item, urgent=urgent)
             return
         with self._lock:
             self._failures.pop(item, None)

@@ -4,6 +4,8 @@
 - An item is never handed to two workers at once: added while in work, it is queued again when done.
 - Urgent items (emergencies) come first, and ``get(urgent_only=True)`` serves a worker that takes
   nothing else, so containment never waits behind planned work or the start-up pass.
+- ``put_back`` returns an item handed out but not worked on (a worker that is no longer the leader's)
+  to where it was: not lost, and not worked on until a worker takes it again.
 - ``shutdown`` wakes every waiting worker at once; what is queued is dropped (it is recomputed from
   the cluster at the next start), so a stop never waits for a backlog to drain.
 """
@@ -30,7 +32,7 @@ class WorkQueue(Generic[T]):
         self._cond = threading.Condition()
         self._heap: list[tuple[int, float, int, T]] = []  # (0 urgent / 1 ordinary, due, seq, item)
         self._queued: dict[T, tuple[int, float]] = {}  # the live entry of each queued item
-        self._active: set[T] = set()
+        self._active: dict[T, tuple[int, float]] = {}  # in work, with the entry it was handed out as
         self._again: dict[T, tuple[int, float]] = {}  # added while in work: queued when done
         self._seq = itertools.count()
         self._shutdown = False
@@ -89,7 +91,7 @@ class WorkQueue(Generic[T]):
             if due <= now:
                 heapq.heappop(self._heap)
                 del self._queued[item]
-                self._active.add(item)
+                self._active[item] = (lane, due)
                 found = (item,)
                 break
             found = due - now if not isinstance(found, float) else min(found, due - now)
@@ -101,9 +103,21 @@ class WorkQueue(Generic[T]):
             heapq.heappush(self._heap, entry)
         return found
 
+    def put_back(self, item: T) -> None:
+        """Queue an item handed out by ``get`` again as it was (its lane, its due time): it was not worked on."""
+        with self._cond:
+            held = self._active.pop(item, None)
+            again = self._again.pop(item, None)
+            if self._shutdown or held is None:
+                return
+            entry = held if again is None else min(held, again)
+            queued = self._queued.get(item)
+            if queued is None or entry < queued:
+                self._push(item, *entry)
+
     def done(self, item: T) -> None:
         with self._cond:
-            self._active.discard(item)
+            self._active.pop(item, None)
             again = self._again.pop(item, None)
             if again is not None and not self._shutdown:
                 held = self._queued.get(item)

@@ -177,6 +177,26 @@ def test_without_a_password_the_compromised_files_still_leave_the_bundle(
     assert p12_certificate(files[f"live-{NAME}-{status.next.serial}.p12"], tmp_path) == status.next.fingerprint
 
 
+def test_a_bundle_deleted_while_the_current_secret_is_gone_says_what_is_missing(bundles: Bundles) -> None:
+    bundles.set_password(PASSWORD)
+    bundles.create()
+    status = bundles.run()
+    assert status.current is not None
+    written = bundles.condition(names.BUNDLE_READY)
+    assert written is not None and written.status == "True"
+
+    break_current_secret(bundles, "deleted")
+    bundles.api.core.delete_namespaced_secret(BUNDLE, bundles.api.namespace)
+    status = bundles.run()
+    not_ready(bundles)
+    # Nothing to build the files from and nothing to keep: no empty bundle, and status lists none.
+    assert bundles.api.secret(BUNDLE) is None
+    assert status.bundle is None
+    missing = bundles.condition(names.BUNDLE_READY)
+    assert missing is not None and (missing.status, missing.reason) == ("False", "KeySecretUnavailable"), missing
+    assert f"Secret {KEY_SECRET}" in missing.message and status.current.serial in missing.message
+
+
 # --- export ----------------------------------------------------------------------------------------
 
 

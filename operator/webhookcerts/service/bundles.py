@@ -191,8 +191,8 @@ def sync(p: Pass) -> None:
                 f"{', '.join(files) or 'no files'}",
             )
     p.ctx.bundle_checks[(ns, p.resource.name)] = (sources, time.monotonic())
-    if existing is not None or files:
-        p.update(bundle={"secret_name": name, "files": files})
+    # No Secret, and nothing to put in one: status must not list files of a bundle that is gone.
+    p.update(bundle={"secret_name": name, "files": files} if existing is not None or files else None)
     _report(p, name, entries, usable, opens)
 
 

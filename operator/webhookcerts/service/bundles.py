@@ -24,7 +24,7 @@ import dataclasses
 import hashlib
 import time
 
-from webhookcerts.domain import models, names, pki
+from webhookcerts.domain import models, names, pki, policy
 from webhookcerts.kube import secrets
 from webhookcerts.service.state import Pass
 
@@ -72,7 +72,9 @@ def _entries(p: Pass, existing: secrets.SecretData | None) -> list[Entry]:
     """The recorded current certificate (unless compromised) and a pending next, with their sources."""
     assert p.last is not None
     current, pending = p.status.current, p.status.next
-    candidates = [
+    candidates: list[
+        tuple[pki.Role, models.CertificateRecord | None, str, policy.SecretObservation, secrets.SecretData | None]
+    ] = [
         (
             "current",
             current if current is not None and not current.compromised_by else None,
@@ -89,7 +91,7 @@ def _entries(p: Pass, existing: secrets.SecretData | None) -> list[Entry]:
         holds = raw is not None and seen.info is not None and seen.info.fingerprint == record.fingerprint
         entries.append(
             Entry(
-                "current" if role == "current" else "next",
+                role,
                 record,
                 key_secret,
                 raw if holds else None,

@@ -37,6 +37,9 @@ Cli = Callable[..., subprocess.CompletedProcess[str]]
 def _env(**extra: str) -> dict[str, str]:
     # Nothing from the developer's shell may pick the cluster or the namespace for the command.
     env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")}
+    # The code of this checkout, as for the operator processes (tests/processes.py): the console script
+    # alone imports whichever checkout the shared venv was installed from.
+    env["PYTHONPATH"] = str(conftest.REPO / "operator")
     env.update(extra)
     return env
 
@@ -305,9 +308,10 @@ def test_export_writes_bundle_files_that_openssl_opens(
     out_next = tmp_path / "next"
     ok(cli("export", "shop", "--next", "--out", str(out_next)))
     _check_bundle(_exported(out_next), f"sandbox-shop-{pending.serial}", pending.fingerprint)
-    # The compromised certificate's bundle is withdrawn: nothing to submit any more.
+    # The compromised certificate is never exported: the error names the command for its replacement.
     withdrawn = failed(cli("export", "shop", "--out", str(tmp_path / "old")))
-    assert f"serial {current.serial} is compromised (incident INC-77)" in withdrawn
+    assert f"serial {current.serial} of shop is compromised (incident INC-77)" in withdrawn
+    assert f"webhookcerts export shop -n {api.namespace} --next --out {tmp_path / 'old'}" in withdrawn
 
 
 # --- errors ----------------------------------------------------------------------------------------

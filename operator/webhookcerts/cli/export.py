@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import shlex
 import tempfile
 
 from webhookcerts.cli import objects
@@ -31,11 +32,6 @@ def run_export(args: argparse.Namespace) -> int:
             '\'{"spec":{"bundle":{"passwordSecretRef":{"name":"SECRET","key":"password"}}}}\'), '
             "and the operator writes the password-protected bundle"
         )
-    if status.bundle is None:
-        written = conditions.get(status.conditions, names.BUNDLE_READY)
-        why = f": {written.message}" if written is not None and written.status != "True" else ""
-        raise CommandError(f"the bundle of {args.name} has not been written yet{why}")
-
     record: models.CertificateRecord
     if args.next:
         if status.next is None:
@@ -45,16 +41,28 @@ def run_export(args: argparse.Namespace) -> int:
         if status.current is None:
             raise CommandError(f"{args.name} has no certificate yet (stage {status.stage or 'Issuing'})")
         record = status.current
+        if record.compromised_by:
+            # Never handed out, whatever the bundle Secret still holds: submitting a compromised key
+            # again would undo the emergency rotation.
+            replacement = (
+                f"export its replacement, serial {status.next.serial}"
+                if status.next is not None
+                else "its replacement is not issued yet; once it is, export it"
+            )
+            raise CommandError(
+                f"serial {record.serial} of {args.name} is compromised (incident {record.compromised_by}) and is "
+                f"not exported: {replacement} with: {objects.hint(session, 'export ' + args.name)} --next "
+                f"--out {shlex.quote(str(args.out))}"
+            )
 
+    if status.bundle is None:
+        written = conditions.get(status.conditions, names.BUNDLE_READY)
+        why = f": {written.message}" if written is not None and written.status != "True" else ""
+        raise CommandError(f"the bundle of {args.name} has not been written yet{why}")
     bundle = cli_support.read_secret(session, status.bundle.secret_name)
     stem = pki.bundle_stem(str(spec.get("environment")), args.name, record.serial)
     files = {key: value for key, value in bundle.data.items() if key.startswith(f"{stem}.")}
     if not files:
-        if not args.next and record.compromised_by:
-            raise CommandError(
-                f"serial {record.serial} is compromised (incident {record.compromised_by}): its bundle was "
-                "withdrawn; export the replacement with --next"
-            )
         raise CommandError(
             f"Secret {bundle.name} holds no files for serial {record.serial} yet; the operator writes them "
             "after each rotation: try again in a moment"

@@ -363,3 +363,21 @@ def bundle_files(
         f"{stem}.crt.pem": info.pem.encode(),
         f"{stem}.key.enc.pem": encrypted_key_pem(key_pem, password),
     }
+
+
+def encrypted_key_matches(key_enc_pem: bytes, cert_pem: bytes, password: bytes) -> bool | None:
+    """Whether a bundle's encrypted key belongs to its certificate; None when ``password`` does not open it.
+
+    None too when either file is unreadable. For files kept in a bundle while their key Secret cannot be
+    read: they cannot be written again, so whether they open with the password of now is known only by
+    opening them.
+    """
+    try:
+        key = serialization.load_pem_private_key(key_enc_pem, password=password, unsafe_skip_rsa_key_validation=True)
+        cert_key = _load_certificate(cert_pem).public_key()
+    except (ValueError, TypeError, crypto_exceptions.UnsupportedAlgorithm):
+        return None
+    # Decrypted, the key is compared and dropped: nothing of it is kept or returned.
+    if not isinstance(key, rsa.RSAPrivateKey) or not isinstance(cert_key, rsa.RSAPublicKey):
+        return False
+    return key.public_key().public_numbers() == cert_key.public_numbers()

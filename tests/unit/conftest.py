@@ -1,4 +1,5 @@
-"""What the receiver and provider-simulator tests share: throw-away certificates and a receiver to test.
+"""What the receiver and provider-simulator tests share: throw-away certificates and a receiver to test;
+and logging as each test found it.
 
 A module that asks for ``receiver`` defines the ``trust_dir`` fixture: what the receiver trusts at
 first is each module's own choice.
@@ -6,6 +7,7 @@ first is each module's own choice.
 
 from __future__ import annotations
 
+import logging
 import pathlib
 from collections.abc import Iterator
 
@@ -13,6 +15,14 @@ import pytest
 
 from tests.unit import mtls_pki
 from webhookcerts.receiver import server
+
+
+@pytest.fixture(autouse=True)
+def _logging_enabled() -> Iterator[None]:
+    """Shell completion run in-process silences logging for the whole process (``logging.disable``, so
+    that no library writes into a command line): a later test checking a log line would see nothing."""
+    yield
+    logging.disable(logging.NOTSET)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 from tests import whc
 from tests.integration.test_service import Harness, active, condition, harness
 from webhookcerts.domain import models, names, trust
-from webhookcerts.service import reconcile, trust_store
+from webhookcerts.service import reconcile, trust_store, trust_union
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,7 @@ def test_the_revoked_list_is_bounded_and_nothing_revoked_comes_back(
         h.api.namespace,
         {"metadata": {"annotations": {names.REVOKED_ANNOTATION: ",".join(sorted([*listed, *ghosts]))}}},
     )
-    monkeypatch.setattr(trust_store, "REVOKED_ANNOTATION_MAX", 200)
+    monkeypatch.setattr(trust_union, "REVOKED_ANNOTATION_MAX", 200)
     h.api.cutover("bounded", pending.serial)
     h.settle("bounded")
     kept = h.secret_annotations("webhook-trust")[names.REVOKED_ANNOTATION]

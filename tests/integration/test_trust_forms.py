@@ -105,9 +105,7 @@ def test_password_deleted_then_emergency_leaves_no_truststore_trusting_the_compr
     assert all(fps == held[names.TRUST_KEY] for fps in held.values())
 
 
-def test_a_co_tenant_naming_another_password_removes_the_truststores(
-    harness: Harness, tmp_path: pathlib.Path
-) -> None:
+def test_a_co_tenant_naming_another_password_removes_the_truststores(harness: Harness, tmp_path: pathlib.Path) -> None:
     h = harness
     _password(h)
     left = _with_forms(h, tmp_path, "left")
@@ -184,11 +182,11 @@ def test_a_configmap_no_longer_named_keeps_neither_certificate_nor_truststore(
     _password(h)
     current = _with_forms(h, tmp_path, "moving")
     wanted = {current.fingerprint}
-    assert config_map_forms(h, "webhook-trust") == {names.TRUST_KEY: wanted, **dict.fromkeys(STORE_KEYS, wanted)}
+    assert config_map_forms(h, "webhook-trust") == {names.TRUST_KEY: wanted, **{k: wanted for k in STORE_KEYS}}
     _patch_spec(h, "moving", {"trust": {"configMap": {"name": "new-trust"}}})
     h.settle("moving")
     assert config_map_forms(h, "webhook-trust") == {names.TRUST_KEY: set()}
-    assert config_map_forms(h, "new-trust") == {names.TRUST_KEY: wanted, **dict.fromkeys(STORE_KEYS, wanted)}
+    assert config_map_forms(h, "new-trust") == {names.TRUST_KEY: wanted, **{k: wanted for k in STORE_KEYS}}
 
 
 def test_a_hand_edited_truststore_is_rewritten_with_an_event(harness: Harness, tmp_path: pathlib.Path) -> None:
@@ -213,9 +211,8 @@ def test_a_hand_edited_truststore_is_rewritten_with_an_event(harness: Harness, t
     h.settle("edited")
     assert forms(h, tmp_path) == {
         names.TRUST_KEY: {current.fingerprint},
-        **dict.fromkeys(STORE_KEYS, {current.fingerprint}),
+        **{k: {current.fingerprint} for k in STORE_KEYS},
     }
     events = h.api.core.list_namespaced_event(h.api.namespace, field_selector="involvedObject.name=webhook-trust")
     restored = [e for e in events.items if e.reason == "TrustStoreRestored"]
     assert len(restored) == 1 and "truststore.p12" in restored[0].message and "truststore.jks" in restored[0].message
-

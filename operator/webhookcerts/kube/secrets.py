@@ -178,9 +178,9 @@ def write(
     if same_data and same_labels and same_annotations and not owners_wrong:
         return None
     # A merge patch names every key it changes; keys that must go are sent as null.
-    patch_data: dict[str, str | None] = {k: None for k in gone} if only_keys else {
-        k: None for k in existing.data if k not in data
-    }
+    patch_data: dict[str, str | None] = (
+        {k: None for k in gone} if only_keys else {k: None for k in existing.data if k not in data}
+    )
     patch_data.update(_encode({k: v for k, v in data.items() if existing.data.get(k) != v}))
     metadata: dict[str, Any] = {
         "labels": labels,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from webhookcerts.domain import models, names, pki, trust
+from webhookcerts.domain import models, names, trust
 from webhookcerts.kube import events, secrets
 from webhookcerts.service import consumers, state, trust_formats, trust_union, view
 

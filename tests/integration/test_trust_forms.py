@@ -216,3 +216,48 @@ def test_a_hand_edited_truststore_is_rewritten_with_an_event(harness: Harness, t
     events = h.api.core.list_namespaced_event(h.api.namespace, field_selector="involvedObject.name=webhook-trust")
     restored = [e for e in events.items if e.reason == "TrustStoreRestored"]
     assert len(restored) == 1 and "truststore.p12" in restored[0].message and "truststore.jks" in restored[0].message
+
+
+def test_the_emergency_sweep_finds_an_old_trust_secret_by_the_status_record(
+    harness: Harness, tmp_path: pathlib.Path
+) -> None:
+    h = harness
+    mover = active(h, "mover")
+    _patch_spec(h, "mover", {"trust": {"secretName": "new-trust"}})
+    h.settle("mover")
+    assert forms(h, tmp_path) == {names.TRUST_KEY: set()}
+    # The old Secret holds the certificate again and lists nobody (a write lost, a backup restored):
+    # nothing but the status's record still connects it with the object.
+    h.api.core.patch_namespaced_secret(
+        "webhook-trust",
+        h.api.namespace,
+        {
+            "metadata": {"annotations": {names.SOURCES_ANNOTATION: None, names.TRUST_HASH_ANNOTATION: None}},
+            "data": {names.TRUST_KEY: base64.b64encode(mover.certificate.encode()).decode()},
+        },
+    )
+    assert forms(h, tmp_path) == {names.TRUST_KEY: {mover.fingerprint}}
+    h.api.emergency("mover", "INC-5")
+    h.run("mover")
+    assert forms(h, tmp_path) == {names.TRUST_KEY: set()}
+
+
+def test_a_password_the_jdk_cannot_use_keeps_no_stale_truststore(harness: Harness, tmp_path: pathlib.Path) -> None:
+    h = harness
+    _password(h)
+    current = _with_forms(h, tmp_path, "java")
+    h.api.core.patch_namespaced_secret(
+        "truststore-password", h.api.namespace, {"data": {"password": base64.b64encode("pässwort".encode()).decode()}}
+    )
+    h.settle("java")
+    # Still exactly what ca.crt holds: kept, and the condition says why nothing new can be written.
+    assert forms(h, tmp_path) == {
+        names.TRUST_KEY: {current.fingerprint},
+        **{k: {current.fingerprint} for k in STORE_KEYS},
+    }
+    incomplete = condition(h.status("java"), names.TRUST_STORE_INCOMPLETE)
+    assert incomplete is not None and incomplete.reason == "TruststoreNotWritten" and "ASCII" in incomplete.message
+    h.api.emergency("java", "INC-6")
+    h.settle("java")
+    held = forms(h, tmp_path)
+    assert set(held) == {names.TRUST_KEY} and current.fingerprint not in held[names.TRUST_KEY]

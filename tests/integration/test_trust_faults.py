@@ -181,3 +181,36 @@ def test_a_forged_sources_entry_keeps_no_certificate_trusted(harness: Harness) -
     events = h.api.core.list_namespaced_event(ns, field_selector="involvedObject.name=webhook-trust").items
     restored = [e for e in events if e.reason == "TrustStoreRestored"]
     assert len(restored) == 1 and "ghost" in restored[0].message and restored[0].type == "Warning"
+
+
+def test_an_unreadable_neighbours_sources_entry_keeps_only_what_its_key_secret_holds(harness: Harness) -> None:
+    h = harness
+    mine, theirs = active(h, "mine"), active(h, "theirs")
+    record = h.api.get("theirs")["status"]["current"]
+    _patch_status(h, "theirs", {"current": {**record, "certificate": "-----BEGIN CERTIFICATE-----\ngarbage"}})
+    # A certificate added by hand under the unreadable neighbour's entry, the trust hash to match.
+    stranger = whc.self_signed_pem("stranger.example.com")
+    (stranger_fp,) = whc.fingerprints_in(stranger)
+    held = h.api.secret("webhook-trust")
+    assert held is not None
+    edited = held[names.TRUST_KEY] + stranger
+    sources = json.loads(h.secret_annotations("webhook-trust")[names.SOURCES_ANNOTATION])
+    sources["theirs"]["fingerprints"].append(stranger_fp)
+    h.api.core.patch_namespaced_secret(
+        "webhook-trust",
+        h.api.namespace,
+        {
+            "metadata": {
+                "annotations": {
+                    names.SOURCES_ANNOTATION: json.dumps(sources),
+                    names.TRUST_HASH_ANNOTATION: trust.trust_hash(edited),
+                }
+            },
+            "data": {names.TRUST_KEY: base64.b64encode(edited).decode()},
+        },
+    )
+    assert stranger_fp in h.api.trusted_fingerprints()
+    h.settle("mine")
+    # The neighbour's own certificate stays (its key Secret holds it); the hand-added one goes.
+    assert h.api.trusted_fingerprints() == {mine.fingerprint, theirs.fingerprint}
+    assert h.events("mine", "UnreadableNeighbour")

@@ -70,13 +70,14 @@ def union(
 ) -> Union:
     """The store's content, its revoked fingerprints and where each certificate came from.
 
-    An object gone under ``deletionPolicy: Retain`` keeps what it had (until it expires, and while its
-    key Secret holds it); one of that name that records no current certificate yet (re-created, about
-    to adopt its key) keeps it too; and one that cannot be read (a status or spec of another schema
-    version, a damaged certificate) keeps exactly what the store held for it: the store fails closed,
-    never dropping a certificate because a neighbour is unreadable, and never blocking a revocation
-    either. An object that names another trust Secret now takes its certificates out of this one; its
-    revoked fingerprints still apply here. Revoked always wins.
+    An object gone under ``deletionPolicy: Retain`` keeps what it had (until it expires); one of that
+    name that records no current certificate yet (re-created, about to adopt its key) keeps it too;
+    and one that cannot be read (a status or spec of another schema version, a damaged certificate)
+    keeps exactly what the store held for it. Each of these is kept on the store's word, so only while
+    a key Secret of that object holds the certificate. The store fails closed: it never drops a
+    neighbour's certificate because that neighbour is unreadable, and never blocks a revocation either.
+    An object that names another trust Secret now takes its certificates out of this one; its revoked
+    fingerprints still apply here. Revoked always wins.
     """
     listed = trust.parse_sources(existing.annotations.get(names.SOURCES_ANNOTATION, "")) if existing else {}
     held = trust.certificates_by_fingerprint(existing.data.get(names.TRUST_KEY, b"")) if existing else {}
@@ -89,12 +90,21 @@ def union(
     unreadable: list[str] = []
     unvouched: dict[str, list[str]] = {}
 
+    def vouched(name: str, fingerprints: list[str]) -> list[str]:
+        """Those of ``fingerprints`` a key Secret of ``name`` holds; the others are noted as unvouched."""
+        keys = retained_key_certificates(seen, namespace, name)
+        dropped = [fp for fp in fingerprints if fp not in keys]
+        if dropped:
+            unvouched[name] = dropped
+        return [fp for fp in fingerprints if fp in keys]
+
     def as_held(name: str) -> list[str | bytes]:
+        # Kept on the store's word for an object that cannot say it itself: its key Secret must agree.
         if name in listed:
-            return [held[fp][0] for fp in listed[name].fingerprints if fp in held]
+            return [held[fp][0] for fp in vouched(name, [fp for fp in listed[name].fingerprints if fp in held])]
         # A store written before sources were recorded: every certificate no known source claims.
         claimed = {fp for source in listed.values() for fp in source.fingerprints}
-        return [pem for fp, (pem, _) in held.items() if fp not in claimed]
+        return [held[fp][0] for fp in vouched(name, [fp for fp in held if fp not in claimed])]
 
     for name, (spec, status) in contributors.items():
         recorded.update(status.revoked_fingerprints)
@@ -121,14 +131,8 @@ def union(
             continue
         if not source.retain:
             continue
-        vouched = retained_key_certificates(seen, namespace, name)
-        offered[name] = (
-            [held[fp][0] for fp in source.fingerprints if fp in held and held[fp][1] > now and fp in vouched],
-            True,
-        )
-        dropped = [fp for fp in source.fingerprints if fp in held and fp not in vouched]
-        if dropped:
-            unvouched[name] = dropped
+        kept = vouched(name, [fp for fp in source.fingerprints if fp in held])
+        offered[name] = ([held[fp][0] for fp in kept if held[fp][1] > now], True)
     revoked |= recorded
     data = trust.assemble([pem for pems, _ in offered.values() for pem in pems], revoked)
     return Union(data, revoked, recorded, offered, unreadable, unvouched)

@@ -10,8 +10,15 @@ writes the store in between makes this write fail with a conflict, and the retry
 
 Each trust Secret also records which object contributed which fingerprints (``webhookcerts.io/sources``)
 and whether they outlive it (``deletionPolicy``). That is what a write needs to know of objects that no
-longer name it: one deleted under ``Retain`` stays trusted, one whose ``spec.trust.secretName`` moved
-is taken out, and after an emergency every store that lists the object is rewritten.
+longer name it: one deleted under ``Retain`` stays trusted (while its key Secret holds the certificate:
+the annotation alone is never enough, see ``trust_union``), one whose ``spec.trust.secretName`` moved
+is taken out. Each object's status records every trust Secret it wrote, with the truststore keys and
+ConfigMaps it asked for there (``status.trust.stores``, written only by the operator): after an
+emergency each of them is rewritten, and a truststore key or ConfigMap no longer asked for is emptied.
+
+Every form (ca.crt, the truststores, the ConfigMap copies) holds a subset of what ca.crt holds: a
+truststore that cannot be re-encoded is removed (``trust_formats``), and past the Secret size limit
+a revocation is still written, leaving out only what was not trusted before.
 """
 
 from __future__ import annotations

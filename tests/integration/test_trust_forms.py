@@ -9,6 +9,7 @@ against the real API server with a fake clock; the truststores are read back wit
 from __future__ import annotations
 
 import base64
+import dataclasses
 import pathlib
 from typing import Any
 
@@ -18,6 +19,7 @@ from tests import whc
 from tests.integration.test_service import Harness, active, condition, harness
 from tests.integration.test_trust_targets import FORMATS, _password, keytool_fingerprints
 from webhookcerts.domain import models, names, truststores
+from webhookcerts.service import reconcile
 
 pytestmark = pytest.mark.integration
 
@@ -189,8 +191,13 @@ def test_a_configmap_no_longer_named_keeps_neither_certificate_nor_truststore(
     assert config_map_forms(h, "new-trust") == {names.TRUST_KEY: wanted, **{k: wanted for k in STORE_KEYS}}
 
 
-def test_a_hand_edited_truststore_is_rewritten_with_an_event(harness: Harness, tmp_path: pathlib.Path) -> None:
+@pytest.mark.parametrize("recheck", [0, 3600], ids=["every-pass", "hourly"])
+def test_a_hand_edited_truststore_is_rewritten_with_an_event(
+    harness: Harness, tmp_path: pathlib.Path, recheck: int
+) -> None:
     h = harness
+    # Hourly: the password is not due to be read again; the edit itself (its new bytes) has it read.
+    h.ctx = dataclasses.replace(h.ctx, bundle_recheck_seconds=recheck)
     _password(h)
     current = _with_forms(h, tmp_path, "edited")
     held = h.api.secret("webhook-trust") or {}
@@ -208,7 +215,9 @@ def test_a_hand_edited_truststore_is_rewritten_with_an_event(harness: Harness, t
     )
     edited = forms(h, tmp_path)
     assert edited["truststore.p12"] == edited["truststore.jks"] == {current.fingerprint} | whc.fingerprints_in(stranger)
-    h.settle("edited")
+    # What the engine does when it sees the trust Secret change.
+    ns = h.api.namespace
+    reconcile.sync_trust(h.ctx, reconcile.snapshot(h.ctx, ns), ns, "webhook-trust")
     assert forms(h, tmp_path) == {
         names.TRUST_KEY: {current.fingerprint},
         **{k: {current.fingerprint} for k in STORE_KEYS},

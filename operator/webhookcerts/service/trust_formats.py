@@ -179,7 +179,12 @@ def _encode(
         return cannot(wanted.problem)
     assert wanted.password is not None
     checked = ctx.truststore_checks.get((namespace, secret_name))
-    if exact and checked is not None and time.monotonic() - checked < ctx.bundle_recheck_seconds:
+    if (
+        exact
+        and checked is not None
+        and time.monotonic() - checked < ctx.bundle_recheck_seconds
+        and ctx.truststore_digests.get((namespace, secret_name)) == _digest(exact)
+    ):
         return exact, recorded, None, ()
     password_secret = secrets.read(ctx.clients, namespace, wanted.password.name)
     password = password_secret.data.get(wanted.password.key) if password_secret is not None else None
@@ -204,6 +209,7 @@ def _encode(
         # The password is at hand: what the truststores hold is checked, not taken from the annotation.
         restored = tuple(k for k, format in formats.items() if not _holds(exact[k], format, text, pem))
         if not restored:
+            ctx.truststore_digests[(namespace, secret_name)] = _digest(exact)
             return exact, annotation, None, ()
     data: dict[str, bytes] = {}
     try:
@@ -212,7 +218,14 @@ def _encode(
     except truststores.TrustStoreError as exc:
         # A password the JDK cannot use (PKCS#12 takes ASCII only).
         return cannot(f"the truststores could not be written with the password in Secret {wanted.password.name}: {exc}")
+    ctx.truststore_digests[(namespace, secret_name)] = _digest(data)
     return data, annotation, None, restored
+
+
+def _digest(stores: dict[str, bytes]) -> str:
+    return hashlib.sha256(
+        b"".join(hashlib.sha256(k.encode() + b"\0" + v).digest() for k, v in sorted(stores.items()))
+    ).hexdigest()
 
 
 def config_maps_annotation(wanted: Targets, before: secrets.SecretData | None) -> dict[str, str]:

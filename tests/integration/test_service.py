@@ -306,7 +306,11 @@ def test_two_certificates_share_one_trust_store_deterministically(harness: Harne
     reconcile.sync_trust(h.ctx, reconcile.snapshot(h.ctx, h.api.namespace), h.api.namespace, "webhook-trust")
     assert h.resource_version("webhook-trust") == version
     recorded = [h.status(n).trust for n in ("sandbox", "live")]
-    assert recorded == [models.TrustStatus(secret_name="webhook-trust", hash=trust.trust_hash(expected))] * 2
+    written = [models.TrustStoreRecord(secret_name="webhook-trust")]
+    assert (
+        recorded
+        == [models.TrustStatus(secret_name="webhook-trust", hash=trust.trust_hash(expected), stores=written)] * 2
+    )
 
     # A rotation of one adds its next beside both currents.
     renewal_time = h.status("live").renewal_time

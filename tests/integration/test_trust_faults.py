@@ -6,13 +6,14 @@ In-process against the real API server with a fake clock (``test_service``'s har
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 
 from tests import whc
 from tests.integration.test_service import Harness, active, condition, harness
 from webhookcerts.domain import models, names, trust
-from webhookcerts.service import reconcile, trust_store
+from webhookcerts.service import reconcile, trust_store, trust_union
 
 pytestmark = pytest.mark.integration
 
@@ -103,10 +104,113 @@ def test_the_revoked_list_is_bounded_and_nothing_revoked_comes_back(
         h.api.namespace,
         {"metadata": {"annotations": {names.REVOKED_ANNOTATION: ",".join(sorted([*listed, *ghosts]))}}},
     )
-    monkeypatch.setattr(trust_store, "REVOKED_ANNOTATION_MAX", 200)
+    monkeypatch.setattr(trust_union, "REVOKED_ANNOTATION_MAX", 200)
     h.api.cutover("bounded", pending.serial)
     h.settle("bounded")
     kept = h.secret_annotations("webhook-trust")[names.REVOKED_ANNOTATION]
     assert len(kept) <= 200
     assert first.fingerprint in kept.split(",")
     assert first.fingerprint not in h.api.trusted_fingerprints()
+
+
+def test_past_the_limit_a_revocation_is_written_and_only_the_additions_left_out(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = harness
+    first, second = active(h, "one"), active(h, "two")
+    before = h.api.secret("webhook-trust")
+    assert before is not None
+    limit = len(before[names.TRUST_KEY]) + 100
+    monkeypatch.setattr(trust_store, "SECRET_LIMIT", limit)
+    # A neighbour's pending next and a third object wait outside: the store is full.
+    renewal_time = h.status("two").renewal_time
+    assert renewal_time is not None
+    h.fake.set(renewal_time)
+    h.settle("two")
+    pending = h.status("two").next
+    assert pending is not None
+    third = active(h, "three")
+    assert h.api.trusted_fingerprints() == {first.fingerprint, second.fingerprint}
+    # The revocation plus what waits is longer than the store was; the revocation goes through alone.
+    h.api.emergency("one", "INC-7")
+    h.settle("one")
+    assert h.api.trusted_fingerprints() == {second.fingerprint}
+    held = h.api.secret("webhook-trust")
+    assert held is not None and sum(len(k) + len(v) for k, v in held.items()) <= limit
+    refused = condition(h.status("one"), names.TRUST_STORE_INCOMPLETE)
+    assert refused is not None and refused.reason == "TrustStoreTooLarge"
+    assert "left out" in refused.message
+    assert {pending.fingerprint, third.fingerprint}.isdisjoint(h.api.trusted_fingerprints())
+
+
+def test_a_forged_sources_entry_keeps_no_certificate_trusted(harness: Harness) -> None:
+    h = harness
+    current = active(h, "real")
+    # The real case the sources annotation is for: deleted under Retain, its key Secret left behind.
+    retained = active(h, "gone")
+    h.api.custom.delete_namespaced_custom_object(models.GROUP, models.VERSION, h.api.namespace, models.PLURAL, "gone")
+    ns = h.api.namespace
+    reconcile.sync_trust(h.ctx, reconcile.snapshot(h.ctx, ns), ns, "webhook-trust")
+    assert h.api.trusted_fingerprints() == {current.fingerprint, retained.fingerprint}
+    # A certificate added by hand, with bookkeeping to match: a sources entry for an object that never
+    # existed (retained) and the trust hash of the edited ca.crt.
+    stranger = whc.self_signed_pem("stranger.example.com")
+    (stranger_fp,) = whc.fingerprints_in(stranger)
+    held = h.api.secret("webhook-trust")
+    assert held is not None
+    edited = held[names.TRUST_KEY] + stranger
+    sources = json.loads(h.secret_annotations("webhook-trust")[names.SOURCES_ANNOTATION])
+    sources["ghost"] = {"fingerprints": [stranger_fp], "retain": True}
+    h.api.core.patch_namespaced_secret(
+        "webhook-trust",
+        ns,
+        {
+            "metadata": {
+                "annotations": {
+                    names.SOURCES_ANNOTATION: json.dumps(sources),
+                    names.TRUST_HASH_ANNOTATION: trust.trust_hash(edited),
+                }
+            },
+            "data": {names.TRUST_KEY: base64.b64encode(edited).decode()},
+        },
+    )
+    assert stranger_fp in h.api.trusted_fingerprints()
+    h.settle("real")
+    assert h.api.trusted_fingerprints() == {current.fingerprint, retained.fingerprint}
+    assert "ghost" not in json.loads(h.secret_annotations("webhook-trust")[names.SOURCES_ANNOTATION])
+    events = h.api.core.list_namespaced_event(ns, field_selector="involvedObject.name=webhook-trust").items
+    restored = [e for e in events if e.reason == "TrustStoreRestored"]
+    assert len(restored) == 1 and "ghost" in restored[0].message and restored[0].type == "Warning"
+
+
+def test_an_unreadable_neighbours_sources_entry_keeps_only_what_its_key_secret_holds(harness: Harness) -> None:
+    h = harness
+    mine, theirs = active(h, "mine"), active(h, "theirs")
+    record = h.api.get("theirs")["status"]["current"]
+    _patch_status(h, "theirs", {"current": {**record, "certificate": "-----BEGIN CERTIFICATE-----\ngarbage"}})
+    # A certificate added by hand under the unreadable neighbour's entry, the trust hash to match.
+    stranger = whc.self_signed_pem("stranger.example.com")
+    (stranger_fp,) = whc.fingerprints_in(stranger)
+    held = h.api.secret("webhook-trust")
+    assert held is not None
+    edited = held[names.TRUST_KEY] + stranger
+    sources = json.loads(h.secret_annotations("webhook-trust")[names.SOURCES_ANNOTATION])
+    sources["theirs"]["fingerprints"].append(stranger_fp)
+    h.api.core.patch_namespaced_secret(
+        "webhook-trust",
+        h.api.namespace,
+        {
+            "metadata": {
+                "annotations": {
+                    names.SOURCES_ANNOTATION: json.dumps(sources),
+                    names.TRUST_HASH_ANNOTATION: trust.trust_hash(edited),
+                }
+            },
+            "data": {names.TRUST_KEY: base64.b64encode(edited).decode()},
+        },
+    )
+    assert stranger_fp in h.api.trusted_fingerprints()
+    h.settle("mine")
+    # The neighbour's own certificate stays (its key Secret holds it); the hand-added one goes.
+    assert h.api.trusted_fingerprints() == {mine.fingerprint, theirs.fingerprint}
+    assert h.events("mine", "UnreadableNeighbour")

@@ -213,9 +213,23 @@ class EmergencyRecord(StatusModel):
     handled_at: datetime.datetime
 
 
+class TrustStoreRecord(StatusModel):
+    """One trust Secret this object has written, and what it asked to be written there beside ca.crt.
+
+    Kept in status, which only the operator writes: what a trust Secret's own annotations say can be
+    edited by anyone who can edit that Secret, and a forgotten truststore key would keep trusting what
+    ca.crt has since dropped.
+    """
+
+    secret_name: str
+    keys: list[str] = pydantic.Field(default_factory=list)
+    config_maps: list[str] = pydantic.Field(default_factory=list)
+
+
 class TrustStatus(StatusModel):
     secret_name: str
     hash: str
+    stores: list[TrustStoreRecord] = pydantic.Field(default_factory=list)
 
 
 class ConsumerStatus(StatusModel):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+from collections.abc import Collection
 
 import kubernetes
 
@@ -49,11 +50,19 @@ def write(
     data: dict[str, str],
     binary: dict[str, bytes],
     annotations: dict[str, str],
+    remove_binary: Collection[str] = (),
+    create: bool = True,
 ) -> bool:
-    """Bring the managed keys of the ConfigMap to ``data`` and ``binary``; True when something was sent."""
+    """Bring the managed keys of the ConfigMap to ``data`` and ``binary``; True when something was sent.
+
+    ``remove_binary`` names binaryData keys that must go (truststores the operator wrote there before
+    and that no longer hold what ``ca.crt`` holds, or are no longer asked for).
+    """
     labels = {names.MANAGED_BY_LABEL: names.MANAGED_BY, names.ROLE_LABEL: "trust"}
     existing = read(clients, namespace, name)
     if existing is None:
+        if not create:
+            return False
         body = kubernetes.client.V1ConfigMap(
             metadata=kubernetes.client.V1ObjectMeta(
                 name=name, namespace=namespace, labels=labels, annotations=annotations
@@ -63,8 +72,10 @@ def write(
         )
         clients.core.create_namespaced_config_map(namespace, body)
         return True
+    gone = [k for k in remove_binary if k in existing.binary and k not in binary]
     same = (
-        all(existing.data.get(k) == v for k, v in data.items())
+        not gone
+        and all(existing.data.get(k) == v for k, v in data.items())
         and all(existing.binary.get(k) == v for k, v in binary.items())
         and all(existing.labels.get(k) == v for k, v in labels.items())
     )
@@ -76,8 +87,10 @@ def write(
         {
             "metadata": {"labels": labels, "annotations": annotations, "resourceVersion": existing.resource_version},
             "data": {k: v for k, v in data.items() if existing.data.get(k) != v},
+            # A merge patch: a key sent as null is deleted.
             "binaryData": {
-                k: base64.b64encode(v).decode("ascii") for k, v in binary.items() if existing.binary.get(k) != v
+                **dict.fromkeys(gone),
+                **{k: base64.b64encode(v).decode("ascii") for k, v in binary.items() if existing.binary.get(k) != v},
             },
         },
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import kubernetes
@@ -125,6 +125,7 @@ def write(
     create_only: bool = False,
     existing: SecretData | Unknown | None = UNKNOWN,
     only_keys: bool = False,
+    remove: Collection[str] = (),
 ) -> SecretData | None:
     """Create the Secret, or bring an existing one to exactly ``data``; what the server now holds, or
     None when nothing had to be sent.
@@ -138,6 +139,8 @@ def write(
     ``only_keys`` manages the keys of ``data`` and nothing else: whatever else an existing Secret holds
     (an endpoint's own ``tls.crt`` and ``tls.key`` beside the trust store's ``ca.crt``) stays byte for
     byte. Without it the Secret is brought to exactly ``data`` (the operator's own key Secrets).
+    ``remove`` names keys that must go from an existing Secret even so (a truststore the operator wrote
+    and can no longer vouch for).
 
     ``owner`` makes the object the Secret's owner (garbage-collected with it); ``disown`` is the uid
     of an object whose ownership an existing Secret loses (its deletionPolicy turned to Retain).
@@ -163,8 +166,11 @@ def write(
         return _from_model(clients.core.create_namespaced_secret(namespace, body))
     same_labels = all(existing.labels.get(k) == v for k, v in labels.items())
     same_annotations = all(existing.annotations.get(k) == v for k, v in annotations.items())
-    same_data = all(existing.data.get(k) == v for k, v in data.items()) and (
-        only_keys or set(existing.data) == set(data)
+    gone = [k for k in remove if k in existing.data and k not in data]
+    same_data = (
+        all(existing.data.get(k) == v for k, v in data.items())
+        and (only_keys or set(existing.data) == set(data))
+        and not gone
     )
     owners_wrong = (owner is not None and owner.uid not in existing.owner_uids) or (
         disown is not None and disown in existing.owner_uids
@@ -172,7 +178,9 @@ def write(
     if same_data and same_labels and same_annotations and not owners_wrong:
         return None
     # A merge patch names every key it changes; keys that must go are sent as null.
-    patch_data: dict[str, str | None] = {} if only_keys else {k: None for k in existing.data if k not in data}
+    patch_data: dict[str, str | None] = (
+        {k: None for k in gone} if only_keys else {k: None for k in existing.data if k not in data}
+    )
     patch_data.update(_encode({k: v for k, v in data.items() if existing.data.get(k) != v}))
     metadata: dict[str, Any] = {
         "labels": labels,

@@ -91,6 +91,9 @@ class Context:
     bundle_recheck_seconds: float = 0.0
     # When each trust Secret's truststore password (and each trust ConfigMap) was last looked at.
     truststore_checks: dict[tuple[str, str], float] = dataclasses.field(default_factory=dict)
+    # The digest of the truststores each trust Secret held when they were last checked against ca.crt
+    # with the password: any other bytes (an edit by hand) are checked at once, not at the next recheck.
+    truststore_digests: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
     # Told (namespace, trust Secret) after a trust Secret's content changed: the engine wakes the other
     # objects naming it, so their recorded trust hash and their consumers follow.
     trust_changed: Callable[[str, str], None] | None = None

@@ -5,11 +5,19 @@ the union of the truststore keys, and of the ConfigMaps. They must agree on the 
 Secret; when they do not, no truststore is written and the writer's condition says which objects to
 align.
 
+A truststore never holds a certificate ``ca.crt`` does not: when it cannot be encoded for the present
+``ca.crt`` (no password, passwords that disagree, a password the JDK cannot use) it is removed, unless
+it was encoded for exactly the present ``ca.crt``; so is one no longer asked for (its key removed or
+renamed, the formats dropped). Keeping an old truststore while the set only grows would need a record
+of what it holds that the operator can trust without its password: an annotation is not one (anyone
+who can edit the Secret can edit it), so that is not done.
+
 A PKCS#12 truststore is encrypted with a random salt, so encoding the same certificates twice gives
 different bytes: the truststores are re-encoded only when the certificates (the trust hash) or the
 password Secret changed, never on an idle pass, or every pass would rewrite the Secret and reload the
 servers for nothing. The password Secret is the user's and not watched: it is read when the
-certificates change, and at most once per ``bundle_recheck_seconds`` otherwise.
+certificates change, and at most once per ``bundle_recheck_seconds`` otherwise; each time it is read,
+the truststores are decoded with it and compared with ``ca.crt``: one edited by hand is rewritten.
 """
 
 from __future__ import annotations
@@ -17,13 +25,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from webhookcerts.domain import models, names, trust, truststores
 from webhookcerts.kube import configmaps, secrets
 from webhookcerts.service import state
 
 SOURCE_ANNOTATION = f"{names.PREFIX}/truststore-source"
+# On the trust Secret: the truststore keys it holds now (a secondary record; each object's status
+# records the keys it asked for, and either is enough for a key no longer asked for to be removed).
+KEYS_ANNOTATION = f"{names.PREFIX}/truststore-keys"
+REMOVED = (
+    "; they are removed rather than left holding a set ca.crt no longer holds (a revoked certificate would "
+    "stay trusted): a JVM reading them may fail to reload until they are back"
+)
+KEPT = "; those written for the present ca.crt are kept, and removed at its next change"
 # On the trust Secret: the ConfigMaps it was last copied to, so that one no longer named is emptied.
 CONFIG_MAPS_ANNOTATION = f"{names.PREFIX}/config-maps"
 
@@ -71,6 +87,38 @@ def targets(specs: Iterable[tuple[str, models.WebhookCertificateSpec]]) -> Targe
     return Targets(pkcs12, jks, password, tuple(sorted(config_maps)), problem)
 
 
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+    """The truststore keys to write, the managed keys to remove, the annotations recording them."""
+
+    data: dict[str, bytes]
+    remove: tuple[str, ...]
+    annotations: dict[str, str]
+    problem: str | None
+    # Every key the operator writes or wrote here (what a ConfigMap copy drops too when not in data).
+    managed: frozenset[str]
+    # Keys found holding another set than ca.crt (edited by hand) and rewritten.
+    restored: tuple[str, ...] = ()
+
+
+def _format_keys(wanted: Targets) -> dict[str, str]:
+    found: dict[str, str] = {}
+    if wanted.pkcs12 is not None:
+        found[wanted.pkcs12] = "pkcs12"
+    if wanted.jks is not None:
+        found[wanted.jks] = "jks"
+    return found
+
+
+def _holds(blob: bytes, format: str, password: str, pem: bytes) -> bool:
+    """Whether a truststore holds exactly the certificates of ``pem`` (read with the password)."""
+    try:
+        held = truststores.certificates_of(blob, format, password)
+    except truststores.TrustStoreError:
+        return False
+    return {hashlib.sha256(der).hexdigest() for der in held} == set(trust.fingerprints_of([pem]))
+
+
 def encode(
     ctx: state.Context,
     namespace: str,
@@ -79,61 +127,105 @@ def encode(
     pem: bytes,
     trust_hash: str,
     existing: secrets.SecretData | None,
-) -> tuple[dict[str, bytes], dict[str, str], str | None]:
-    """The truststore keys for the trust Secret, the annotation recording their source, and a problem."""
-    if not wanted.formats or wanted.problem is not None:
-        return {}, {}, wanted.problem
-    assert wanted.password is not None
-    keys = [k for k in (wanted.pkcs12, wanted.jks) if k is not None]
+    recorded_keys: Collection[str] = (),
+) -> Encoded:
+    """The truststore keys for the trust Secret, those to remove, and why they could not be written.
+
+    ``recorded_keys`` are the keys the objects' statuses say they asked for in this Secret: with the
+    Secret's own record, what a key no longer asked for is known by.
+    """
+    held = existing.data if existing is not None else {}
+    annotations = existing.annotations if existing is not None else {}
+    listed = {k for k in annotations.get(KEYS_ANNOTATION, "").split(",") if k}
+    formats = _format_keys(wanted)
+    managed = frozenset((listed | set(recorded_keys) | set(formats)) - {names.TRUST_KEY})
+    data, source, problem, restored = _encode(ctx, namespace, secret_name, wanted, formats, pem, trust_hash, existing)
+    recorded = annotations.get(SOURCE_ANNOTATION, "")
+    written: dict[str, str] = {}
+    if data or recorded:
+        written[SOURCE_ANNOTATION] = source
+    if data or listed:
+        written[KEYS_ANNOTATION] = ",".join(sorted(data))
+    remove = tuple(sorted(k for k in managed if k in held and k not in data))
+    return Encoded(data, remove, written, problem, managed, restored)
+
+
+def _encode(
+    ctx: state.Context,
+    namespace: str,
+    secret_name: str,
+    wanted: Targets,
+    formats: dict[str, str],
+    pem: bytes,
+    trust_hash: str,
+    existing: secrets.SecretData | None,
+) -> tuple[dict[str, bytes], str, str | None, tuple[str, ...]]:
+    """The truststores, their source annotation, a problem, and the keys found edited by hand."""
+    if not formats:
+        return {}, "", wanted.problem, ()
     held = existing.data if existing is not None else {}
     recorded = existing.annotations.get(SOURCE_ANNOTATION, "") if existing is not None else ""
+    # Encoded for exactly the present ca.crt: what may stay while the password cannot be used.
+    exact = (
+        {k: held[k] for k in formats}
+        if recorded.startswith(f"{trust_hash}/") and all(k in held for k in formats)
+        else {}
+    )
+
+    def cannot(problem: str) -> tuple[dict[str, bytes], str, str | None, tuple[str, ...]]:
+        return exact, recorded if exact else "", problem + (KEPT if exact else REMOVED), ()
+
+    if wanted.problem is not None:
+        return cannot(wanted.problem)
+    assert wanted.password is not None
     checked = ctx.truststore_checks.get((namespace, secret_name))
     if (
-        all(k in held for k in keys)
-        and recorded.startswith(f"{trust_hash}/")
+        exact
         and checked is not None
         and time.monotonic() - checked < ctx.bundle_recheck_seconds
+        and ctx.truststore_digests.get((namespace, secret_name)) == _digest(exact)
     ):
-        return {k: held[k] for k in keys}, {SOURCE_ANNOTATION: recorded}, None
+        return exact, recorded, None, ()
     password_secret = secrets.read(ctx.clients, namespace, wanted.password.name)
     password = password_secret.data.get(wanted.password.key) if password_secret is not None else None
     if password_secret is None or not password:
-        # The certificates stay trusted in ca.crt; only the truststores wait for the password.
-        return (
-            {k: held[k] for k in keys if k in held},
-            {SOURCE_ANNOTATION: recorded} if recorded else {},
+        return cannot(
             f"truststore password Secret {wanted.password.name} (key {wanted.password.key}) is missing or empty: "
-            "the PKCS#12 and JKS truststores are not written until it is there",
+            "the PKCS#12 and JKS truststores cannot be written until it is there"
         )
-    ctx.truststore_checks[(namespace, secret_name)] = time.monotonic()
-    source = hashlib.sha256(
-        "/".join([password_secret.uid, password_secret.resource_version, *keys]).encode()
-    ).hexdigest()[:32]
-    annotation = f"{trust_hash}/{source}"
-    if recorded == annotation and all(k in held for k in keys):
-        return {k: held[k] for k in keys}, {SOURCE_ANNOTATION: annotation}, None
     try:
         text = password.decode("utf-8")
     except UnicodeDecodeError:
-        return (
-            {k: held[k] for k in keys if k in held},
-            {SOURCE_ANNOTATION: recorded} if recorded else {},
-            f"the truststore password in Secret {wanted.password.name} is not UTF-8 text: put a text password there",
+        return cannot(
+            f"the truststore password in Secret {wanted.password.name} is not UTF-8 text: put a text password there"
         )
+    ctx.truststore_checks[(namespace, secret_name)] = time.monotonic()
+    source = hashlib.sha256(
+        "/".join([password_secret.uid, password_secret.resource_version, *formats]).encode()
+    ).hexdigest()[:32]
+    annotation = f"{trust_hash}/{source}"
+    restored: tuple[str, ...] = ()
+    if recorded == annotation and exact:
+        # The password is at hand: what the truststores hold is checked, not taken from the annotation.
+        restored = tuple(k for k, format in formats.items() if not _holds(exact[k], format, text, pem))
+        if not restored:
+            ctx.truststore_digests[(namespace, secret_name)] = _digest(exact)
+            return exact, annotation, None, ()
     data: dict[str, bytes] = {}
     try:
-        if wanted.pkcs12 is not None:
-            data[wanted.pkcs12] = truststores.pkcs12(pem, text)
-        if wanted.jks is not None:
-            data[wanted.jks] = truststores.jks(pem, text)
+        for key, format in formats.items():
+            data[key] = truststores.encode(pem, format, text)
     except truststores.TrustStoreError as exc:
-        # A password the JDK cannot use (PKCS#12 takes ASCII only): say so, keep what was there.
-        return (
-            {k: held[k] for k in keys if k in held},
-            {SOURCE_ANNOTATION: recorded} if recorded else {},
-            f"the truststores could not be written with the password in Secret {wanted.password.name}: {exc}",
-        )
-    return data, {SOURCE_ANNOTATION: annotation}, None
+        # A password the JDK cannot use (PKCS#12 takes ASCII only).
+        return cannot(f"the truststores could not be written with the password in Secret {wanted.password.name}: {exc}")
+    ctx.truststore_digests[(namespace, secret_name)] = _digest(data)
+    return data, annotation, None, restored
+
+
+def _digest(stores: dict[str, bytes]) -> str:
+    return hashlib.sha256(
+        b"".join(hashlib.sha256(k.encode() + b"\0" + v).digest() for k, v in sorted(stores.items()))
+    ).hexdigest()
 
 
 def config_maps_annotation(wanted: Targets, before: secrets.SecretData | None) -> dict[str, str]:
@@ -147,21 +239,31 @@ def write_config_maps(
     namespace: str,
     wanted: Targets,
     pem: bytes,
-    formats: dict[str, bytes],
+    encoded: Encoded,
     trust_hash: str,
     *,
     changed: bool,
     before: secrets.SecretData | None,
+    recorded: Collection[str] = (),
+    elsewhere: Collection[str] = (),
 ) -> None:
     """Bring each ConfigMap to the trust Secret's content: after every change of it, and otherwise at
     most once per ``bundle_recheck_seconds`` (a ConfigMap deleted or edited by hand is restored then).
 
-    A ConfigMap the trust Secret was copied to before and no object names now keeps no certificate:
-    its ca.crt becomes the trust-nobody placeholder (it may be the user's, so it is not deleted), or it
-    would go on trusting what this store has since revoked.
+    Its binaryData holds the truststores the Secret holds, and none of the managed keys it does not:
+    never a truststore for another set than its ca.crt.
+
+    A ConfigMap the trust Secret was copied to before (by its annotation, or by ``recorded``: what the
+    statuses say was asked for) and no object names now keeps no certificate: its ca.crt becomes the
+    trust-nobody placeholder and its truststores are removed (it may be the user's, so it is not
+    deleted), or it would go on trusting what this store has since revoked. One another trust Secret
+    is copied to now (``elsewhere``) is that Secret's to write.
     """
     previous = before.annotations.get(CONFIG_MAPS_ANNOTATION, "") if before is not None else ""
-    for name in sorted({n for n in previous.split(",") if n} - set(wanted.config_maps)):
+    stale = ({n for n in previous.split(",") if n} | set(recorded)) - set(wanted.config_maps) - set(elsewhere)
+    for name in sorted(stale):
+        if not _due(ctx, namespace, name, changed or name in previous.split(",")):
+            continue
         configmaps.write(
             ctx.clients,
             namespace,
@@ -169,19 +271,27 @@ def write_config_maps(
             data={names.TRUST_KEY: trust.PLACEHOLDER_PEM.decode("ascii")},
             binary={},
             annotations={names.TRUST_HASH_ANNOTATION: trust.trust_hash(trust.PLACEHOLDER_PEM)},
+            remove_binary=encoded.managed,
+            create=False,
         )
+        ctx.truststore_checks[(namespace, f"configmap/{name}")] = time.monotonic()
     for name in wanted.config_maps:
-        checked = ctx.truststore_checks.get((namespace, f"configmap/{name}"))
-        if not changed and checked is not None and time.monotonic() - checked < ctx.bundle_recheck_seconds:
+        if not _due(ctx, namespace, name, changed):
             continue
         configmaps.write(
             ctx.clients,
             namespace,
             name,
             data={names.TRUST_KEY: pem.decode("ascii")},
-            binary=formats,
+            binary=encoded.data,
             annotations={names.TRUST_HASH_ANNOTATION: trust_hash},
+            remove_binary=encoded.managed,
         )
         # Only a write that went through counts as checked: a refused one (RBAC) is tried, and
         # reported, again at the next pass.
         ctx.truststore_checks[(namespace, f"configmap/{name}")] = time.monotonic()
+
+
+def _due(ctx: state.Context, namespace: str, name: str, changed: bool) -> bool:
+    checked = ctx.truststore_checks.get((namespace, f"configmap/{name}"))
+    return changed or checked is None or time.monotonic() - checked >= ctx.bundle_recheck_seconds

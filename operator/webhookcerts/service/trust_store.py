@@ -10,8 +10,15 @@ writes the store in between makes this write fail with a conflict, and the retry
 
 Each trust Secret also records which object contributed which fingerprints (``webhookcerts.io/sources``)
 and whether they outlive it (``deletionPolicy``). That is what a write needs to know of objects that no
-longer name it: one deleted under ``Retain`` stays trusted, one whose ``spec.trust.secretName`` moved
-is taken out, and after an emergency every store that lists the object is rewritten.
+longer name it: one deleted under ``Retain`` stays trusted (while its key Secret holds the certificate:
+the annotation alone is never enough, see ``trust_union``), one whose ``spec.trust.secretName`` moved
+is taken out. Each object's status records every trust Secret it wrote, with the truststore keys and
+ConfigMaps it asked for there (``status.trust.stores``, written only by the operator): after an
+emergency each of them is rewritten, and a truststore key or ConfigMap no longer asked for is emptied.
+
+Every form (ca.crt, the truststores, the ConfigMap copies) holds a subset of what ca.crt holds: a
+truststore that cannot be re-encoded is removed (``trust_formats``), and past the Secret size limit
+a revocation is still written, leaving out only what was not trusted before.
 """
 
 from __future__ import annotations
@@ -19,18 +26,21 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from webhookcerts.domain import models, names, pki, trust
+from webhookcerts.domain import models, names, ownership, trust
 from webhookcerts.kube import events, secrets
-from webhookcerts.service import consumers, state, trust_formats, view
+from webhookcerts.service import consumers, state, trust_formats, trust_union, view
 
 logger = logging.getLogger(__name__)
 
 CONFLICT_RETRIES = 5
 # The API server refuses a Secret over 1 MiB (data, keys and metadata together); some room is left
-# for the metadata. About 500 RSA-4096 certificates.
+# for the metadata. About 500 RSA-4096 certificates with no truststore, a third of that with both.
 SECRET_LIMIT = 1024 * 1024 - 32 * 1024
-# All annotations of an object together may hold 256 KiB; the revoked list keeps well inside it.
-REVOKED_ANNOTATION_MAX = 128 * 1024
+# How many trust Secrets a status remembers having written (the oldest is forgotten first).
+STORES_MAX = 32
+
+
+Mine = tuple[str, models.WebhookCertificateSpec, models.WebhookCertificateStatus]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,103 +50,51 @@ class Written:
     hash: str
     # Objects naming the store that could not be read: their certificates were kept as the store held them.
     unreadable: tuple[str, ...] = ()
-    # Why the new content was not written (the old one stays), e.g. it would pass the Secret size limit.
+    # Why certificates not trusted before were left out (revocations were written): the size limit.
     refused: str | None = None
     # Why the PKCS#12/JKS truststores could not be written (ca.crt was).
     formats: str | None = None
 
 
-@dataclasses.dataclass
-class _Union:
-    data: bytes
-    revoked: set[str]
-    recorded_revoked: set[str]
-    sources: dict[str, trust.Source]
-    unreadable: list[str]
-
-
-def _union(
-    ctx: state.Context,
-    seen: view.View,
-    namespace: str,
-    existing: secrets.SecretData | None,
-    contributors: dict[str, tuple[models.WebhookCertificateSpec, models.WebhookCertificateStatus]],
-    unreadable_names: list[str],
-) -> _Union:
-    """The store's content, its revoked fingerprints and where each certificate came from.
-
-    A certificate stays only while some status records it, with exceptions that keep the provider's
-    certificate trusted when its object cannot speak for it: an object gone under ``deletionPolicy:
-    Retain`` keeps what it had (until it expires); one of that name that records no current
-    certificate yet (re-created, about to adopt its key) keeps it too; and one that cannot be read (a
-    status or spec of another schema version, a damaged certificate) keeps exactly what the store held
-    for it: the store fails closed, never dropping a certificate because a neighbour is unreadable,
-    and never blocking a revocation either. An object that names another trust Secret now takes its
-    certificates out of this one; its revoked fingerprints still apply here. Revoked always wins.
-    """
-    listed = trust.parse_sources(existing.annotations.get(names.SOURCES_ANNOTATION, "")) if existing else {}
-    held = trust.certificates_by_fingerprint(existing.data.get(names.TRUST_KEY, b"")) if existing else {}
-    now = ctx.clock.now()
-    revoked: set[str] = set()
-    if existing is not None:
-        revoked.update(f for f in existing.annotations.get(names.REVOKED_ANNOTATION, "").split(",") if f)
-    recorded: set[str] = set()
-    offered: dict[str, tuple[list[str | bytes], bool]] = {}
-    unreadable: list[str] = []
-
-    def as_held(name: str) -> list[str | bytes]:
-        if name in listed:
-            return [held[fp][0] for fp in listed[name].fingerprints if fp in held]
-        # A store written before sources were recorded: every certificate no known source claims.
-        claimed = {fp for source in listed.values() for fp in source.fingerprints}
-        return [pem for fp, (pem, _) in held.items() if fp not in claimed]
-
-    for name, (spec, status) in contributors.items():
-        recorded.update(status.revoked_fingerprints)
-        try:
-            pems: list[str | bytes] = list(trust.trusted_certificates(status, spec))
-        except pki.InvalidKeyMaterial as exc:
-            unreadable.append(f"{name} ({exc})")
-            offered[name] = (as_held(name), listed[name].retain if name in listed else True)
+def _recorded(
+    seen: view.View, namespace: str, secret_name: str, mine: Mine | None
+) -> tuple[set[str], set[str], set[str]]:
+    """What the statuses say was asked for in this trust Secret: truststore keys and ConfigMaps; and the
+    ConfigMaps another trust Secret is copied to now (that Secret's to write, not this one's to empty)."""
+    keys: set[str] = set()
+    config_maps: set[str] = set()
+    elsewhere: set[str] = set()
+    for entry in seen.certificates():
+        if entry.namespace != namespace or (mine is not None and entry.name == mine[0]):
             continue
-        if status.current is None and name in listed:
-            pems.extend(as_held(name))
-        offered[name] = (pems, spec.deletion_policy == "Retain")
-    for name in unreadable_names:
-        entry = seen.certificate(namespace, name)
-        unreadable.append(f"{name} ({entry.problem if entry is not None else 'unreadable'})")
-        offered[name] = (as_held(name), listed[name].retain if name in listed else True)
-    for name, source in listed.items():
-        if name in offered:
-            continue
-        entry = seen.certificate(namespace, name)
-        if entry is not None:
-            if entry.status is not None:
-                recorded.update(entry.status.revoked_fingerprints)
-            continue
-        if source.retain:
-            offered[name] = ([held[fp][0] for fp in source.fingerprints if fp in held and held[fp][1] > now], True)
-    revoked |= recorded
-    data = trust.assemble([pem for pems, _ in offered.values() for pem in pems], revoked)
-    kept = set(trust.fingerprints_of([data]))
-    sources = {
-        name: trust.Source(tuple(sorted(set(trust.fingerprints_of(pems)) & kept)), retain)
-        for name, (pems, retain) in offered.items()
-    }
-    return _Union(data, revoked, recorded, sources, unreadable)
+        _add(entry.spec, entry.status, secret_name, keys, config_maps, elsewhere)
+    if mine is not None:
+        _add(mine[1], mine[2], secret_name, keys, config_maps, elsewhere)
+    return keys, config_maps, elsewhere
 
 
-def _revoked_annotation(union: _Union) -> str:
-    """The audit list of revoked fingerprints, bounded: past the bound it keeps those a status records.
+def _add(
+    spec: models.WebhookCertificateSpec | None,
+    status: models.WebhookCertificateStatus | None,
+    secret_name: str,
+    keys: set[str],
+    config_maps: set[str],
+    elsewhere: set[str],
+) -> None:
+    if status is not None and status.trust is not None:
+        for record in status.trust.stores:
+            if record.secret_name == secret_name:
+                keys.update(record.keys)
+                config_maps.update(record.config_maps)
+    if spec is not None and spec.trust.secret_name != secret_name and spec.trust.config_map is not None:
+        elsewhere.add(spec.trust.config_map.name)
 
-    What is left out can still never return: a certificate comes into the store only from a status
-    (which keeps its own revoked list) or from a source this store listed, and revoked ones are never
-    listed.
-    """
-    text = ",".join(sorted(union.revoked))
-    if len(text) <= REVOKED_ANNOTATION_MAX:
-        return text
-    return ",".join(sorted(union.recorded_revoked))[:REVOKED_ANNOTATION_MAX].rsplit(",", 1)[0]
+
+def _size(existing: secrets.SecretData | None, data: bytes, encoded: trust_formats.Encoded) -> int:
+    held = existing.data if existing is not None else {}
+    result = {k: v for k, v in held.items() if k not in encoded.remove}
+    result.update({names.TRUST_KEY: data, **encoded.data})
+    return sum(len(k) + len(v) for k, v in result.items())
 
 
 def write(
@@ -145,15 +103,15 @@ def write(
     namespace: str,
     secret_name: str,
     *,
-    mine: tuple[str, models.WebhookCertificateSpec, models.WebhookCertificateStatus] | None = None,
+    mine: Mine | None = None,
 ) -> Written:
-    """Bring the trust Secret to the union of its WebhookCertificates.
+    """Bring the trust Secret, its truststores and its ConfigMap copies to the union of its WebhookCertificates.
 
     ``mine`` is the caller's in-memory status, fresher than the view while a pass is under way.
     """
     for attempt in range(CONFLICT_RETRIES):
         existing = state.read_secret(ctx, seen, namespace, secret_name, authoritative=False)
-        contributors: dict[str, tuple[models.WebhookCertificateSpec, models.WebhookCertificateStatus]] = {}
+        contributors: trust_union.Contributors = {}
         unreadable_names: list[str] = []
         for entry in seen.naming_trust(namespace, secret_name):
             if entry.spec is not None and entry.status is not None:
@@ -165,46 +123,62 @@ def write(
         if existing is None and not contributors and not unreadable_names:
             # Nobody names it and it is gone: nothing to take out, and nothing to create.
             return Written(trust.trust_hash(trust.PLACEHOLDER_PEM))
-        union = _union(ctx, seen, namespace, existing, contributors, unreadable_names)
-        hash_ = trust.trust_hash(union.data)
-        old = existing.data.get(names.TRUST_KEY, b"") if existing is not None else b""
-        others = sum(len(k) + len(v) for k, v in existing.data.items() if k != names.TRUST_KEY) if existing else 0
-        if others + len(union.data) > SECRET_LIMIT and len(union.data) > len(old):
-            # Smaller content (a revocation) always goes through; larger content past the limit never.
-            return Written(
-                trust.trust_hash(old),
-                tuple(union.unreadable),
-                f"trust Secret {secret_name} would hold {len(trust.fingerprints_of([union.data]))} certificates "
-                f"({(others + len(union.data)) // 1024} KiB), more than a Secret can (1 MiB): split the "
-                "WebhookCertificates naming it over several trust Secrets; its content is left as it was",
-            )
+        if existing is not None and ownership.holder(secret_name, existing.labels, existing.annotations).role in (
+            "key",
+            "next",
+            "bundle",
+        ):
+            # The name now holds key material of the operator's (a store used before was deleted and the
+            # name taken): it was never this store, and the sweep of an old name must not clobber it.
+            return Written(trust.trust_hash(existing.data.get(names.TRUST_KEY, b"")))
+        union = trust_union.union(ctx, seen, namespace, existing, contributors, unreadable_names)
         wanted = trust_formats.targets((n, spec) for n, (spec, _) in contributors.items())
-        extra, extra_annotations, formats_problem = trust_formats.encode(
-            ctx, namespace, secret_name, wanted, union.data, hash_, existing
+        keys, config_maps, elsewhere = _recorded(seen, namespace, secret_name, mine)
+        data = union.data
+        encoded = trust_formats.encode(
+            ctx, namespace, secret_name, wanted, data, trust.trust_hash(data), existing, keys
         )
-        edited = (
-            existing is not None
-            and names.TRUST_HASH_ANNOTATION in existing.annotations
-            and trust.trust_hash(old) != existing.annotations[names.TRUST_HASH_ANNOTATION]
-        )
+        old = existing.data.get(names.TRUST_KEY, b"") if existing is not None else b""
+        refused = None
+        size = _size(existing, data, encoded)
+        if size > SECRET_LIMIT:
+            # Past the limit, what was not trusted before stays untrusted; a revocation still goes through.
+            before = trust.certificates_by_fingerprint(old)
+            now_held = trust.certificates_by_fingerprint(data)
+            limited = trust.assemble([pem for fp, (pem, _) in now_held.items() if fp in before])
+            if limited != data:
+                refused = (
+                    f"trust Secret {secret_name} would hold {len(now_held)} certificates ({size // 1024} KiB), more "
+                    "than a Secret can (1 MiB): split the WebhookCertificates naming it over several trust "
+                    f"Secrets; the {len(set(now_held) - set(before))} certificates it did not trust before are "
+                    "left out (revocations are written)"
+                )
+                data = limited
+                encoded = trust_formats.encode(
+                    ctx, namespace, secret_name, wanted, data, trust.trust_hash(data), existing, keys
+                )
+        hash_ = trust.trust_hash(data)
+        restored = _restored(existing, old, union, encoded)
         try:
             written = secrets.write(
                 ctx.clients,
                 namespace,
                 secret_name,
                 type=secrets.OPAQUE,
-                data={names.TRUST_KEY: union.data, **extra},
+                data={names.TRUST_KEY: data, **encoded.data},
                 labels={names.ROLE_LABEL: "trust"},
                 annotations={
                     names.TRUST_HASH_ANNOTATION: hash_,
-                    names.REVOKED_ANNOTATION: _revoked_annotation(union),
-                    names.SOURCES_ANNOTATION: trust.render_sources(union.sources),
-                    **extra_annotations,
+                    names.REVOKED_ANNOTATION: trust_union.revoked_annotation(union),
+                    names.SOURCES_ANNOTATION: trust.render_sources(union.sources(data)),
+                    **encoded.annotations,
                     **trust_formats.config_maps_annotation(wanted, existing),
                 },
                 existing=existing,
                 # An existing Secret may hold the endpoint's own keys beside ca.crt: they are not ours.
                 only_keys=True,
+                # Truststores that no longer hold what ca.crt holds, or are no longer asked for.
+                remove=encoded.remove,
             )
         except Exception as exc:
             if secrets.is_conflict(exc) and attempt < CONFLICT_RETRIES - 1:
@@ -216,8 +190,8 @@ def write(
             raise
         if written is not None:
             seen.put_secret(namespace, written)
-            if edited:
-                message = f"ca.crt of trust Secret {secret_name} was edited by hand; restored from the statuses"
+            if restored:
+                message = f"trust Secret {secret_name} was edited by hand ({'; '.join(restored)}); restored"
                 logger.warning("%s/%s: TrustStoreRestored: %s", namespace, secret_name, message)
                 events.record(
                     ctx.clients,
@@ -233,24 +207,79 @@ def write(
             if ctx.trust_changed is not None:
                 ctx.trust_changed(namespace, secret_name)
         trust_formats.write_config_maps(
-            ctx, namespace, wanted, union.data, extra, hash_, changed=written is not None, before=existing
+            ctx,
+            namespace,
+            wanted,
+            data,
+            encoded,
+            hash_,
+            changed=written is not None,
+            before=existing,
+            recorded=config_maps,
+            elsewhere=elsewhere,
         )
-        return Written(hash_, tuple(union.unreadable), formats=formats_problem)
+        return Written(hash_, tuple(union.unreadable), refused, encoded.problem)
     raise AssertionError("unreachable")
 
 
-def sweep(p: state.Pass) -> None:
-    """Rewrite every other trust Secret this object ever put a certificate into (after an emergency).
+def _restored(
+    existing: secrets.SecretData | None, old: bytes, union: trust_union.Union, encoded: trust_formats.Encoded
+) -> list[str]:
+    """What of the trust Secret was found edited by hand: each is put back by this write, with an Event."""
+    found: list[str] = []
+    recorded_hash = existing.annotations.get(names.TRUST_HASH_ANNOTATION) if existing is not None else None
+    if recorded_hash is not None and trust.trust_hash(old) != recorded_hash:
+        found.append("ca.crt restored from the statuses")
+    for name, fingerprints in sorted(union.unvouched.items()):
+        found.append(
+            f"its sources annotation lists {name}, which does not exist and has no key Secret holding "
+            f"{', '.join(fp[:16] for fp in fingerprints)}: removed"
+        )
+    if encoded.restored:
+        found.append(f"{', '.join(encoded.restored)} held other certificates than ca.crt: rewritten")
+    return found
 
-    Found by their sources annotation: a trust Secret used before ``spec.trust.secretName`` moved
-    loses the compromised certificate too, and its revoked annotation keeps it out.
+
+def sweep(p: state.Pass) -> None:
+    """Rewrite every other trust Secret this object ever wrote (after an emergency).
+
+    Found first by the status's record of the trust Secrets it wrote (which only the operator writes),
+    then by their sources annotation (which a store's editor can change): a trust Secret used before
+    ``spec.trust.secretName`` moved loses the compromised certificate too, in every form, and its
+    revoked annotation keeps it out.
     """
     ns = p.resource.namespace
+    found = {record.secret_name for record in p.status.trust.stores} if p.status.trust is not None else set()
     for secret in p.view.trust_secrets(ns):
-        if secret.name == p.spec.trust.secret_name:
-            continue
         if p.resource.name in trust.parse_sources(secret.annotations.get(names.SOURCES_ANNOTATION, "")):
-            write(p.ctx, p.view, ns, secret.name)
+            found.add(secret.name)
+    found.discard(p.spec.trust.secret_name)
+    for name in sorted(found):
+        write(p.ctx, p.view, ns, name)
+
+
+def _stores(p: state.Pass) -> list[models.TrustStoreRecord]:
+    """The status's record of the trust Secrets written, with what this pass asked of the present one."""
+    trust_spec = p.spec.trust
+    records = list(p.status.trust.stores) if p.status.trust is not None else []
+    before = p.status.trust.secret_name if p.status.trust is not None else None
+    if before is not None and all(r.secret_name != before for r in records):
+        # Recorded by a version that kept no list: the Secret used before is known all the same.
+        records.append(models.TrustStoreRecord(secret_name=before))
+    formats = trust_spec.additional_formats
+    keys = [s.key for s in (formats.pkcs12, formats.jks) if s is not None] if formats is not None else []
+    config_maps = [trust_spec.config_map.name] if trust_spec.config_map is not None else []
+    present = next((r for r in records if r.secret_name == trust_spec.secret_name), None)
+    if present is None:
+        present = models.TrustStoreRecord(secret_name=trust_spec.secret_name)
+        records.insert(0, present)
+    updated = models.TrustStoreRecord(
+        secret_name=present.secret_name,
+        keys=sorted({*present.keys, *keys}),
+        config_maps=sorted({*present.config_maps, *config_maps}),
+    )
+    records = [updated if r is present else r for r in records]
+    return records[:STORES_MAX]
 
 
 def sync(p: state.Pass) -> None:
@@ -284,9 +313,10 @@ def sync(p: state.Pass) -> None:
         p.set_condition(names.TRUST_STORE_INCOMPLETE, "True", "TruststoreNotWritten", written.formats)
     else:
         p.drop_condition(names.TRUST_STORE_INCOMPLETE)
-    before = _moved_from(p)
-    if p.status.trust is None or p.status.trust.hash != hash_ or before != p.spec.trust.secret_name:
-        p.update(trust={"secret_name": p.spec.trust.secret_name, "hash": hash_})
+    _moved_from(p)
+    recorded = models.TrustStatus(secret_name=p.spec.trust.secret_name, hash=hash_, stores=_stores(p))
+    if p.status.trust != recorded:
+        p.update(trust=recorded.model_dump())
     if not p.spec.consumers:
         if p.status.consumers:
             p.status.consumers = []

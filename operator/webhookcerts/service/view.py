@@ -222,6 +222,11 @@ class View:
                 if ns == namespace and s.labels.get(names.ROLE_LABEL) == "trust"
             ]
 
+    def namespace_secrets(self, namespace: str) -> list[secrets.SecretData]:
+        """Every Secret of a namespace the view holds (the operator's, by its label)."""
+        with self._lock:
+            return [s for (ns, _), s in self._secrets.items() if ns == namespace]
+
     def is_trust_secret(self, namespace: str, name: str) -> bool:
         with self._lock:
             return (namespace, name) in self._by_trust

@@ -11,7 +11,7 @@ trusted again" means not even for one write.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -30,7 +30,7 @@ INCIDENT = "INC-4242"
 
 
 @pytest.fixture
-def trust_writes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[set[str]]]:
+def trust_writes(monkeypatch: pytest.MonkeyPatch) -> list[set[str]]:
     """The fingerprints of every ca.crt written to the trust Secret, in order."""
     written: list[set[str]] = []
     original = secrets.write
@@ -41,7 +41,7 @@ def trust_writes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[set[str]]]:
         return original(clients, namespace, name, **kwargs)
 
     monkeypatch.setattr(secrets, "write", spy)
-    yield written
+    return written
 
 
 def _recreate(h: Harness, name: str, *, keep_annotations: bool) -> None:

@@ -76,7 +76,8 @@ def test_an_unrecorded_replacement_beside_a_sound_current_is_adopted_even_at_ren
 
 def test_a_next_secret_that_is_revoked_retired_or_not_ours_is_never_adopted() -> None:
     revoked = status(revoked=(NEXT.fingerprint,))
-    assert decided(observe(revoked, next_secret=next_of(NEXT, "Planned"))) == (Action.DELETE_STALE_NEXT, "StaleNextSecret")
+    stale = (Action.DELETE_STALE_NEXT, "StaleNextSecret")
+    assert decided(observe(revoked, next_secret=next_of(NEXT, "Planned"))) == stale
     retired = status()
     retired.history = [
         models.HistoryEntry(
@@ -89,10 +90,7 @@ def test_a_next_secret_that_is_revoked_retired_or_not_ours_is_never_adopted() ->
             retired_at=ISSUED,
         )
     ]
-    assert decided(observe(retired, next_secret=next_of(NEXT, "Planned"))) == (
-        Action.DELETE_STALE_NEXT,
-        "StaleNextSecret",
-    )
+    assert decided(observe(retired, next_secret=next_of(NEXT, "Planned"))) == stale
     # No reason annotation (not made by the operator for a purpose), an emergency without incident,
     # an expired one: left alone here.
     for seen, now in (

@@ -14,6 +14,7 @@ import datetime
 from collections.abc import Callable
 from typing import Any
 
+import kubernetes
 import pytest
 
 from tests import whc
@@ -244,3 +245,22 @@ def test_marking_the_secrets_never_holds_containment_back_and_the_next_pass_repa
     pending = h.status("marks").next
     assert pending is not None
     assert INCIDENT in h.secret_annotations("marks-tls-next")[names.EMERGENCIES_ANNOTATION]
+
+
+def test_a_re_created_object_never_bundles_the_compromised_key_again(harness: Harness) -> None:
+    h = harness
+    h.api.core.create_namespaced_secret(
+        h.api.namespace,
+        kubernetes.client.V1Secret(metadata=kubernetes.client.V1ObjectMeta(name="pw"), string_data={"password": "pw"}),
+    )
+    compromised = active(h, "bundled", bundle={"passwordSecretRef": {"name": "pw"}})
+    # Positive control: the healthy current is bundled under its serial.
+    assert any(compromised.serial in f for f in h.api.secret("bundled-tls-bundle") or {})
+    h.api.emergency("bundled", INCIDENT)
+    h.settle("bundled")
+    replacement = h.status("bundled").next
+    assert replacement is not None
+    _recreate(h, "bundled", keep_annotations=True)
+    h.settle("bundled")
+    files = sorted(h.api.secret("bundled-tls-bundle") or {})
+    assert files and all(replacement.serial in f for f in files), files

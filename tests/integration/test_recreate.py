@@ -19,7 +19,7 @@ import pytest
 
 from tests import whc
 from tests.integration.test_service import Harness, SimulatedCrash, active, harness, rotating
-from webhookcerts.domain import models, names
+from webhookcerts.domain import incidents, models, names
 from webhookcerts.kube import resources, secrets
 from webhookcerts.service import claims, reconcile
 
@@ -264,3 +264,37 @@ def test_a_re_created_object_never_bundles_the_compromised_key_again(harness: Ha
     h.settle("bundled")
     files = sorted(h.api.secret("bundled-tls-bundle") or {})
     assert files and all(replacement.serial in f for f in files), files
+
+
+def test_an_object_re_created_before_the_marks_existed_is_repaired_by_its_replacement(harness: Harness) -> None:
+    """What a release without the marks left on a cluster: the compromised key adopted as sound, the
+    replacement unrecorded (and untrusted). The replacement's own annotations say what happened."""
+    h = harness
+    compromised, replacement = _compromised_with_replacement(h, "old")
+    h.api.core.patch_namespaced_secret(
+        "old-tls",
+        h.api.namespace,
+        {"metadata": {"annotations": dict.fromkeys(incidents.marks(h.status("old"), "key"))}},
+    )
+    _recreate(h, "old", keep_annotations=False)
+    sound = compromised.model_copy(update={"compromised_by": None})
+    h.api.custom.patch_namespaced_custom_object_status(
+        models.GROUP,
+        models.VERSION,
+        h.api.namespace,
+        models.PLURAL,
+        "old",
+        {"status": models.WebhookCertificateStatus(revision=1, current=sound).to_api()},
+    )
+    _sync_trust(h)
+    assert replacement.fingerprint not in h.api.trusted_fingerprints(), "the broken state to repair"
+    keys = h.keygen.calls
+    h.run("old")
+    status = h.status("old")
+    assert status.stage == "Compromised"
+    assert status.current is not None and status.current.compromised_by == INCIDENT
+    assert status.next is not None and status.next.fingerprint == replacement.fingerprint
+    assert compromised.fingerprint in status.revoked_fingerprints
+    assert h.api.trusted_fingerprints() == {replacement.fingerprint}
+    assert h.keygen.calls == keys
+    assert [e.reason for e in h.events("old", "NextAdopted")] == ["NextAdopted"]

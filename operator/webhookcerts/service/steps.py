@@ -3,10 +3,13 @@
 Crash-safe write orders (the lifecycle's invariant 3):
 - rotation: write the next key Secret, record it in status, update the trust store;
 - containment: record the compromised certificate as revoked, update every trust store, nudge the
-  consumers; the replacement key is a later step (invariant 8: containment before key generation);
+  consumers, and only then mark the incident on the key Secret (best effort: the next pass repairs a
+  failure); the replacement key is a later step (invariant 8: containment before key generation);
 - cut-over: write the current Secret, record status, update the trust store, delete the old key Secret.
 A crash between two steps is repaired by the next pass: an unrecorded next Secret made for the same
-purpose is adopted (never a second key), an interrupted cut-over is finished.
+purpose is adopted (never a second key), an interrupted cut-over is finished. An object deleted and
+re-created adopts what its key Secrets record (``domain.incidents``): a compromised key comes back
+compromised, a replacement or planned next comes back pending.
 """
 
 from __future__ import annotations

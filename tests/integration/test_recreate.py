@@ -223,7 +223,7 @@ def test_marking_the_secrets_never_holds_containment_back_and_the_next_pass_repa
     current = active(h, "marks")
     real = claims.mark_keys
 
-    def failing(p: Any) -> None:
+    def failing(p: Any, **kwargs: Any) -> None:
         raise RuntimeError("the API server refused the patch")
 
     monkeypatch.setattr(claims, "mark_keys", failing)

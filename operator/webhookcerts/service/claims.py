@@ -83,12 +83,14 @@ def upkeep(p: state.Pass) -> None:
             p.write_secret(bundle.name, role="bundle", basis=bundle, type=bundle.type, data=bundle.data)
 
 
-def mark_keys(p: state.Pass) -> None:
+def mark_keys(p: state.Pass, *, only_ours: bool = False) -> None:
     """The key Secrets status records carry their owner, their role and what status knows of incidents.
 
     The incident marks (``domain.incidents``) are what a re-created object adopts back: a compromised
     key stays compromised, a handled emergency stays handled. Containment writes them once trust is
-    taken away; a crash in between is repaired here, on the next pass.
+    taken away; a crash in between is repaired here, on the next pass. ``only_ours``: only Secrets
+    already stamped as this object's in that role (containment may run before the ownership check
+    of the key Secrets, and must never write a Secret that is not its own).
     """
     assert p.last is not None
     recorded: list[tuple[str, incidents.Role, secrets.SecretData | None, str | None]] = [
@@ -98,6 +100,10 @@ def mark_keys(p: state.Pass) -> None:
     observed = {"key": p.last.current_secret.fingerprint, "next": p.last.next_secret.fingerprint}
     for name, role, raw, fingerprint in recorded:
         if raw is None or fingerprint is None or observed[role] != fingerprint:
+            continue
+        if only_ours and ownership.holder(name, raw.labels, raw.annotations) != ownership.Holder(
+            True, p.resource.name, role
+        ):
             continue
         wanted = incidents.marks(p.status, role)
         if _marked(p, raw, role) and incidents.marked(raw.annotations, wanted):

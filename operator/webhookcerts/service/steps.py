@@ -262,7 +262,7 @@ def contain(p: Pass, obs: policy.Observation, decision: policy.Decision) -> None
     # Only now, with trust taken away, is the incident written beside the key (it survives the object);
     # a failure here is repaired by the next pass (claims.upkeep) and never holds containment back.
     try:
-        claims.mark_keys(p)
+        claims.mark_keys(p, only_ours=True)
     except Exception as exc:  # best effort, after containment
         logger.warning(
             "%s/%s: incident %s contained; marking the key Secret failed (the next pass retries): %s",

@@ -252,7 +252,8 @@ def test_a_pass_costs_what_its_trust_secrets_neighbours_contribute_and_an_unchan
     assert ctx.checks.misses == checks
 
     # An emergency on one: its status, the trust Secret it shares with one neighbour, the Event, the
-    # new key Secret. No list of WebhookCertificates, and no other trust Secret touched.
+    # incident marked on its key Secret (after the trust Secret), the new key Secret. No list of
+    # WebhookCertificates, and no other trust Secret touched.
     api.emergency("n-2", "INC-5")
     feed(eng, api)
     mark = len(counting.calls)
@@ -261,8 +262,10 @@ def test_a_pass_costs_what_its_trust_secrets_neighbours_contribute_and_an_unchan
     paths = {path for _, path in sent}
     assert not any(m == "GET" and p.endswith("/webhookcertificates") for m, p in sent), sent
     touched = {p.rsplit("/", 1)[1] for p in paths if "/secrets/" in p}
-    assert touched <= {"trust-1", "n-2-tls-next"}, sent
+    assert touched <= {"trust-1", "n-2-tls", "n-2-tls-next"}, sent
     assert "trust-1" in touched
+    order = [p.rsplit("/", 1)[1] for _, p in counting.calls[mark:] if "/secrets/" in p]
+    assert order.index("trust-1") < order.index("n-2-tls"), order
     assert all(m != "GET" for m, p in sent if "/secrets" in p), sent
     status = api.status("n-2")
     assert status.next is not None and status.current is not None and status.current.compromised_by == "INC-5"

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from webhookcerts.domain import clock, models, pki, policy, renewal
+from webhookcerts.domain import clock, models, names, pki, policy, renewal
 
 UTC = datetime.UTC
 Action = policy.Action
@@ -87,6 +87,12 @@ def status(
 
 def holding(cert: pki.CertificateInfo | None) -> policy.SecretObservation:
     return policy.SecretObservation.missing() if cert is None else policy.SecretObservation(exists=True, info=cert)
+
+
+def next_of(cert: pki.CertificateInfo, reason: str, incident: str = "") -> policy.SecretObservation:
+    """A next Secret the operator wrote (its reason and incident annotations), recorded nowhere."""
+    annotations = {names.NEXT_REASON_ANNOTATION: reason, names.INCIDENT_ANNOTATION: incident}
+    return policy.SecretObservation(exists=True, info=cert, annotations=annotations)
 
 
 def broken(problem: str = "SecretCorrupted", message: str = "has no tls.key") -> policy.SecretObservation:
@@ -523,6 +529,7 @@ def test_every_action_is_reachable_and_only_key_changes_are_mutating() -> None:
         policy.decide(observe(status(), current_secret=broken())).action,
         policy.decide(observe(status())).action,
         policy.decide(observe(status(pending=NEXT), discard=NEXT.serial)).action,
+        policy.decide(observe(status(), next_secret=next_of(NEXT, "Planned"))).action,
         *(r.action for r in policy.plan(observe(status(), emergency="", cutover="FF", discard="FF")).refusals),
     }
     assert reached == set(Action)

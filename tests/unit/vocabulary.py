@@ -93,8 +93,9 @@ def decision_reasons(actions: set[str] | None = None) -> set[str]:
 
 
 # Decisions whose reason the pass turns into an Event: Ready=False (service/derived.conclude, then
-# state.CONDITION_EVENTS), a refusal condition, and the two steps that record `decision.reason`.
+# state.CONDITION_EVENTS), a refusal condition, and the steps that record `decision.reason`.
 EVENTFUL_ACTIONS = {
+    "ADOPT_NEXT",
     "NOT_READY",
     "REFUSE_EMERGENCY",
     "REFUSE_CUTOVER",

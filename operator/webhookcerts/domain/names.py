@@ -22,6 +22,11 @@ REVOKED_ANNOTATION = f"{PREFIX}/revoked-fingerprints"
 NEXT_REASON_ANNOTATION = f"{PREFIX}/next-reason"
 INCIDENT_ANNOTATION = f"{PREFIX}/incident"
 BUNDLE_SOURCE_ANNOTATION = f"{PREFIX}/bundle-source"
+# On the key Secrets: what status knows of incidents, kept with the key material so that an object
+# deleted and re-created (status empty) comes back as it was (domain/incidents.py). The revoked
+# fingerprints use REVOKED_ANNOTATION, as on a trust Secret.
+COMPROMISED_BY_ANNOTATION = f"{PREFIX}/compromised-by"
+EMERGENCIES_ANNOTATION = f"{PREFIX}/emergency-rotations"
 # On every Secret the operator writes for one WebhookCertificate: whose it is (the full name; the
 # certificate label holds at most 63 characters).
 OWNER_ANNOTATION = f"{PREFIX}/owner"

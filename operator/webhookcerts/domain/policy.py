@@ -9,7 +9,10 @@ first decision wins. The order encodes the lifecycle's priorities:
    leaves the trust store) and only then ``IssueReplacement`` generates the new key, so containment
    never waits for RSA key generation;
 2. an interrupted cut-over is finished before anything else reads the current Secret; a pending
-   next the user gives up (``discard-next``: lost or damaged, not exposed) goes next;
+   next the user gives up (``discard-next``: lost or damaged, not exposed) goes next; a next key of
+   ours that status does not record (the object was deleted and re-created) is adopted, never
+   deleted: the provider may hold it. An emergency reference the key Secrets record as handled
+   (``domain.incidents``) is not a new incident;
 3. a current Secret that is missing, corrupt or changed stops everything (never auto-replaced: the
    provider holds a copy of that key) but a cut-over the user asks for, which is the way out;
 4. a cut-over asked for by annotation, then one forced by expiry;
@@ -22,85 +25,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from webhookcerts.domain import models, pki, renewal
+from webhookcerts.domain import incidents, models, names, renewal
+from webhookcerts.domain.observations import MUTATING as MUTATING
+from webhookcerts.domain.observations import Action as Action
+from webhookcerts.domain.observations import Check as Check
+from webhookcerts.domain.observations import Decision as Decision
+from webhookcerts.domain.observations import Observation as Observation
+from webhookcerts.domain.observations import SecretObservation as SecretObservation
 
 MAX_REFERENCE_LENGTH = 128
-
-
-class Action(enum.Enum):
-    ISSUE_INITIAL = "IssueInitial"
-    ADOPT_CURRENT = "AdoptCurrent"
-    ISSUE_NEXT = "IssueNext"
-    EMERGENCY = "Emergency"
-    ISSUE_REPLACEMENT = "IssueReplacement"
-    CUTOVER = "Cutover"
-    DELETE_STALE_NEXT = "DeleteStaleNext"
-    DISCARD_NEXT = "DiscardNext"
-    REFUSE_EMERGENCY = "RefuseEmergency"
-    REFUSE_CUTOVER = "RefuseCutover"
-    REFUSE_DISCARD = "RefuseDiscard"
-    NOT_READY = "NotReady"
-    UP_TO_DATE = "UpToDate"
-
-
-# Decisions that change key material; the others only set conditions.
-MUTATING = frozenset(
-    {
-        Action.ISSUE_INITIAL,
-        Action.ADOPT_CURRENT,
-        Action.ISSUE_NEXT,
-        Action.EMERGENCY,
-        Action.ISSUE_REPLACEMENT,
-        Action.CUTOVER,
-        Action.DELETE_STALE_NEXT,
-        Action.DISCARD_NEXT,
-    }
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class SecretObservation:
-    """What one key Secret holds, already checked: public facts only, never the key."""
-
-    exists: bool
-    info: pki.CertificateInfo | None = None
-    problem: str | None = None
-    message: str = ""
-    annotations: dict[str, str] = dataclasses.field(default_factory=dict)
-
-    @classmethod
-    def missing(cls) -> SecretObservation:
-        return cls(exists=False)
-
-    @property
-    def fingerprint(self) -> str | None:
-        return self.info.fingerprint if self.info is not None else None
-
-
-@dataclasses.dataclass(frozen=True)
-class Observation:
-    spec: models.WebhookCertificateSpec
-    status: models.WebhookCertificateStatus
-    now: datetime.datetime
-    current_secret: SecretObservation
-    next_secret: SecretObservation
-    emergency_reference: str | None = None
-    cutover_serial: str | None = None
-    discard_serial: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Decision:
-    action: Action
-    reason: str
-    message: str = ""
-    reference: str | None = None
-
-
-Check = Callable[[Observation], Decision | None]
 
 
 def validate_reference(reference: str) -> str | None:
@@ -141,9 +76,28 @@ def containment_pending(status: models.WebhookCertificateStatus, reference: str 
     return contained or emergency_pending(status, reference)
 
 
+def recorded_on_secrets(obs: Observation) -> incidents.Recorded:
+    """What the key Secrets record of past incidents (what status knew before the object was re-created).
+
+    A next Secret made for an emergency is itself a record: a replacement is only ever issued once its
+    incident was contained.
+    """
+    found = incidents.recorded(obs.current_secret.annotations).merge(incidents.recorded(obs.next_secret.annotations))
+    annotations = obs.next_secret.annotations
+    incident = annotations.get(names.INCIDENT_ANNOTATION, "")
+    if annotations.get(names.NEXT_REASON_ANNOTATION) == "Emergency" and incident:
+        found = found.merge(incidents.Recorded(references=(incident,)))
+    return found
+
+
 def emergency_requested(obs: Observation) -> Decision | None:
     reference = obs.emergency_reference
     if reference is None or not emergency_pending(obs.status, reference):
+        return None
+    if reference in recorded_on_secrets(obs).references:
+        # Handled by this object before it was deleted and re-created (the manifest still carries the
+        # annotation): adopting its Secrets restores the record; a second containment would revoke the
+        # replacement the provider may already present.
         return None
     problem = validate_reference(reference)
     if problem is not None:
@@ -250,14 +204,62 @@ def discard_requested(obs: Observation) -> Decision | None:
     )
 
 
+def adoptable_next(obs: Observation, status: models.WebhookCertificateStatus) -> models.NextReason | None:
+    """Why the unrecorded next Secret was made, when ``status`` may adopt it as its pending next.
+
+    A next key the operator made (its ``next-reason`` annotation) for a purpose status no longer knows
+    of: the object was deleted and re-created, and the provider may hold that key. Never one that
+    is broken, expired, the current one, or revoked or retired (those are stale).
+    """
+    secret, current = obs.next_secret, status.current
+    if status.next is not None or current is None or secret.info is None:
+        return None
+    reason = secret.annotations.get(names.NEXT_REASON_ANNOTATION)
+    if reason == "Emergency" and not secret.annotations.get(names.INCIDENT_ANNOTATION):
+        return None
+    if reason not in ("Planned", "Emergency") or _retired(status, secret.info.fingerprint):
+        return None
+    if secret.info.fingerprint == current.fingerprint or obs.now >= secret.info.not_after:
+        return None
+    return "Planned" if reason == "Planned" else "Emergency"
+
+
+def _retired(status: models.WebhookCertificateStatus, fingerprint: str) -> bool:
+    return fingerprint in status.revoked_fingerprints or any(h.fingerprint == fingerprint for h in status.history)
+
+
+def next_adopted(obs: Observation) -> Decision | None:
+    """An unrecorded next key of ours that nothing else in the chain adopts: adopt it, never delete it.
+
+    After a crash the step that made it adopts it itself (``IssueNext`` at renewal time,
+    ``IssueReplacement`` after containment) and says what it is for; this is the rest: a planned next
+    before renewal time, and a replacement beside a current certificate recorded as sound (status
+    written before the incident was recorded with the keys): the replacement says the current one is
+    compromised.
+    """
+    reason = adoptable_next(obs, obs.status)
+    current = obs.status.current
+    if reason is None or current is None:
+        return None
+    if reason == "Planned" and (
+        current.compromised_by or obs.now >= renewal.renewal_time(current.not_after, obs.spec.renew_before_delta)
+    ):
+        return None
+    serial = obs.next_secret.info.serial if obs.next_secret.info is not None else "-"
+    return Decision(
+        Action.ADOPT_NEXT,
+        "NextAdopted",
+        f"adopting the {reason.lower()} next key already in Secret {obs.spec.next_secret_name} (serial {serial}): "
+        "the provider may hold it",
+    )
+
+
 def next_secret_sound(obs: Observation) -> Decision | None:
     secret, pending, name = obs.next_secret, obs.status.next, obs.spec.next_secret_name
     current_fp = obs.status.current.fingerprint if obs.status.current else None
     if pending is None:
         if secret.exists and (
-            secret.fingerprint is None
-            or secret.fingerprint == current_fp
-            or secret.fingerprint in obs.status.revoked_fingerprints
+            secret.fingerprint is None or secret.fingerprint == current_fp or _retired(obs.status, secret.fingerprint)
         ):
             return Decision(Action.DELETE_STALE_NEXT, "StaleNextSecret", f"Secret {name} is left over; deleting it")
         return None
@@ -322,6 +324,7 @@ CHAIN: Sequence[Check] = (
     replacement_due,
     cutover_interrupted,
     discard_requested,
+    next_adopted,
     current_secret_sound,
     next_secret_sound,
     cutover_requested,

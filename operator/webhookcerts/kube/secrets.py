@@ -119,7 +119,7 @@ def write(
     type: str,
     data: dict[str, bytes],
     labels: dict[str, str] | None = None,
-    annotations: dict[str, str] | None = None,
+    annotations: Mapping[str, str | None] | None = None,
     owner: Owner | None = None,
     disown: str | None = None,
     create_only: bool = False,
@@ -142,6 +142,8 @@ def write(
     ``remove`` names keys that must go from an existing Secret even so (a truststore the operator wrote
     and can no longer vouch for).
 
+    An annotation given as None is taken off an existing Secret (and not set on a new one).
+
     ``owner`` makes the object the Secret's owner (garbage-collected with it); ``disown`` is the uid
     of an object whose ownership an existing Secret loses (its deletionPolicy turned to Retain).
     """
@@ -157,7 +159,7 @@ def write(
                 name=name,
                 namespace=namespace,
                 labels=labels,
-                annotations=annotations or None,
+                annotations={k: v for k, v in annotations.items() if v is not None} or None,
                 owner_references=[owner.reference()] if owner else None,
             ),
             type=type,

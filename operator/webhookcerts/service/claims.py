@@ -11,7 +11,7 @@ only status and the trust stores (it checks the one trust Secret it writes, neve
 
 from __future__ import annotations
 
-from webhookcerts.domain import names, ownership
+from webhookcerts.domain import incidents, names, ownership
 from webhookcerts.kube import secrets
 from webhookcerts.service import state
 
@@ -85,22 +85,39 @@ def upkeep(p: state.Pass) -> None:
     role; a change of ``deletionPolicy`` adds or removes the owner reference. Only the metadata is
     patched, and only when something is wrong, so an idle pass sends nothing.
     """
+    mark_keys(p)
+    if p.spec.bundle is not None and p.spec.bundle_secret_name not in p.disputed:
+        bundle = p.view.secret(p.resource.namespace, p.spec.bundle_secret_name)
+        if bundle is not None and not _marked(p, bundle, "bundle"):
+            p.write_secret(bundle.name, role="bundle", basis=bundle, type=bundle.type, data=bundle.data)
+
+
+def mark_keys(p: state.Pass, *, only_ours: bool = False) -> None:
+    """The key Secrets status records carry their owner, their role and what status knows of incidents.
+
+    The incident marks (``domain.incidents``) are what a re-created object adopts back: a compromised
+    key stays compromised, a handled emergency stays handled. Containment writes them once trust is
+    taken away; a crash in between is repaired here, on the next pass. ``only_ours``: only Secrets
+    already stamped as this object's in that role (containment may run before the ownership check
+    of the key Secrets, and must never write a Secret that is not its own).
+    """
     assert p.last is not None
-    recorded: list[tuple[str, ownership.Role, secrets.SecretData | None, str | None]] = [
+    recorded: list[tuple[str, incidents.Role, secrets.SecretData | None, str | None]] = [
         (p.spec.secret_name, "key", p.current_raw, p.status.current.fingerprint if p.status.current else None),
         (p.spec.next_secret_name, "next", p.next_raw, p.status.next.fingerprint if p.status.next else None),
     ]
     observed = {"key": p.last.current_secret.fingerprint, "next": p.last.next_secret.fingerprint}
     for name, role, raw, fingerprint in recorded:
-        if name in p.disputed or raw is None or fingerprint is None:
+        if name in p.disputed or raw is None or fingerprint is None or observed[role] != fingerprint:
             continue
-        if observed[role] != fingerprint or _marked(p, raw, role):
+        if only_ours and ownership.holder(name, raw.labels, raw.annotations) != ownership.Holder(
+            True, p.resource.name, role
+        ):
             continue
-        p.write_secret(name, role=role, basis=raw, type=raw.type, data=raw.data)
-    if p.spec.bundle is not None and p.spec.bundle_secret_name not in p.disputed:
-        bundle = p.view.secret(p.resource.namespace, p.spec.bundle_secret_name)
-        if bundle is not None and not _marked(p, bundle, "bundle"):
-            p.write_secret(bundle.name, role="bundle", basis=bundle, type=bundle.type, data=bundle.data)
+        wanted = incidents.marks(p.status, role)
+        if _marked(p, raw, role) and incidents.marked(raw.annotations, wanted):
+            continue
+        p.write_secret(name, role=role, basis=raw, type=raw.type, data=raw.data, annotations=wanted)
 
 
 def _marked(p: state.Pass, secret: secrets.SecretData, role: ownership.Role) -> bool:

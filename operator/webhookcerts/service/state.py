@@ -15,7 +15,7 @@ import datetime
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from webhookcerts.domain import clock as clock_mod
@@ -247,7 +247,7 @@ class Pass:
         *,
         role: ownership.Role,
         basis: secrets.SecretData | secrets.Unknown | None = secrets.UNKNOWN,
-        annotations: dict[str, str] | None = None,
+        annotations: Mapping[str, str | None] | None = None,
         **kwargs: Any,
     ) -> secrets.SecretData | None:
         """Write one of this object's Secrets and put what the server answered back into the view.
@@ -304,7 +304,9 @@ class Pass:
             self.view.put_secret(ns, written)
         return written
 
-    def write_key_secret(self, name: str, pair: pki.KeyPair, annotations: dict[str, str], create_only: bool) -> None:
+    def write_key_secret(
+        self, name: str, pair: pki.KeyPair, annotations: Mapping[str, str | None], create_only: bool
+    ) -> None:
         # Key Secrets are written against what this pass observed, not what the view holds by the time
         # the key is generated (a second or more later).
         is_next = name == self.spec.next_secret_name

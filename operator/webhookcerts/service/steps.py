@@ -3,21 +3,27 @@
 Crash-safe write orders (the lifecycle's invariant 3):
 - rotation: write the next key Secret, record it in status, update the trust store;
 - containment: record the compromised certificate as revoked, update every trust store, nudge the
-  consumers; the replacement key is a later step (invariant 8: containment before key generation);
+  consumers, and only then mark the incident on the key Secret (best effort: the next pass repairs a
+  failure); the replacement key is a later step (invariant 8: containment before key generation);
 - cut-over: write the current Secret, record status, update the trust store, delete the old key Secret.
 A crash between two steps is repaired by the next pass: an unrecorded next Secret made for the same
-purpose is adopted (never a second key), an interrupted cut-over is finished.
+purpose is adopted (never a second key), an interrupted cut-over is finished. An object deleted and
+re-created adopts what its key Secrets record (``domain.incidents``): a compromised key comes back
+compromised, a replacement or planned next comes back pending.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
-from webhookcerts.domain import models, names, pki, policy
+from webhookcerts.domain import incidents, models, names, pki, policy
 from webhookcerts.kube import secrets
-from webhookcerts.service import trust_store
+from webhookcerts.service import claims, trust_store
 from webhookcerts.service.state import Pass
+
+logger = logging.getLogger(__name__)
 
 
 def _record(info: pki.CertificateInfo, secret_name: str, revision: int) -> dict[str, Any]:
@@ -79,7 +85,11 @@ def _issue_next(
             p.delete_secret(p.spec.next_secret_name, resource_version=p.next_raw.resource_version)
             p.next_raw = None
         pair = p.new_pair()
-        annotations = {names.NEXT_REASON_ANNOTATION: reason, names.INCIDENT_ANNOTATION: incident or ""}
+        annotations = {
+            **incidents.marks(p.status, "next"),
+            names.NEXT_REASON_ANNOTATION: reason,
+            names.INCIDENT_ANNOTATION: incident or "",
+        }
         # Create-only: a second operator process that created one meanwhile makes this fail (409);
         # the pass is decided again and adopts that key instead of overwriting it.
         p.write_key_secret(p.spec.next_secret_name, pair, annotations, create_only=True)
@@ -109,13 +119,81 @@ def issue_initial(p: Pass, obs: policy.Observation, decision: policy.Decision) -
     )
 
 
+def _restored(p: Pass, obs: policy.Observation, compromised_by: str | None) -> dict[str, Any]:
+    """What the key Secrets record of past incidents, merged into status (an object re-created empty)."""
+    found = policy.recorded_on_secrets(obs)
+    references = _unique([*p.status.emergency_references, *found.references])
+    last = p.status.last_emergency_rotation or found.last
+    if last is None and references:
+        last = models.EmergencyRecord(reference=compromised_by or references[-1], handled_at=p.now)
+    return {
+        "revoked_fingerprints": _unique([*p.status.revoked_fingerprints, *found.revoked]),
+        "emergency_references": references,
+        "last_emergency_rotation": last.model_dump() if last is not None else None,
+    }
+
+
+def _next_adoption(p: Pass, obs: policy.Observation, reason: models.NextReason) -> dict[str, Any]:
+    """The status changes that record the unrecorded next Secret as the pending next."""
+    info = obs.next_secret.info
+    current = p.status.current
+    assert info is not None
+    assert current is not None
+    revision = p.status.revision + 1
+    changes: dict[str, Any] = {
+        "next": {**_record(info, p.spec.next_secret_name, revision), "reason": reason, "issued_at": p.now},
+        "revision": revision,
+    }
+    incident = obs.next_secret.annotations.get(names.INCIDENT_ANNOTATION, "")
+    if reason == "Emergency" and not current.compromised_by:
+        # A replacement is issued only after its incident was contained, and a cut-over deletes it: the
+        # current certificate beside it is the compromised one, whatever status (or its Secret) says.
+        changes["current"] = {**current.model_dump(), "compromised_by": incident}
+        revoked = [*p.status.revoked_fingerprints]
+        if p.spec.emergency_policy == "RevokeImmediately":
+            revoked.append(current.fingerprint)
+        changes["revoked_fingerprints"] = _unique(revoked)
+        changes["emergency_references"] = _unique([*p.status.emergency_references, incident])
+        if p.status.last_emergency_rotation is None:
+            changes["last_emergency_rotation"] = {"reference": incident, "handled_at": p.now}
+    return changes
+
+
 def adopt_current(p: Pass, obs: policy.Observation, decision: policy.Decision) -> None:
+    """Adopt the key Secret as current, with what it records (an object re-created, a key made by hand).
+
+    A compromised key comes back compromised (revoked, never trusted again), the emergencies handled
+    stay handled, and an unrecorded next key of ours is adopted as pending in the same status write,
+    so no trust write ever sees the current certificate without the replacement the provider may use.
+    """
     assert obs.current_secret.info is not None
     info = obs.current_secret.info
+    compromised_by = incidents.recorded(obs.current_secret.annotations).compromised_by
     revision = max(p.status.revision, 1)
-    p.update(current=_record(info, p.spec.secret_name, revision), revision=revision)
+    p.update(
+        current={**_record(info, p.spec.secret_name, revision), "compromised_by": compromised_by},
+        revision=revision,
+        **_restored(p, obs, compromised_by),
+    )
+    if compromised_by and p.spec.emergency_policy == "RevokeImmediately":
+        p.update(revoked_fingerprints=_unique([*p.status.revoked_fingerprints, info.fingerprint]))
+    reason = policy.adoptable_next(obs, p.status)
+    if reason is not None:
+        p.update(**_next_adoption(p, obs, reason))
     p.save()
-    p.event("Normal", "Adopted", f"adopted serial {info.serial} already in Secret {p.spec.secret_name}")
+    said = f" (compromised by incident {compromised_by})" if compromised_by else ""
+    pending = p.status.next
+    also = f"; the {pending.reason.lower()} next serial {pending.serial} pending" if pending is not None else ""
+    p.event("Normal", "Adopted", f"adopted serial {info.serial}{said} already in Secret {p.spec.secret_name}{also}")
+
+
+def adopt_next(p: Pass, obs: policy.Observation, decision: policy.Decision) -> None:
+    reason = policy.adoptable_next(obs, p.status)
+    assert reason is not None, "the policy adopts only an adoptable next Secret"
+    p.update(**_next_adoption(p, obs, reason))
+    p.save()
+    trust_store.sync(p)
+    p.event("Normal", decision.reason, decision.message)
 
 
 def issue_next(p: Pass, obs: policy.Observation, decision: policy.Decision) -> None:
@@ -147,19 +225,28 @@ def contain(p: Pass, obs: policy.Observation, decision: policy.Decision) -> None
     elif obs.next_secret.fingerprint is not None:
         # An unrecorded next key (left by an object deleted and re-created) was as exposed.
         revoked.append(obs.next_secret.fingerprint)
-    current = p.status.current
+    current: dict[str, Any] | None = p.status.current.model_dump() if p.status.current is not None else None
     changes: dict[str, Any] = {}
+    references = list(p.status.emergency_references)
+    if current is None and obs.current_secret.info is not None:
+        # Re-created, its key not adopted yet: the certificate in its Secret is the one compromised,
+        # and what its Secrets record of earlier incidents still holds.
+        current = _record(obs.current_secret.info, p.spec.secret_name, max(p.status.revision, 1))
+        restored = _restored(p, obs, reference)
+        changes["revision"] = current["revision"]
+        revoked = [*restored["revoked_fingerprints"], *revoked]
+        references = restored["emergency_references"]
     if current is not None:
-        changes["current"] = {**current.model_dump(), "compromised_by": reference}
+        changes["current"] = {**current, "compromised_by": reference}
         if p.spec.emergency_policy == "RevokeImmediately":
-            revoked.append(current.fingerprint)
+            revoked.append(current["fingerprint"])
     p.update(
         **changes,
         next=None,
         history=_trim(p, history),
         revoked_fingerprints=_unique(revoked),
         last_emergency_rotation={"reference": reference, "handled_at": p.now},
-        emergency_references=_unique([*p.status.emergency_references, reference]),
+        emergency_references=_unique([*references, reference]),
     )
     p.save()
     p.ctx.metrics.rotated(p.resource.namespace, p.resource.name, p.spec.environment, "emergency")
@@ -169,9 +256,21 @@ def contain(p: Pass, obs: policy.Observation, decision: policy.Decision) -> None
     p.event(
         "Warning",
         "EmergencyRotation",
-        f"incident {reference}: serial {current.serial if current else '-'} treated as compromised{removed}; "
+        f"incident {reference}: serial {current['serial'] if current else '-'} treated as compromised{removed}; "
         f"a new key is being issued into Secret {p.spec.next_secret_name}",
     )
+    # Only now, with trust taken away, is the incident written beside the key (it survives the object);
+    # a failure here is repaired by the next pass (claims.upkeep) and never holds containment back.
+    try:
+        claims.mark_keys(p, only_ours=True)
+    except Exception as exc:  # best effort, after containment
+        logger.warning(
+            "%s/%s: incident %s contained; marking the key Secret failed (the next pass retries): %s",
+            p.resource.namespace,
+            p.resource.name,
+            reference,
+            type(exc).__name__,
+        )
 
 
 def recontain(p: Pass) -> None:
@@ -205,7 +304,8 @@ def cutover(p: Pass, obs: policy.Observation, decision: policy.Decision) -> None
         # The policy checked the next Secret holds exactly the pending certificate.
         assert p.next_raw is not None
         pair = pki.KeyPair(p.next_raw.data[names.TLS_KEY], p.next_raw.data[names.TLS_CERT])
-        p.write_key_secret(p.spec.secret_name, pair, {}, create_only=False)
+        # The compromise mark was the old key's: it goes in the same write (the handled incidents stay).
+        p.write_key_secret(p.spec.secret_name, pair, {names.COMPROMISED_BY_ANNOTATION: None}, create_only=False)
     old = p.status.current
     history: list[Any] = list(p.status.history)
     revoked = list(p.status.revoked_fingerprints)
@@ -258,7 +358,8 @@ def writes(spec: models.WebhookCertificateSpec, action: policy.Action) -> tuple[
     key, next_key = spec.secret_name, spec.next_secret_name
     return {
         policy.Action.ISSUE_INITIAL: (key,),
-        policy.Action.ADOPT_CURRENT: (key,),
+        policy.Action.ADOPT_CURRENT: (key, next_key),
+        policy.Action.ADOPT_NEXT: (next_key,),
         policy.Action.ISSUE_NEXT: (next_key,),
         policy.Action.ISSUE_REPLACEMENT: (next_key,),
         policy.Action.CUTOVER: (key, next_key),
@@ -270,6 +371,7 @@ def writes(spec: models.WebhookCertificateSpec, action: policy.Action) -> tuple[
 STEPS: dict[policy.Action, Callable[[Pass, policy.Observation, policy.Decision], None]] = {
     policy.Action.ISSUE_INITIAL: issue_initial,
     policy.Action.ADOPT_CURRENT: adopt_current,
+    policy.Action.ADOPT_NEXT: adopt_next,
     policy.Action.ISSUE_NEXT: issue_next,
     policy.Action.EMERGENCY: contain,
     policy.Action.ISSUE_REPLACEMENT: issue_replacement,

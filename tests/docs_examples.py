@@ -71,7 +71,7 @@ def kind_lines(page: pathlib.Path) -> int:
 
 
 def examples_of(page: pathlib.Path) -> list[Example]:
-    found = []
+    found: list[Example] = []
     for language, body in vocabulary.fenced_blocks(page.read_text()):
         if language not in ("yaml", "yml") or not KIND_LINE.search(body):
             continue

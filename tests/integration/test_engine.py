@@ -279,7 +279,7 @@ def test_a_pass_costs_what_its_trust_secrets_neighbours_contribute_and_an_unchan
     }
 
 
-def found_replacement(port: int, namespace: str, name: str, recorded: models.CertificateRecord) -> bool:
+def found_replacement(port: int, namespace: str, name: str, recorded: models.NextCertificate) -> bool:
     """Whether the operator on ``port`` last passed ``name`` in stage Compromised with ``recorded`` pending."""
     scraped = conftest.scrape(port)
     labels = {("name", name), ("namespace", namespace)}

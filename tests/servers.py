@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import os
 import pathlib
 import re
@@ -26,6 +28,7 @@ from tests import processes
 from tests.unit import mtls_pki
 from webhookcerts.devcluster import base as devbase
 from webhookcerts.devcluster import cluster as devcluster
+from webhookcerts.domain import truststores
 
 SERVERS_SOURCE = pathlib.Path(__file__).resolve().parent / "e2e" / "servers"
 TRUSTSTORE_PASSWORD = "e2e-truststore-5b1d"  # ASCII: the JDK opens a PKCS#12 only with an ASCII password
@@ -195,6 +198,38 @@ def listening(proc: subprocess.Popen[bytes], log: pathlib.Path, port: int) -> bo
     return accepting(port)
 
 
+def workers_of(master_pid: int) -> frozenset[int]:
+    """The master's children: nginx's and HAProxy's workers (old ones still finishing included)."""
+    return frozenset(pid for pid, parent in devbase.parents().items() if parent == master_pid)
+
+
+def last_trust_loaded(log: pathlib.Path) -> frozenset[str] | None:
+    """The fingerprints of the newest trust generation the Java or Go server logged (None: none yet)."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    found = None
+    for line in text.splitlines():
+        if line.startswith('{"') and '"trust_loaded"' in line:
+            found = frozenset(json.loads(line)["fingerprints"])
+    return found
+
+
+@dataclasses.dataclass(frozen=True)
+class TrustFile:
+    """The trust store a server reads, and how to read it (format as truststores.certificates_of takes it)."""
+
+    path: pathlib.Path
+    format: str = "pem"
+    password: str = ""
+
+    def fingerprints(self) -> frozenset[str] | None:
+        """The certificates it lists now; None while it is missing or unreadable (a swap under way)."""
+        try:
+            ders = truststores.certificates_of(self.path.read_bytes(), self.format, self.password)
+        except (OSError, ValueError):
+            return None
+        return frozenset(hashlib.sha256(der).hexdigest() for der in ders)
+
+
 @dataclasses.dataclass(frozen=True)
 class Launched:
     """A running server: where it listens, its log of deliveries, how it refuses a client it does not
@@ -208,16 +243,30 @@ class Launched:
     refusal: str
     kept: str
     reload_command: str | None = None
-    # nginx: its master, whose old worker goes on serving (a kept connection, even a new one) for a
-    # moment after `nginx -s reload` returns; see ``reloaded``.
+    # nginx and HAProxy (master-worker): the master, and the worker it ran at launch. After a reload the
+    # old worker goes on serving its kept connections (nginx even new ones, for a moment) until it has
+    # handled the stop; see ``reloaded``.
     master_pid: int | None = None
+    launch_workers: frozenset[int] = frozenset()
+    # The Java and Go servers: the trust store they watch and swap in place.
+    trust: TrustFile | None = None
 
     def reloaded(self) -> bool:
-        """Whether no reload is still under way: the master runs just its one worker (nginx), or the
-        server swaps its trust in place (the others)."""
-        if self.master_pid is None:
-            return True
-        return list(devbase.parents().values()).count(self.master_pid) == 1
+        """Whether the server has finished taking the trust store as it is now, by a positive signal:
+
+        - nginx, HAProxy: a reload has happened since launch and is complete: the master runs exactly
+          one worker, and not the one it ran at launch (every older worker, which held the connections
+          opened under the old trust, has exited);
+        - Java, Go: the newest trust generation the server logged (``trust_loaded``, printed after the
+          swap) lists exactly the certificates the trust store holds now.
+        """
+        if self.master_pid is not None:
+            workers = workers_of(self.master_pid)
+            return len(workers) == 1 and not workers & self.launch_workers
+        if self.trust is None:
+            raise ValueError(f"{self.name}: no way to tell whether it reloaded")
+        held = self.trust.fingerprints()
+        return held is not None and last_trust_loaded(self.log) == held
 
 
 def start_nginx(ws: Workspace, trust_file: pathlib.Path, name: str = "nginx") -> Launched:
@@ -261,7 +310,8 @@ http {{
     ws.logs[f"{name} error"] = error_log
     processes.wait_for(lambda: listening(proc, error_log, port), timeout=30, what=f"{name} to listen")
     reload_command = f"nginx -c {conf} -e {error_log} -s reload"
-    return Launched(name, port, ws.material.server_ca, access_log, HTTP_400, CLOSED, reload_command, proc.pid)
+    workers = processes.wait_for(lambda: workers_of(proc.pid), timeout=30, what=f"{name}'s worker")
+    return Launched(name, port, ws.material.server_ca, access_log, HTTP_400, CLOSED, reload_command, proc.pid, workers)
 
 
 def start_haproxy(ws: Workspace, trust_file: pathlib.Path, name: str = "haproxy") -> Launched:
@@ -302,7 +352,8 @@ frontend webhooks
     proc = ws.spawn(name, ["haproxy", "-W", "-db", "-f", str(conf)], log)
     processes.wait_for(lambda: listening(proc, log, port), timeout=30, what=f"{name} to listen")
     reload_command = f"""sh -c 'kill -USR2 "$(cat {pid_file})"'"""
-    return Launched(name, port, ws.material.server_ca, log, HANDSHAKE, CLOSED, reload_command)
+    workers = processes.wait_for(lambda: workers_of(proc.pid), timeout=30, what=f"{name}'s worker")
+    return Launched(name, port, ws.material.server_ca, log, HANDSHAKE, CLOSED, reload_command, proc.pid, workers)
 
 
 def start_java(
@@ -323,7 +374,8 @@ def start_java(
     argv += ["--check-validity", str(check_validity).lower()]
     proc = ws.spawn(name, argv, log)
     port = processes.wait_for(lambda: logged_port(proc, log), timeout=60, what=f"{name} to listen")
-    return Launched(name, port, ws.material.server_ca, log, HANDSHAKE, MISDIRECTED)
+    trust = TrustFile(truststore, store_type.lower(), ws.material.truststore_password.read_text().strip())
+    return Launched(name, port, ws.material.server_ca, log, HANDSHAKE, MISDIRECTED, trust=trust)
 
 
 def start_go(ws: Workspace, binary: pathlib.Path, trust_file: pathlib.Path, name: str = "go") -> Launched:
@@ -332,4 +384,4 @@ def start_go(ws: Workspace, binary: pathlib.Path, trust_file: pathlib.Path, name
     argv = [str(binary), "-listen", "127.0.0.1:0", "-cert", str(server.cert_path), "-key", str(server.key_path)]
     proc = ws.spawn(name, [*argv, "-trust", str(trust_file)], log)
     port = processes.wait_for(lambda: logged_port(proc, log), timeout=30, what=f"{name} to listen")
-    return Launched(name, port, ws.material.server_ca, log, HANDSHAKE, MISDIRECTED)
+    return Launched(name, port, ws.material.server_ca, log, HANDSHAKE, MISDIRECTED, trust=TrustFile(trust_file))

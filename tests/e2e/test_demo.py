@@ -7,19 +7,30 @@ environment, nor does anything after the emergency's cut-over; the emergency ste
 compromised certificate's alone (sandbox loses nothing, live's are refusals); the compromised
 certificate was accepted by the receiver before the incident only; and nothing of its cluster is
 left: no directory, no process.
+
+"No process" means where the cluster really runs: etcd and the API server name the demo's temporary
+directory, but the node (containerd, the kubelet, the containerd shims) runs under
+``<cache>/nodes/<hash>`` (devcluster/node.py), and the pods' processes name neither: they are found as
+the shims' descendants. While the demo runs, the test samples the process table with the same matcher
+and requires it to have seen containerd, the kubelet, a shim and a pod process (the positive control:
+the final check would have seen them), then requires every one of them gone, and nothing matching left.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
 from tests import conftest
+from webhookcerts.devcluster import base as devbase
+from webhookcerts.devcluster import node as devnode
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
@@ -37,11 +48,93 @@ def stamp(text: str) -> int:
     return int(minutes) * 60 + int(seconds)
 
 
+def node_dirs_of(tmp_path: pathlib.Path) -> set[pathlib.Path]:
+    """The node directories (<cache>/nodes/<hash>) of clusters whose directory is under ``tmp_path``."""
+    found = set()
+    if devnode.nodes_dir().is_dir():
+        for node_dir in devnode.nodes_dir().iterdir():
+            try:
+                owner = (node_dir / "owner").read_text().strip()
+            except OSError:
+                continue
+            if owner.startswith(f"{tmp_path}/"):
+                found.add(node_dir)
+    return found
+
+
+def _started(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot): with the pid, who it is (pids are reused)."""
+    try:
+        return int(pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Proc:
+    pid: int
+    started: int
+    kind: str  # containerd, kubelet, shim, pod (a shim's descendant) or other (etcd, the API server, ...)
+    argv: str
+
+    def alive(self) -> bool:
+        return devbase.pid_alive(self.pid) and _started(self.pid) == self.started
+
+
+def cluster_processes(marks: list[str]) -> set[Proc]:
+    """Every process whose command line names one of ``marks`` (the demo's temporary directory, its node
+    directories), and everything below those (a shim's containers name no path of ours)."""
+    parents = devbase.parents()
+    children: dict[int, list[int]] = {}
+    for child, parent in parents.items():
+        children.setdefault(parent, []).append(child)
+    found: set[Proc] = set()
+
+    def add(pid: int, kind: str) -> None:
+        started = _started(pid)
+        if started is not None and devbase.pid_alive(pid):
+            found.add(Proc(pid, started, kind, " ".join(devbase.cmdline(pid))[:300]))
+
+    for pid in parents:
+        argv = devbase.cmdline(pid)
+        if pid == os.getpid() or not any(mark in arg for mark in marks for arg in argv):
+            continue
+        program = os.path.basename(argv[0])
+        kind = "shim" if program.startswith("containerd-shim") else program
+        add(pid, kind if kind in ("containerd", "kubelet", "shim") else "other")
+        todo = list(children.get(pid, []))
+        while todo:
+            child = todo.pop()
+            add(child, "pod" if kind == "shim" else "other")
+            todo += children.get(child, [])
+    return found
+
+
+def run_watching(
+    argv: list[str], env: dict[str, str], tmp_path: pathlib.Path, timeout: float
+) -> tuple[subprocess.CompletedProcess[str], set[pathlib.Path], set[Proc]]:
+    """Runs the demo, sampling its cluster's processes every second while it runs."""
+    out, err = tmp_path / "demo.out", tmp_path / "demo.err"
+    node_dirs: set[pathlib.Path] = set()
+    seen: set[Proc] = set()
+    with out.open("w") as stdout, err.open("w") as stderr:
+        proc = subprocess.Popen(argv, stdout=stdout, stderr=stderr, text=True, env=env)
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None:
+            if time.monotonic() > deadline:
+                proc.terminate()
+                proc.wait(timeout=120)
+                pytest.fail(f"the demo ran for more than {timeout:.0f} s")
+            node_dirs |= node_dirs_of(tmp_path)
+            seen |= cluster_processes([str(tmp_path), *map(str, node_dirs)])
+            time.sleep(1)  # a sampling interval: nothing is asserted about time
+    done = subprocess.CompletedProcess(argv, proc.returncode, out.read_text(), err.read_text())
+    return done, node_dirs, seen
+
+
 def test_make_demo_runs_the_whole_story_and_leaves_nothing_running(tmp_path: pathlib.Path) -> None:
     env = {**os.environ, "TMPDIR": str(tmp_path)}
-    done = subprocess.run(
-        [sys.executable, str(DEMO)], capture_output=True, text=True, timeout=1200, env=env, check=False
-    )
+    done, node_dirs, seen = run_watching([sys.executable, str(DEMO)], env, tmp_path, timeout=1200)
     output = done.stdout
     print(output, done.stderr[-4000:])
     assert done.returncode == 0, done.stderr[-4000:]
@@ -61,7 +154,36 @@ def test_make_demo_runs_the_whole_story_and_leaves_nothing_running(tmp_path: pat
     assert contained and window, output
     assert stamp(window.group(2)) <= stamp(contained.group(1))
 
-    # The cluster lived in the demo's temporary directory: gone with everything it ran.
+    # The cluster lived in the demo's temporary directory and its node's: gone with everything it ran.
     assert not list(tmp_path.glob("webhookcerts-demo-*"))
-    left = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True, check=False)
-    assert left.stdout.strip() == "", left.stdout
+    # The positive control: while it ran, the matcher saw the node and the pods on it.
+    assert len(node_dirs) == 1, node_dirs
+    kinds = {p.kind for p in seen}
+    assert {"containerd", "kubelet", "shim", "pod", "other"} <= kinds, sorted(kinds)
+    assert not [d for d in node_dirs if d.exists()], node_dirs
+    survivors = [p for p in seen if p.alive()]
+    assert survivors == [], survivors
+    left = cluster_processes([str(tmp_path), *map(str, node_dirs)])
+    assert left == set(), left
+
+
+def test_the_leftover_check_sees_a_node_process_and_what_runs_below_it(tmp_path: pathlib.Path) -> None:
+    """The matcher's own control, in seconds: a process naming a node directory (as a shim names its
+    containerd's socket) and its child naming nothing (as a container) are both found, then neither."""
+    node_dir = tmp_path / "nodes" / "0123456789ab"
+    socket = str(node_dir / "containerd" / "containerd.sock")
+    # sh under a shim's name (argv[0]), whose child names nothing of ours.
+    argv = ["containerd-shim-runc-v2", "-c", "sleep 600 & wait", "sh", "-address", socket]
+    shim = subprocess.Popen(argv, executable="/bin/sh", start_new_session=True)
+    try:
+        found = conftest.wait_for(
+            lambda: f if len(f := cluster_processes([str(node_dir)])) == 2 else None, what="the process and its child"
+        )
+        assert {(p.kind, p.argv.split()[0]) for p in found} == {("shim", "containerd-shim-runc-v2"), ("pod", "sleep")}
+        assert all(p.alive() for p in found)
+    finally:
+        os.killpg(shim.pid, 9)
+        shim.wait(timeout=30)
+    conftest.wait_for(lambda: not any(p.alive() for p in found), what="both to exit")
+    assert cluster_processes([str(node_dir)]) == set()
+    assert cluster_processes([str(tmp_path / "elsewhere")]) == set()

@@ -137,8 +137,10 @@ class ServerEndpoint(reload.TlsEndpoint):
         return cls(*fields, launched=launched)
 
     def reloaded(self) -> bool:
-        """No reload still under way (tests/servers.py: nginx's old worker has exited)."""
-        return self.launched is None or self.launched.reloaded()
+        """The server has finished taking the trust store as it is now (tests/servers.py: nginx's and
+        HAProxy's old workers have exited; the Java or Go server logged the trust the store holds)."""
+        assert self.launched is not None, f"{self.name}: not started by tests/servers.py"
+        return self.launched.reloaded()
 
 
 # --- the servers under test, fed by trust-sync -------------------------------------------------------
@@ -494,8 +496,10 @@ def test_an_emergency_under_continuous_delivery_refuses_the_compromised_certific
             # Not a benchmark (polled every 0.25 s, on a busy machine): a figure for the report.
             took = time.monotonic() - annotated
             print(f"{ep.name}: the compromised certificate refused {took:.1f} s after the annotation")
-            # nginx's old worker serves on (kept connections, and new ones it accepts) until it has
-            # handled the reload: the guarantee holds from then on (benchmarks/servers.py measures it).
+            # nginx's and HAProxy's old worker serves on (kept connections; nginx's even new ones) until
+            # it has handled the reload, and the Java and Go servers answer a kept connection by the
+            # trust they last loaded: the guarantee holds from then on (test_servers_reload.py proves
+            # the wait; benchmarks/servers.py measures it).
             conftest.wait_for(ep.reloaded, what=f"{ep.name}'s reload to finish")
         # The connection from before does not carry the compromised certificate any further.
         after = [post_on(conn, "after") for conn in kept]

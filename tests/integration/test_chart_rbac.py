@@ -488,9 +488,17 @@ def object_changes_unseen(case: Without) -> None:
     conftest.wait_for(
         lambda: (c := case.api.condition(NAME, names.READY)) is not None and c.status == "True", what="Ready=True"
     )
+    current = case.api.status(NAME).current
+    assert current is not None
     case.api.emergency(NAME, "INC-404")
-    # Containment takes milliseconds (no key is generated): a few seconds without it are telling.
-    assert not conftest.poll(lambda: case.api.status(NAME).stage == "Compromised", timeout=3)
+    # The positive control, after the annotation: a change the operator does see (the Secret watch is
+    # allowed), the trust Secret deleted by hand, and its repair. The operator has acted on an event
+    # newer than the annotation: had it seen the annotation, the emergency would have been first.
+    case.api.core.delete_namespaced_secret("webhook-trust", case.api.namespace)
+    conftest.wait_for(lambda: case.api.secret("webhook-trust") is not None, timeout=TIMEOUT, what="the repair")
+    assert case.api.status(NAME).stage != "Compromised"
+    # Repaired from what the operator knows: the compromised certificate is trusted still.
+    assert current.fingerprint in case.api.trusted_fingerprints()
 
 
 def secret_changes_unseen(case: Without) -> None:
@@ -503,8 +511,17 @@ def secret_changes_unseen(case: Without) -> None:
         lambda: (c := case.api.condition(NAME, names.READY)) is not None and c.status == "True", what="Ready=True"
     )
     case.api.core.delete_namespaced_secret("webhook-trust", case.api.namespace)
-    # Seen, the deletion is repaired in milliseconds (the store is written from memory).
-    assert not conftest.poll(lambda: case.api.secret("webhook-trust") is not None, timeout=3)
+    # The positive control, after the deletion: a change the operator does see (the WebhookCertificate
+    # watch is allowed), a second object with a trust Secret of its own, carried through to Ready. The
+    # operator has acted on an event newer than the deletion; the deletion it never heard of.
+    case.api.create("witness", trust={"secretName": "witness-trust"})
+    conftest.wait_for(
+        lambda: (c := case.api.condition("witness", names.READY)) is not None and c.status == "True",
+        timeout=TIMEOUT,
+        what="the witness Ready=True",
+    )
+    assert case.api.secret("witness-trust") is not None
+    assert case.api.secret("webhook-trust") is None
 
 
 def finalizer_kept(case: Without) -> None:

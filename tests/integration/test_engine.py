@@ -22,6 +22,7 @@ import kubernetes
 import pytest
 
 from tests import conftest, whc
+from webhookcerts.devcluster import base as devbase
 from webhookcerts.devcluster import cluster as devcluster
 from webhookcerts.domain import clock, models, names, pki, trust
 from webhookcerts.kube import client as kube_client
@@ -104,13 +105,19 @@ def test_a_restart_with_existing_objects_issues_no_key_and_rewrites_nothing(
     secrets_before, objects_before = managed_versions(api), certificate_versions(api)
     assert {"sandbox-tls", "live-tls", "sandbox-tls-bundle", "live-tls-bundle", "webhook-trust"} <= set(secrets_before)
 
+    # One ordinary worker: its queue is served in order, so the marker below is passed only after
+    # everything the restart queued before it (the start-up pass, the trust Secrets the watches listed).
+    operator.extra_args += ["--workers", "1"]
     operator.start()
     # The log file is appended to: the second start-up pass is the restarted operator's.
     conftest.wait_for(lambda: operator.logs().count("start-up pass done") == 2, what="the start-up pass")
-    # Give anything the pass might have started a moment to land, then compare byte for byte.
-    conftest.poll(lambda: False, timeout=2)
-    assert managed_versions(api) == secrets_before
-    assert certificate_versions(api) == objects_before
+    # The positive control: a change the restarted operator must act on, made now, and seen acted on.
+    api.create("marker", trust={"secretName": "marker-trust"})
+    conftest.wait_for(lambda: ready(api, "marker"), what="the marker Ready")
+    assert api.secret("marker-tls") is not None and api.secret("marker-trust") is not None
+    # Only then: what was there before is byte for byte as it was.
+    assert {k: v for k, v in managed_versions(api).items() if not k.startswith("marker")} == secrets_before
+    assert {k: v for k, v in certificate_versions(api).items() if k != "marker"} == objects_before
     assert len(api.events("sandbox", "Issued")) == len(api.events("live", "Issued")) == 1
 
 
@@ -275,10 +282,28 @@ def test_a_pass_costs_what_its_trust_secrets_neighbours_contribute_and_an_unchan
     }
 
 
+def found_replacement(port: int, namespace: str, name: str, recorded: models.NextCertificate) -> bool:
+    """Whether the operator on ``port`` last passed ``name`` in stage Compromised with ``recorded`` pending."""
+    scraped = conftest.scrape(port)
+    labels = {("name", name), ("namespace", namespace)}
+
+    def value(metric: str, **extra: str) -> float | None:
+        wanted = labels | set(extra.items())
+        return next((v for (m, ls), v in scraped.items() if m == f"webhookcerts_{metric}" and wanted <= ls), None)
+
+    issued = value("next_certificate_issued_timestamp_seconds")
+    return value("certificate_stage", stage="Compromised") == 1.0 and issued == recorded.issued_at.timestamp()
+
+
 def test_two_operator_processes_at_once_handle_each_emergency_once_with_one_key(
     api: whc.Api, operator: conftest.OperatorProcess, cluster: devcluster.DevCluster, tmp_path: pathlib.Path
 ) -> None:
-    # A rolling update's overlap: a second operator, both active (standalone), the same objects.
+    # A rolling update's overlap: a second operator, both active (standalone), the same objects; each
+    # with a metrics endpoint, where the gauges say what its latest pass over each object found.
+    ports = [devbase.free_port(), devbase.free_port()]
+    operator.stop()
+    operator.extra_args += ["--metrics-port", str(ports[0])]
+    operator.start()
     count = 8
     for i in range(count):
         api.create(f"pair-{i}", trust={"secretName": f"trust-{i // 2}"})
@@ -286,7 +311,10 @@ def test_two_operator_processes_at_once_handle_each_emergency_once_with_one_key(
         conftest.wait_for(lambda n=f"pair-{i}": ready(api, n), timeout=120, what=f"pair-{i} Ready")
     before = {f"pair-{i}": api.status(f"pair-{i}") for i in range(count)}
     second = conftest.OperatorProcess(
-        cluster.kubeconfig, api.namespace, tmp_path / "second.log", ["--resync-interval", "3600"]
+        cluster.kubeconfig,
+        api.namespace,
+        tmp_path / "second.log",
+        ["--resync-interval", "3600", "--metrics-port", str(ports[1])],
     )
     second.start()
     try:
@@ -300,8 +328,18 @@ def test_two_operator_processes_at_once_handle_each_emergency_once_with_one_key(
                 timeout=120,
                 what=f"{name}'s replacement",
             )
-        # Let both settle: anything a second writer would do has had its chance.
-        conftest.poll(lambda: False, timeout=3)
+        # The positive control: each operator has passed each object since its replacement was recorded,
+        # and found that one replacement (its gauges of the pending next are the recorded ones). A
+        # process about to write a second one would show that one instead.
+        for port in ports:
+            for i in range(count):
+                name = f"pair-{i}"
+                recorded = api.status(name).next
+                assert recorded is not None
+                conftest.wait_for(
+                    lambda p=port, n=name, r=recorded: found_replacement(p, api.namespace, n, r),
+                    what=f"the operator on :{port} to have passed {name} with its replacement",
+                )
         for i in range(count):
             name = f"pair-{i}"
             status = api.status(name)

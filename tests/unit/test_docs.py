@@ -13,9 +13,8 @@ import re
 import shlex
 
 import pytest
-import yaml
 
-from tests import conftest
+from tests import conftest, docs_examples
 from tests.unit import vocabulary
 from webhookcerts.cli import main as cli_main
 from webhookcerts.domain import models, names
@@ -201,13 +200,24 @@ def test_every_webhookcerts_command_and_helm_value_given_exists(page: pathlib.Pa
     assert not refused
 
 
-@pytest.mark.parametrize("page", PAGES, ids=page_id)
-def test_every_webhookcertificate_shown_is_one_the_api_server_accepts(page: pathlib.Path) -> None:
-    for language, body in vocabulary.fenced_blocks(page.read_text()):
-        for doc in yaml.safe_load_all(body) if language == "yaml" else ():
-            if doc and doc.get("kind") == models.KIND:
-                assert doc["apiVersion"] == f"{models.GROUP}/{models.VERSION}"
-                models.WebhookCertificateSpec.model_validate(doc["spec"])
+def test_every_webhookcertificate_example_is_found() -> None:
+    """The examples tests/integration/test_docs_examples.py applies: every page's, none missed."""
+    found = docs_examples.examples()
+    pages = {example.page for example in found}
+    assert pages >= docs_examples.KNOWN, f"not found: {docs_examples.KNOWN - pages}"
+    for page in docs_examples.PAGES:
+        shown = docs_examples.examples_of(page)
+        # A `kind: WebhookCertificate` line outside a YAML block, or in a document that does not parse
+        # as one, would be an example nobody checks.
+        assert len(shown) == docs_examples.kind_lines(page), f"{page}: an example outside a YAML block"
+
+
+@pytest.mark.parametrize("example", docs_examples.examples(), ids=lambda e: e.id)
+def test_every_webhookcertificate_shown_is_one_the_model_takes(example: docs_examples.Example) -> None:
+    """The operator's model; the API server's schema is tests/integration/test_docs_examples.py's."""
+    manifest = example.manifest("docs")
+    assert manifest["apiVersion"] == f"{models.GROUP}/{models.VERSION}"
+    models.WebhookCertificateSpec.model_validate(manifest["spec"])
 
 
 def anchors(page: pathlib.Path) -> set[str]:

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
@@ -23,8 +22,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from tests import whc
+from tests import processes, whc
 from webhookcerts.cli import main as cli_main
+from webhookcerts.devcluster import base as devbase
 from webhookcerts.domain import trust, truststores
 from webhookcerts.kube import client as kube_client
 from webhookcerts.kube import secretwatch
@@ -252,27 +252,49 @@ def test_a_command_that_cannot_run_or_hangs_is_survived(
     assert failed[0]["exit_status"] is None
 
 
+def sync_in_thread(monkeypatch: pytest.MonkeyPatch, cfg: trustsync.Config) -> int:
+    """One sync of one version, in a thread: should trust-sync hang, the test says so instead of hanging."""
+    synced: list[int] = []
+    thread = threading.Thread(target=lambda: synced.append(sync(monkeypatch, cfg, [{"ca.crt": b"v1"}])), daemon=True)
+    thread.start()
+    processes.wait_for(lambda: not thread.is_alive(), timeout=60, what="trust-sync to return")
+    return synced[0]
+
+
 def test_a_hung_command_is_killed_with_what_it_started(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The command starts a shell in the background that outlives it unless its whole session is killed;
+    that shell also holds the output pipe open, which would keep trust-sync waiting. The command waits
+    until the shell has written its pid, so that the timeout can only strike with both running (on a
+    machine too slow for that, the timeout is doubled and the sync run again)."""
     caplog.set_level(logging.INFO, logger="webhookcerts.trust_sync")
-    late = tmp_path / "late"
-    # The command starts a shell that outlives it unless its whole session is killed; that shell also
-    # holds the output pipe open, which would keep trust-sync waiting.
-    grandchild = ["sh", "-c", f"sleep 1.5; echo late > {late}"]
-    cfg = config(
-        tmp_path / "trust",
-        exec_argv=(sys.executable, "-c", f"import subprocess; subprocess.run({grandchild!r})"),
-        exec_timeout=0.3,
-    )
-
-    assert sync(monkeypatch, cfg, [{"ca.crt": b"v1"}]) == 1
-
-    (failed,) = records(caplog, "exec_failed")
-    assert "did not finish" in failed["error"]
-    assert failed["duration_s"] < 1.2
-    time.sleep(2.0)
-    assert not late.exists()
+    pid_files: list[pathlib.Path] = []
+    try:
+        for attempt, timeout in enumerate((0.3, 0.6, 1.2, 2.4, 4.8, 9.6)):
+            pid_file = tmp_path / f"grandchild-{attempt}.pid"
+            pid_files.append(pid_file)
+            script = (
+                f"sh -c 'echo $$ > {pid_file}.new && mv {pid_file}.new {pid_file} && exec sleep 600' & "
+                f"while [ ! -s {pid_file} ]; do sleep 0.01; done; wait"
+            )
+            caplog.clear()
+            cfg = config(tmp_path / f"trust-{attempt}", exec_argv=("sh", "-c", script), exec_timeout=timeout)
+            assert sync_in_thread(monkeypatch, cfg) == 1
+            (failed,) = records(caplog, "exec_failed")
+            assert "did not finish" in failed["error"]
+            if pid_file.exists():
+                break
+        else:
+            pytest.fail("the command never got its background shell started before the timeout")
+        grandchild = int(pid_file.read_text())
+        # Killed with the session: gone (had only the command been killed, it would sleep on).
+        processes.wait_for(lambda: not devbase.pid_alive(grandchild), timeout=30, what="the background shell gone")
+    finally:
+        for path in pid_files:
+            pid = int(path.read_text()) if path.exists() else None
+            if pid is not None and devbase.pid_alive(pid) and "sleep" in devbase.cmdline(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 # --- the command line ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from tests import whc
 from tests.integration.test_service import Harness, active, condition, harness
 from webhookcerts.domain import models, names, pki
 from webhookcerts.kube import client as kube_client
-from webhookcerts.kube import secrets
+from webhookcerts.kube import configmaps, secrets
 from webhookcerts.service import engine, reconcile
 
 pytestmark = pytest.mark.integration
@@ -187,3 +187,58 @@ def test_a_pass_that_finds_containment_recorded_but_not_written_writes_trust_bef
     status = h.status("held")
     assert status.next is not None and status.next.reason == "Emergency"
     assert h.api.trusted_fingerprints() == {status.next.fingerprint}
+
+
+def test_a_trust_secret_relabelled_as_key_material_is_still_contained(harness: Harness) -> None:
+    """Anyone who may edit the trust Secret may relabel it: its labels must not turn containment off."""
+    h = harness
+    compromised = active(h, "held")
+    h.api.core.patch_namespaced_secret(
+        "webhook-trust",
+        h.api.namespace,
+        {
+            "metadata": {
+                "labels": {names.ROLE_LABEL: "key"},
+                "annotations": {names.OWNER_ANNOTATION: "someone-else"},
+            }
+        },
+    )
+    h.api.emergency("held", "INC-RELABEL")
+    _urgent_pass(h, "held")
+    assert compromised.fingerprint not in h.api.trusted_fingerprints()
+    labels = h.api.secret_object("webhook-trust").metadata.labels or {}
+    assert labels.get(names.ROLE_LABEL) == "trust"
+
+
+def test_a_configmap_write_that_failed_during_containment_is_written_by_the_retry(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trust Secret was written, the ConfigMap copy was not: the retry finds the Secret unchanged
+    and must still bring the ConfigMap to it, not wait for the next recheck."""
+    h = harness
+    h.ctx = reconcile.Context(h.ctx.clients, clock=h.fake, keygen=h.keygen, bundle_recheck_seconds=3600)
+    compromised = active(h, "held", trust={"secretName": "webhook-trust", "configMap": {"name": "gateway-ca"}})
+
+    def copied() -> set[str]:
+        found = h.api.core.read_namespaced_config_map("gateway-ca", h.api.namespace)
+        return whc.fingerprints_in((found.data or {}).get(names.TRUST_KEY, "").encode())
+
+    assert copied() == {compromised.fingerprint}
+    failed: list[str] = []
+    original = configmaps.write
+
+    def write(clients: kube_client.Clients, namespace: str, name: str, **kwargs: Any) -> bool:
+        if not failed:
+            failed.append(name)
+            raise kubernetes.client.ApiException(status=500, reason="Internal Server Error")
+        return original(clients, namespace, name, **kwargs)
+
+    monkeypatch.setattr(configmaps, "write", write)
+    h.api.emergency("held", "INC-CM")
+    with pytest.raises(kubernetes.client.ApiException):
+        _urgent_pass(h, "held")
+    assert failed == ["gateway-ca"]
+    assert compromised.fingerprint not in h.api.trusted_fingerprints()
+    assert compromised.fingerprint in copied(), "the ConfigMap write was meant to fail"
+    _urgent_pass(h, "held")
+    assert compromised.fingerprint not in copied()

@@ -208,7 +208,9 @@ def test_containment_happens_while_the_replacement_key_generation_is_held(
             lambda: (s := api.status("held")).next is not None and s, what="the replacement recorded"
         )
         assert replaced.next is not None and replaced.next.reason == "Emergency"
-        assert api.trusted_fingerprints() == {replaced.next.fingerprint, neighbour.fingerprint}
+        # Status is recorded first, then the trust Secret is written (the crash-safe order).
+        expected = {replaced.next.fingerprint, neighbour.fingerprint}
+        conftest.wait_for(lambda: api.trusted_fingerprints() == expected, what="the replacement trusted")
     finally:
         keygen.release.set()
         eng.stop()

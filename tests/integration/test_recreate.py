@@ -10,6 +10,7 @@ trusted again" means not even for one write.
 
 from __future__ import annotations
 
+import base64
 import datetime
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 
 from tests import whc
 from tests.integration.test_service import Harness, SimulatedCrash, active, harness, rotating
-from webhookcerts.domain import incidents, models, names
+from webhookcerts.domain import models, names, ownership, pki
 from webhookcerts.kube import resources, secrets
 from webhookcerts.service import claims, reconcile
 
@@ -266,35 +267,46 @@ def test_a_re_created_object_never_bundles_the_compromised_key_again(harness: Ha
     assert files and all(replacement.serial in f for f in files), files
 
 
-def test_an_object_re_created_before_the_marks_existed_is_repaired_by_its_replacement(harness: Harness) -> None:
-    """What a release without the marks left on a cluster: the compromised key adopted as sound, the
-    replacement unrecorded (and untrusted). The replacement's own annotations say what happened."""
+def test_a_next_secrets_word_alone_never_compromises_a_sound_current_nor_is_trusted(harness: Harness) -> None:
+    """A next Secret that says "Emergency" beside a current certificate status records as sound: what
+    anyone who can write a Secret can make (labels and annotations included). Its word alone must not
+    revoke the certificate the provider uses (an outage of every delivery), nor put its own certificate
+    in the trust store (it may be anybody's key); a real incident still goes through."""
     h = harness
-    compromised, replacement = _compromised_with_replacement(h, "old")
-    h.api.core.patch_namespaced_secret(
-        "old-tls",
+    sound = active(h, "victim")
+    forged = pki.new_key_pair(models.Subject(common_name="forged"), h.fake.now(), datetime.timedelta(days=400))
+    labels, stamp = ownership.stamp("victim", "next")
+    h.api.core.create_namespaced_secret(
         h.api.namespace,
-        {"metadata": {"annotations": dict.fromkeys(incidents.marks(h.status("old"), "key"))}},
+        kubernetes.client.V1Secret(
+            metadata=kubernetes.client.V1ObjectMeta(
+                name="victim-tls-next",
+                labels={names.MANAGED_BY_LABEL: names.MANAGED_BY, **labels},
+                annotations={**stamp, names.NEXT_REASON_ANNOTATION: "Emergency", names.INCIDENT_ANNOTATION: "INC-X"},
+            ),
+            type=secrets.TLS,
+            data={
+                names.TLS_KEY: base64.b64encode(forged.key_pem).decode(),
+                names.TLS_CERT: base64.b64encode(forged.cert_pem).decode(),
+            },
+        ),
     )
-    _recreate(h, "old", keep_annotations=False)
-    sound = compromised.model_copy(update={"compromised_by": None})
-    h.api.custom.patch_namespaced_custom_object_status(
-        models.GROUP,
-        models.VERSION,
-        h.api.namespace,
-        models.PLURAL,
-        "old",
-        {"status": models.WebhookCertificateStatus(revision=1, current=sound).to_api()},
-    )
-    _sync_trust(h)
-    assert replacement.fingerprint not in h.api.trusted_fingerprints(), "the broken state to repair"
+    forged_fingerprint = pki.inspect(forged.cert_pem).fingerprint
+    h.settle("victim")
+    status = h.status("victim")
+    assert status.stage == "Active"
+    assert status.current is not None and status.current.fingerprint == sound.fingerprint
+    assert not status.current.compromised_by and status.next is None
+    assert h.api.trusted_fingerprints() == {sound.fingerprint}
+    assert not h.events("victim", "NextAdopted")
+    # Neither adopted nor deleted: for all the operator can tell, it may be a key the provider holds.
+    assert h.secret_fingerprint("victim-tls-next") == forged_fingerprint
+    # A real incident, declared by the user, is contained at once; the unrecorded next goes with it.
     keys = h.keygen.calls
-    h.run("old")
-    status = h.status("old")
-    assert status.stage == "Compromised"
-    assert status.current is not None and status.current.compromised_by == INCIDENT
-    assert status.next is not None and status.next.fingerprint == replacement.fingerprint
-    assert compromised.fingerprint in status.revoked_fingerprints
-    assert h.api.trusted_fingerprints() == {replacement.fingerprint}
-    assert h.keygen.calls == keys
-    assert [e.reason for e in h.events("old", "NextAdopted")] == ["NextAdopted"]
+    h.api.emergency("victim", "INC-REAL")
+    h.settle("victim")
+    status = h.status("victim")
+    assert status.current is not None and status.current.compromised_by == "INC-REAL"
+    assert status.next is not None and status.next.fingerprint not in (forged_fingerprint, sound.fingerprint)
+    assert h.api.trusted_fingerprints() == {status.next.fingerprint}
+    assert h.keygen.calls == keys + 1

@@ -65,13 +65,27 @@ def test_an_unrecorded_planned_next_is_adopted_before_renewal_and_renewed_into_a
     )
 
 
-def test_an_unrecorded_replacement_beside_a_sound_current_is_adopted_even_at_renewal() -> None:
-    for when in (ISSUED, RENEWAL):
+def test_a_next_secrets_word_alone_never_compromises_a_sound_current() -> None:
+    """Anyone who can write a Secret can write a next Secret's annotations: beside a current certificate
+    status records as sound, an "Emergency" next is neither adopted (which would revoke the provider's
+    certificate and trust the Secret's) nor deleted (it may be the key the provider holds)."""
+    for when in (ISSUED, RENEWAL - datetime.timedelta(seconds=1)):
         obs = observe(status(), now=when, next_secret=next_of(NEXT, "Emergency", "INC-1"))
-        assert decided(obs) == (Action.ADOPT_NEXT, "NextAdopted")
+        assert decided(obs) == (Action.UP_TO_DATE, "UpToDate")
     # Beside a compromised current, the replacement step adopts it (same incident): not this check.
     obs = observe(contained(), next_secret=next_of(NEXT, "Emergency", "INC-1"))
     assert decided(obs) == (Action.ISSUE_REPLACEMENT, "EmergencyReplacement")
+
+
+def test_records_on_the_secrets_never_silence_an_emergency_of_an_object_whose_status_speaks() -> None:
+    """Handled references recorded on the Secrets count only for an object re-created empty: a Secret
+    listing a future incident's reference must not make a real emergency be ignored."""
+    forged = next_of(NEXT, "Emergency", "INC-9")
+    obs = observe(status(), next_secret=forged, emergency="INC-9")
+    assert "INC-9" in policy.recorded_on_secrets(obs).references
+    assert decided(obs) == (Action.EMERGENCY, "EmergencyRequested")
+    obs = observe(status(), current_secret=marked(holding(CURRENT), contained("INC-9")), emergency="INC-9")
+    assert decided(obs) == (Action.EMERGENCY, "EmergencyRequested")
 
 
 def test_a_next_secret_that_is_revoked_retired_or_not_ours_is_never_adopted() -> None:

@@ -94,10 +94,12 @@ def emergency_requested(obs: Observation) -> Decision | None:
     reference = obs.emergency_reference
     if reference is None or not emergency_pending(obs.status, reference):
         return None
-    if reference in recorded_on_secrets(obs).references:
+    if obs.status.current is None and reference in recorded_on_secrets(obs).references:
         # Handled by this object before it was deleted and re-created (the manifest still carries the
         # annotation): adopting its Secrets restores the record; a second containment would revoke the
-        # replacement the provider may already present.
+        # replacement the provider may already present. Only while status records nothing: anyone who
+        # can write a Secret can write these annotations, and they must never silence an emergency of
+        # an object whose status speaks for itself.
         return None
     problem = validate_reference(reference)
     if problem is not None:
@@ -215,7 +217,10 @@ def adoptable_next(obs: Observation, status: models.WebhookCertificateStatus) ->
     if status.next is not None or current is None or secret.info is None:
         return None
     reason = secret.annotations.get(names.NEXT_REASON_ANNOTATION)
-    if reason == "Emergency" and not secret.annotations.get(names.INCIDENT_ANNOTATION):
+    if reason == "Emergency" and (not secret.annotations.get(names.INCIDENT_ANNOTATION) or not current.compromised_by):
+        # A replacement only ever stands beside a compromised current certificate. A next Secret's word
+        # alone (anyone who can write a Secret can write it) never makes the current one compromised,
+        # nor its own certificate trusted.
         return None
     if reason not in ("Planned", "Emergency") or _retired(status, secret.info.fingerprint):
         return None
@@ -233,9 +238,8 @@ def next_adopted(obs: Observation) -> Decision | None:
 
     After a crash the step that made it adopts it itself (``IssueNext`` at renewal time,
     ``IssueReplacement`` after containment) and says what it is for; this is the rest: a planned next
-    before renewal time, and a replacement beside a current certificate recorded as sound (status
-    written before the incident was recorded with the keys): the replacement says the current one is
-    compromised.
+    before renewal time. A replacement beside a current certificate status records as sound is never
+    adopted: the next Secret's word alone does not make the current one compromised (``adoptable_next``).
     """
     reason = adoptable_next(obs, obs.status)
     current = obs.status.current

@@ -48,6 +48,10 @@ def problems(p: state.Pass, created: str, *, only: str | None = None) -> dict[st
             continue
         existing = _existing(p, secret_name, role)
         seen = None if existing is None else ownership.holder(secret_name, existing.labels, existing.annotations)
+        if role == "trust" and seen is not None and seen.role != "trust" and _written_as_trust(p, secret_name):
+            # A trust store this object wrote, relabelled since (anyone who may edit it can): its labels
+            # must not turn containment off. Other objects' claims on the name still count.
+            seen = None
         rivals = [
             ownership.Claimant(entry.name, their_role, entry.created)
             for entry in p.view.claimants(p.resource.namespace, secret_name)
@@ -61,6 +65,12 @@ def problems(p: state.Pass, created: str, *, only: str | None = None) -> dict[st
         if problem is not None and secret_name not in found:
             found[secret_name] = problem
     return found
+
+
+def _written_as_trust(p: state.Pass, name: str) -> bool:
+    """Whether status records ``name`` as a trust Secret this object wrote (only the operator writes status)."""
+    trust = p.status.trust
+    return trust is not None and (trust.secret_name == name or any(r.secret_name == name for r in trust.stores))
 
 
 def message(found: dict[str, str]) -> str:

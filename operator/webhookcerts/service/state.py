@@ -91,6 +91,9 @@ class Context:
     bundle_recheck_seconds: float = 0.0
     # When each trust Secret's truststore password (and each trust ConfigMap) was last looked at.
     truststore_checks: dict[tuple[str, str], float] = dataclasses.field(default_factory=dict)
+    # The trust hash each trust ConfigMap was last written with: one whose write failed half-way (the
+    # Secret written, the ConfigMap not) is due again at the next pass, not at the next recheck.
+    config_map_hashes: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
     # The digest of the truststores each trust Secret held when they were last checked against ca.crt
     # with the password: any other bytes (an edit by hand) are checked at once, not at the next recheck.
     truststore_digests: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
@@ -116,6 +119,14 @@ def observe_secret(secret: secrets.SecretData | None) -> policy.SecretObservatio
     except pki.InvalidKeyMaterial as exc:
         return policy.SecretObservation(
             exists=True, problem=exc.reason, message=str(exc), annotations=secret.annotations
+        )
+    except Exception as exc:
+        # Whatever a Secret holds must not make every pass raise before containment: it is corrupt.
+        return policy.SecretObservation(
+            exists=True,
+            problem="SecretCorrupted",
+            message=f"cannot be read ({type(exc).__name__})",
+            annotations=secret.annotations,
         )
     return policy.SecretObservation(exists=True, info=info, annotations=secret.annotations)
 

@@ -136,27 +136,12 @@ def _restored(p: Pass, obs: policy.Observation, compromised_by: str | None) -> d
 def _next_adoption(p: Pass, obs: policy.Observation, reason: models.NextReason) -> dict[str, Any]:
     """The status changes that record the unrecorded next Secret as the pending next."""
     info = obs.next_secret.info
-    current = p.status.current
     assert info is not None
-    assert current is not None
     revision = p.status.revision + 1
-    changes: dict[str, Any] = {
+    return {
         "next": {**_record(info, p.spec.next_secret_name, revision), "reason": reason, "issued_at": p.now},
         "revision": revision,
     }
-    incident = obs.next_secret.annotations.get(names.INCIDENT_ANNOTATION, "")
-    if reason == "Emergency" and not current.compromised_by:
-        # A replacement is issued only after its incident was contained, and a cut-over deletes it: the
-        # current certificate beside it is the compromised one, whatever status (or its Secret) says.
-        changes["current"] = {**current.model_dump(), "compromised_by": incident}
-        revoked = [*p.status.revoked_fingerprints]
-        if p.spec.emergency_policy == "RevokeImmediately":
-            revoked.append(current.fingerprint)
-        changes["revoked_fingerprints"] = _unique(revoked)
-        changes["emergency_references"] = _unique([*p.status.emergency_references, incident])
-        if p.status.last_emergency_rotation is None:
-            changes["last_emergency_rotation"] = {"reference": incident, "handled_at": p.now}
-    return changes
 
 
 def adopt_current(p: Pass, obs: policy.Observation, decision: policy.Decision) -> None:

@@ -28,6 +28,7 @@ import time
 from collections.abc import Collection, Iterable
 
 from webhookcerts.domain import models, names, trust, truststores
+from webhookcerts.kube import client as kube_client
 from webhookcerts.kube import configmaps, secrets
 from webhookcerts.service import state
 
@@ -186,7 +187,14 @@ def _encode(
         and ctx.truststore_digests.get((namespace, secret_name)) == _digest(exact)
     ):
         return exact, recorded, None, ()
-    password_secret = secrets.read(ctx.clients, namespace, wanted.password.name)
+    try:
+        password_secret = secrets.read(ctx.clients, namespace, wanted.password.name)
+    except (kube_client.ApiError, kube_client.TransportError) as exc:
+        # Never a reason to keep ca.crt unwritten (a containment waits on it): the truststores wait.
+        return cannot(
+            f"truststore password Secret {wanted.password.name} could not be read ({type(exc).__name__}): "
+            "the PKCS#12 and JKS truststores cannot be written until it can"
+        )
     password = password_secret.data.get(wanted.password.key) if password_secret is not None else None
     if password_secret is None or not password:
         return cannot(
@@ -261,8 +269,9 @@ def write_config_maps(
     """
     previous = before.annotations.get(CONFIG_MAPS_ANNOTATION, "") if before is not None else ""
     stale = ({n for n in previous.split(",") if n} | set(recorded)) - set(wanted.config_maps) - set(elsewhere)
+    placeholder_hash = trust.trust_hash(trust.PLACEHOLDER_PEM)
     for name in sorted(stale):
-        if not _due(ctx, namespace, name, changed or name in previous.split(",")):
+        if not _due(ctx, namespace, name, changed or name in previous.split(","), placeholder_hash):
             continue
         configmaps.write(
             ctx.clients,
@@ -270,13 +279,13 @@ def write_config_maps(
             name,
             data={names.TRUST_KEY: trust.PLACEHOLDER_PEM.decode("ascii")},
             binary={},
-            annotations={names.TRUST_HASH_ANNOTATION: trust.trust_hash(trust.PLACEHOLDER_PEM)},
+            annotations={names.TRUST_HASH_ANNOTATION: placeholder_hash},
             remove_binary=encoded.managed,
             create=False,
         )
-        ctx.truststore_checks[(namespace, f"configmap/{name}")] = time.monotonic()
+        _written(ctx, namespace, name, placeholder_hash)
     for name in wanted.config_maps:
-        if not _due(ctx, namespace, name, changed):
+        if not _due(ctx, namespace, name, changed, trust_hash):
             continue
         configmaps.write(
             ctx.clients,
@@ -289,9 +298,21 @@ def write_config_maps(
         )
         # Only a write that went through counts as checked: a refused one (RBAC) is tried, and
         # reported, again at the next pass.
-        ctx.truststore_checks[(namespace, f"configmap/{name}")] = time.monotonic()
+        _written(ctx, namespace, name, trust_hash)
 
 
-def _due(ctx: state.Context, namespace: str, name: str, changed: bool) -> bool:
+def _written(ctx: state.Context, namespace: str, name: str, trust_hash: str) -> None:
+    ctx.truststore_checks[(namespace, f"configmap/{name}")] = time.monotonic()
+    ctx.config_map_hashes[(namespace, name)] = trust_hash
+
+
+def _due(ctx: state.Context, namespace: str, name: str, changed: bool, trust_hash: str) -> bool:
+    """Whether the ConfigMap is to be written: its content changed, a write of the present content never
+    went through (a failed pass: the Secret was written and is unchanged now), or its recheck is due."""
     checked = ctx.truststore_checks.get((namespace, f"configmap/{name}"))
-    return changed or checked is None or time.monotonic() - checked >= ctx.bundle_recheck_seconds
+    return (
+        changed
+        or checked is None
+        or ctx.config_map_hashes.get((namespace, name)) != trust_hash
+        or time.monotonic() - checked >= ctx.bundle_recheck_seconds
+    )

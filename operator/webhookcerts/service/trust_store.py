@@ -123,14 +123,15 @@ def write(
         if existing is None and not contributors and not unreadable_names:
             # Nobody names it and it is gone: nothing to take out, and nothing to create.
             return Written(trust.trust_hash(trust.PLACEHOLDER_PEM))
-        if existing is not None and ownership.holder(secret_name, existing.labels, existing.annotations).role in (
-            "key",
-            "next",
-            "bundle",
+        if (
+            existing is not None
+            and names.TRUST_KEY not in existing.data
+            and ownership.holder(secret_name, existing.labels, existing.annotations).role in ("key", "next", "bundle")
         ):
-            # The name now holds key material of the operator's (a store used before was deleted and the
-            # name taken): it was never this store, and the sweep of an old name must not clobber it.
-            return Written(trust.trust_hash(existing.data.get(names.TRUST_KEY, b"")))
+            # The name now holds key material of the operator's and no trust store (a store used before was
+            # deleted and the name taken): the sweep of an old name must not clobber it. One that holds a
+            # ca.crt is a trust store whatever its labels say (relabelled by hand): it is written.
+            return Written(trust.trust_hash(trust.PLACEHOLDER_PEM))
         union = trust_union.union(ctx, seen, namespace, existing, contributors, unreadable_names)
         wanted = trust_formats.targets((n, spec) for n, (spec, _) in contributors.items())
         keys, config_maps, elsewhere = _recorded(seen, namespace, secret_name, mine)
@@ -249,13 +250,31 @@ def sweep(p: state.Pass) -> None:
     revoked annotation keeps it out.
     """
     ns = p.resource.namespace
-    found = {record.secret_name for record in p.status.trust.stores} if p.status.trust is not None else set()
-    for secret in p.view.trust_secrets(ns):
-        if p.resource.name in trust.parse_sources(secret.annotations.get(names.SOURCES_ANNOTATION, "")):
-            found.add(secret.name)
-    found.discard(p.spec.trust.secret_name)
-    for name in sorted(found):
-        write(p.ctx, p.view, ns, name)
+    recorded = {record.secret_name for record in p.status.trust.stores} if p.status.trust is not None else set()
+    listed = {
+        secret.name
+        for secret in p.view.trust_secrets(ns)
+        if p.resource.name in trust.parse_sources(secret.annotations.get(names.SOURCES_ANNOTATION, ""))
+    }
+    failed: Exception | None = None
+    # Each store on its own: one that cannot be written (immutable, refused) must not keep the others
+    # trusting the certificate. A store only its own annotation names (anyone who may edit it can add
+    # the name) is tried, never waited for: it must not block the replacement for good.
+    for name in sorted((recorded | listed) - {p.spec.trust.secret_name}):
+        try:
+            write(p.ctx, p.view, ns, name)
+        except Exception as exc:
+            logger.warning(
+                "%s/%s: trust Secret %s could not be rewritten after the emergency: %s",
+                ns,
+                p.resource.name,
+                name,
+                type(exc).__name__,
+            )
+            if name in recorded and failed is None:
+                failed = exc
+    if failed is not None:
+        raise failed
 
 
 def _stores(p: state.Pass) -> list[models.TrustStoreRecord]:

@@ -310,3 +310,33 @@ def test_a_next_secrets_word_alone_never_compromises_a_sound_current_nor_is_trus
     assert status.next is not None and status.next.fingerprint not in (forged_fingerprint, sound.fingerprint)
     assert h.api.trusted_fingerprints() == {status.next.fingerprint}
     assert h.keygen.calls == keys + 1
+
+
+def test_marks_on_a_neighbours_key_secret_never_revoke_the_certificate_of_another(harness: Harness) -> None:
+    """A co-tenant sharing the trust store adopts a key Secret it made itself, marked as revoking the
+    victim's certificate: adoption must not carry that into its status (the union would drop the
+    victim's certificate, an outage of every delivery to it)."""
+    h = harness
+    victim = active(h, "victim")
+    planted = pki.new_key_pair(models.Subject(common_name="evil"), h.fake.now(), datetime.timedelta(days=400))
+    h.api.core.create_namespaced_secret(
+        h.api.namespace,
+        kubernetes.client.V1Secret(
+            metadata=kubernetes.client.V1ObjectMeta(
+                name="evil-tls", annotations={names.REVOKED_ANNOTATION: victim.fingerprint}
+            ),
+            type=secrets.TLS,
+            data={
+                names.TLS_KEY: base64.b64encode(planted.key_pem).decode(),
+                names.TLS_CERT: base64.b64encode(planted.cert_pem).decode(),
+            },
+        ),
+    )
+    h.create("evil")
+    h.settle("evil")
+    evil = h.status("evil")
+    assert evil.current is not None and evil.current.fingerprint == pki.inspect(planted.cert_pem).fingerprint
+    assert victim.fingerprint not in evil.revoked_fingerprints
+    assert victim.fingerprint in h.api.trusted_fingerprints()
+    h.settle("victim")
+    assert h.api.trusted_fingerprints() == {victim.fingerprint, evil.current.fingerprint}

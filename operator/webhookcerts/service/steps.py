@@ -126,8 +126,19 @@ def _restored(p: Pass, obs: policy.Observation, compromised_by: str | None) -> d
     last = p.status.last_emergency_rotation or found.last
     if last is None and references:
         last = models.EmergencyRecord(reference=compromised_by or references[-1], handled_at=p.now)
+    # Anyone who can write a Secret can write these marks: a fingerprint a neighbour sharing the trust
+    # store offers as its current or next is never revoked on their word (an outage, not a revocation).
+    offered = {
+        record.fingerprint
+        for entry in p.view.naming_trust(p.resource.namespace, p.spec.trust.secret_name)
+        if entry.name != p.resource.name and entry.status is not None
+        for record in (entry.status.current, entry.status.next)
+        if record is not None
+    }
     return {
-        "revoked_fingerprints": _unique([*p.status.revoked_fingerprints, *found.revoked]),
+        "revoked_fingerprints": _unique(
+            [*p.status.revoked_fingerprints, *(f for f in found.revoked if f not in offered)]
+        ),
         "emergency_references": references,
         "last_emergency_rotation": last.model_dump() if last is not None else None,
     }

@@ -1,10 +1,12 @@
 """A property over random sequences: no trust form anywhere ever trusts a revoked certificate.
 
-Two WebhookCertificates go through emergencies, planned rotations and cut-overs while their trust
-Secrets move, their truststore formats and ConfigMaps change and the truststore password Secret comes
-and goes. After every step, each trust Secret and ConfigMap ever named is read in every form (ca.crt,
-the PKCS#12 and JKS truststores, the ConfigMap's ca.crt and binaryData): none holds a fingerprint
-either status revoked, and none holds a certificate its own ca.crt does not.
+Two WebhookCertificates go through emergencies, planned rotations, cut-overs and delete-and-re-create
+(as `kubectl replace --force` does, with or without the annotations) while their trust Secrets move,
+their truststore formats and ConfigMaps change and the truststore password Secret comes and goes. After
+every step, each trust Secret and ConfigMap ever named is read in every form (ca.crt, the PKCS#12 and
+JKS truststores, the ConfigMap's ca.crt and binaryData): none holds a fingerprint any status ever
+revoked (a revoked fingerprint never returns, across re-creation too), and none holds a certificate its
+own ca.crt does not.
 
 Keys come from a small pool of RSA-4096 keys made once (the operator accepts no other size; a fresh key
 per certificate would make each example take minutes); each certificate is new all the same.
@@ -23,12 +25,13 @@ import kubernetes
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests import whc
 from tests.integration.test_service import Harness, harness
-from webhookcerts.domain import models, names, pki, truststores
+from webhookcerts.domain import models, names, pki, trust, truststores
+from webhookcerts.service import reconcile
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +64,7 @@ class PooledKeygen:
 OBJECTS = ("a", "b")
 Step = tuple[str, str, int]
 STEPS = st.tuples(
-    st.sampled_from(["emergency", "rotate", "cutover", "formats", "config-map", "move", "password"]),
+    st.sampled_from(["emergency", "rotate", "cutover", "formats", "config-map", "move", "password", "recreate"]),
     st.sampled_from(OBJECTS),
     st.integers(min_value=0, max_value=3),
 )
@@ -85,6 +88,8 @@ class Run:
         self.secrets = {f"{obj}-trust-{i}-{self.id}" for obj in ("s",) for i in (1, 2)}
         self.config_maps: set[str] = set()
         self.objects = {obj: f"{obj}-{self.id}" for obj in OBJECTS}
+        # Every fingerprint any status ever revoked: none may come back, whatever is re-created.
+        self.revoked: set[str] = set()
 
     def name(self, obj: str) -> str:
         return self.objects[obj]
@@ -132,13 +137,38 @@ class Run:
             self.patch(obj, {"trust": {"secretName": f"s-trust-{variant % 2 + 1}-{self.id}"}})
         elif action == "password":
             self.password("pw-one" if variant < 2 else "pw-two", present=variant % 2 == 0)
+        elif action == "recreate":
+            self.recreate(name, keep_annotations=variant % 2 == 0)
         for other in OBJECTS:
             h.settle(self.name(other))
 
-    def check(self) -> None:
-        revoked: set[str] = set()
+    def recreate(self, name: str, *, keep_annotations: bool) -> None:
+        """Delete, let the trust Secrets follow (the engine's deletion watch), check, create again."""
+        h, ns = self.h, self.h.api.namespace
+        body = h.api.get(name)
+        h.api.custom.delete_namespaced_custom_object(models.GROUP, models.VERSION, ns, models.PLURAL, name)
+        seen = reconcile.snapshot(h.ctx, ns)
+        for secret in sorted(self.secrets):
+            reconcile.sync_trust(h.ctx, seen, ns, secret)
+        self.check(gone=name)
+        manifest = {
+            "apiVersion": body["apiVersion"],
+            "kind": body["kind"],
+            "metadata": {
+                "name": name,
+                "annotations": (body["metadata"].get("annotations") or {}) if keep_annotations else {},
+            },
+            "spec": body["spec"],
+        }
+        h.api.custom.create_namespaced_custom_object(models.GROUP, models.VERSION, ns, models.PLURAL, manifest)
+
+    def check(self, gone: str | None = None) -> None:
         for obj in OBJECTS:
-            revoked.update(pki.normalize_fingerprint(f) for f in self.h.status(self.name(obj)).revoked_fingerprints)
+            if self.name(obj) == gone:
+                continue
+            status = self.h.status(self.name(obj))
+            self.revoked.update(pki.normalize_fingerprint(f) for f in status.revoked_fingerprints)
+        revoked = self.revoked
         for secret in sorted(self.secrets):
             held = self.h.api.secret(secret)
             if held is not None:
@@ -161,7 +191,9 @@ def _fingerprints(key: str, blob: bytes) -> set[str]:
     form = "jks" if blob[:4] == b"\xfe\xed\xfe\xed" else "pkcs12"
     for password in PASSWORDS.values():
         try:
-            return {hashlib.sha256(der).hexdigest() for der in truststores.certificates_of(blob, form, password)}
+            held = {hashlib.sha256(der).hexdigest() for der in truststores.certificates_of(blob, form, password)}
+            # The trust-nobody placeholder of an empty store, as ca.crt is read (whc.fingerprints_in).
+            return held - {trust.PLACEHOLDER_FINGERPRINT}
         except truststores.TrustStoreError:
             continue
     raise AssertionError(f"{key} cannot be read with any password the test used")
@@ -177,6 +209,16 @@ def _check_forms(where: str, held: dict[str, bytes], revoked: set[str]) -> None:
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(STEPS, min_size=4, max_size=9))
+# Always tried, whatever the random draw: re-creation after an emergency, with and without the annotation.
+@example(
+    steps=[
+        ("emergency", "a", 0),
+        ("recreate", "a", 0),
+        ("cutover", "a", 0),
+        ("emergency", "b", 1),
+        ("recreate", "b", 1),
+    ]
+)
 def test_no_trust_form_ever_trusts_a_revoked_certificate(harness: Harness, steps: list[Step]) -> None:
     h = harness
     h.ctx = dataclasses.replace(h.ctx, keygen=PooledKeygen())

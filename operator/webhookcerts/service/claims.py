@@ -11,7 +11,7 @@ only status and the trust stores (it checks the one trust Secret it writes, neve
 
 from __future__ import annotations
 
-from webhookcerts.domain import incidents, names, ownership
+from webhookcerts.domain import incidents, names, ownership, policy
 from webhookcerts.kube import secrets
 from webhookcerts.service import state
 
@@ -75,6 +75,11 @@ def _written_as_trust(p: state.Pass, name: str) -> bool:
 
 def message(found: dict[str, str]) -> str:
     return "; ".join(dict.fromkeys(found.values()))
+
+
+def refused(why: str) -> policy.Decision:
+    """The decision a pass ends on when a step was refused for a disputed Secret (Ready=False)."""
+    return policy.Decision(policy.Action.NOT_READY, "SecretConflict", why)
 
 
 def report(p: state.Pass, found: dict[str, str]) -> None:

@@ -119,7 +119,7 @@ def run(
         blocked = [n for n in steps.writes(p.spec, decision.action) if n in p.disputed]
         if blocked:
             # Only this step is refused (it would write, take or delete a disputed Secret).
-            decision = policy.Decision(policy.Action.NOT_READY, "SecretConflict", p.disputed[blocked[0]])
+            decision = claims.refused(p.disputed[blocked[0]])
             break
         if decision.action is policy.Action.ISSUE_REPLACEMENT and not contained:
             # Never a key before the trust stores have lost the compromised certificate.
@@ -129,7 +129,7 @@ def run(
             step(p, obs, decision)
         except state.SecretConflict as exc:
             # A Secret nobody told the view of, found by the create: refused as above.
-            decision = policy.Decision(policy.Action.NOT_READY, "SecretConflict", str(exc))
+            decision = claims.refused(str(exc))
             p.disputed = p.disputed or {"": str(exc)}
             claims.report(p, p.disputed)
             break
@@ -138,7 +138,7 @@ def run(
     else:
         logger.warning("%s/%s: still changing after %d steps", namespace, name, MAX_STEPS)
     if p.disputed and decision.action is not policy.Action.NOT_READY:
-        decision = policy.Decision(policy.Action.NOT_READY, "SecretConflict", claims.message(p.disputed))
+        decision = claims.refused(claims.message(p.disputed))
     _converge(p, decision, refusals, prober or probes.Prober(workers=0))
     return Result(p.status, decision, policy.next_wakeup(p.spec, p.status), p.requeue_after)
 
@@ -154,9 +154,7 @@ def _converge(p: state.Pass, decision: policy.Decision, refusals: list[policy.De
         except state.SecretConflict:
             # A user's Secret at the bundle's name, seen only now (the create was refused): say so.
             claims.report(p, p.disputed)
-            derived.conclude(
-                p, policy.Decision(policy.Action.NOT_READY, "SecretConflict", claims.message(p.disputed)), refusals
-            )
+            derived.conclude(p, claims.refused(claims.message(p.disputed)), refusals)
     probes.validate(p, prober)
     p.save()
 

@@ -28,6 +28,15 @@ REPO = processes.REPO
 T = TypeVar("T")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked ``long`` first, the rest in their usual order.
+
+    With pytest-xdist (``make test``) workers take tests in this order and steal from each other's
+    queues: a long test handed out last would leave one worker running it alone at the end.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 @pytest.fixture(scope="session")
 def bin_dir() -> pathlib.Path:
     return devcluster.bin_dir()

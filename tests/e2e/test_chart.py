@@ -55,6 +55,7 @@ def operator_pod(kubectl: conftest.KubectlRunner, namespace: str) -> dict[str, A
     return pod
 
 
+@pytest.mark.long
 def test_the_chart_runs_the_operator_in_its_pod(
     node_cluster: devcluster.DevCluster,
     node_kubectl: conftest.KubectlRunner,

@@ -132,6 +132,7 @@ def run_watching(
     return done, node_dirs, seen
 
 
+@pytest.mark.long
 def test_make_demo_runs_the_whole_story_and_leaves_nothing_running(tmp_path: pathlib.Path) -> None:
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     done, node_dirs, seen = run_watching([sys.executable, str(DEMO)], env, tmp_path, timeout=1200)

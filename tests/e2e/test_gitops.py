@@ -67,6 +67,7 @@ def test_replace_force_keeps_the_key_the_provider_holds_and_its_trust(
     assert api.events("gitops", "Adopted")
 
 
+@pytest.mark.long
 def test_deletion_policy_delete_lets_garbage_collection_take_the_secrets(
     node_api: whc.Api,
     node_kubectl: conftest.KubectlRunner,

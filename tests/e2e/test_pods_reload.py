@@ -314,6 +314,7 @@ def consumer(app: str, reload_mode: str) -> list[dict[str, Any]]:
 # --- the tests ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.long
 def test_hot_reload_carries_a_planned_rotation_and_cutover_without_losing_a_delivery(
     node_api: whc.Api, node_operator: conftest.OperatorProcess, receiver: ReceiverFactory, tmp_path: pathlib.Path
 ) -> None:
@@ -468,6 +469,7 @@ def test_hot_reload_makes_the_pod_refuse_a_compromised_certificate(
     assert control.accepts(compromised), "the control pod reloaded without a nudge: the kubelet synced it"
 
 
+@pytest.mark.long
 def test_rollout_replaces_the_pods_and_the_new_ones_trust_the_new_certificate(
     node_api: whc.Api, node_operator: conftest.OperatorProcess, receiver: ReceiverFactory, tmp_path: pathlib.Path
 ) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 import kubernetes
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -337,6 +338,7 @@ def ready(api: whc.Api, name: str) -> bool:
 # --- the tests -------------------------------------------------------------------------------------
 
 
+@pytest.mark.long
 def test_planned_rotation_with_cutover_under_continuous_delivery_loses_nothing(
     api: whc.Api, operator: conftest.OperatorProcess, endpoint: EndpointFactory, tmp_path: pathlib.Path
 ) -> None:
@@ -538,23 +540,16 @@ def test_no_certificate_a_stranger_an_expired_certificate_and_tls_1_1_are_refuse
     assert {r["client_fingerprint"] for r in ep.records("delivery") if r["status"] == 200} == {trusted.fingerprint}
 
 
-def test_an_expired_certificate_is_refused_while_the_trust_store_still_lists_it(
-    api: whc.Api, operator: conftest.OperatorProcess, endpoint: EndpointFactory, tmp_path: pathlib.Path
-) -> None:
-    # A key Secret that already exists is adopted; this one holds a certificate about to expire. The
-    # operator then starts the next certificate at once (its renewal time has long passed) and would
-    # cut over when the current one expires, so it is stopped before that: while it is down, the
-    # expired certificate stays in the trust store, and only the receiver's own check stands between
-    # it and a delivery.
-    name = "lapsed"
+def adopted_key_secret(api: whc.Api, name: str, lifetime: datetime.timedelta) -> tuple[bytes, bytes, x509.Certificate]:
+    """A key Secret ``<name>-tls`` made before its WebhookCertificate (which adopts it), with a
+    certificate valid from now for ``lifetime``."""
     subject = models.Subject(common_name=f"{name}.webhooks.example.com", organization="Example")
     key = pki.generate_private_key()
-    cert = pki.issue_certificate(key, subject, datetime.datetime.now(datetime.UTC), datetime.timedelta(seconds=60))
+    cert = pki.issue_certificate(key, subject, datetime.datetime.now(datetime.UTC), lifetime)
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    lapsing = write_client(tmp_path / "clients", "lapsing", key_pem, cert_pem)
     api.core.create_namespaced_secret(
         api.namespace,
         kubernetes.client.V1Secret(
@@ -565,13 +560,45 @@ def test_an_expired_certificate_is_refused_while_the_trust_store_still_lists_it(
             },
         ),
     )
+    return key_pem, cert_pem, cert
+
+
+def adopted_and_rotating(api: whc.Api, name: str, lifetime: datetime.timedelta, **spec: Any) -> float:
+    """Adopts a fresh key Secret and waits for the next certificate (its renewal time long passed):
+    the seconds it took, from before the key was made."""
+    started = time.monotonic()
+    adopted_key_secret(api, name, lifetime)
+    api.create(name, **spec)
+    conftest.wait_for(lambda: api.status(name).stage == "Rotating", what=f"{name}: adoption and the next certificate")
+    return time.monotonic() - started
+
+
+@pytest.mark.long
+def test_an_expired_certificate_is_refused_while_the_trust_store_still_lists_it(
+    api: whc.Api, operator: conftest.OperatorProcess, endpoint: EndpointFactory, tmp_path: pathlib.Path
+) -> None:
+    # A key Secret that already exists is adopted; this one holds a certificate about to expire. The
+    # operator then starts the next certificate at once (its renewal time has long passed) and would
+    # cut over when the current one expires, so it is stopped before that: while it is down, the
+    # expired certificate stays in the trust store, and only the receiver's own check stands between
+    # it and a delivery.
+    #
+    # How long "about to expire" must be is measured, not guessed: the same steps (a key made, adopted,
+    # the next certificate issued, with a key generation of the operator's) are timed first on a
+    # long-lived certificate with a trust Secret of its own, and the certificate lives four times
+    # that (and 5 s more) from the moment its own steps start.
+    rehearsal = adopted_and_rotating(api, "rehearsal", datetime.timedelta(hours=1), trust={"secretName": "rehearsal"})
+    lifetime = datetime.timedelta(seconds=4 * rehearsal + 5)
+    name = "lapsed"
+    key_pem, cert_pem, cert = adopted_key_secret(api, name, lifetime)
+    lapsing = write_client(tmp_path / "clients", "lapsing", key_pem, cert_pem)
     api.create(name)
     conftest.wait_for(lambda: api.status(name).stage == "Rotating", what="adoption and the next certificate")
     operator.stop()
     status = api.status(name)
     assert status.current is not None and status.current.fingerprint == lapsing.fingerprint, (
-        "the operator retired the adopted certificate before it was stopped; the machine was too slow "
-        "for a 60 s certificate"
+        f"the operator retired the adopted certificate before it was stopped: its {lifetime.total_seconds():.0f} s "
+        f"were four times what the same steps took just before ({rehearsal:.1f} s), and not enough"
     )
     successor = client_from_secret(api, f"{name}-tls-next", tmp_path / "clients", "successor")
     assert api.trusted_fingerprints() == {lapsing.fingerprint, successor.fingerprint}
@@ -579,7 +606,9 @@ def test_an_expired_certificate_is_refused_while_the_trust_store_still_lists_it(
 
     expiry = cert.not_valid_after_utc + datetime.timedelta(seconds=1)
     conftest.wait_for(
-        lambda: datetime.datetime.now(datetime.UTC) > expiry, timeout=120, what="the certificate to expire"
+        lambda: datetime.datetime.now(datetime.UTC) > expiry,
+        timeout=lifetime.total_seconds() + 60,
+        what="the certificate to expire",
     )
     assert ep.trusts(successor, lapsing.fingerprint)  # still listed ...
     assert ep.refuses(lapsing)  # ... and refused all the same

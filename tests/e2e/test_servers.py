@@ -449,6 +449,7 @@ def took_the_trust(servers: Fleet, ep: ServerEndpoint, client: reload.Client) ->
     return True
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("kind", KINDS, ids=[k.name for k in KINDS])
 def test_an_emergency_under_continuous_delivery_refuses_the_compromised_certificate(
     kind: Kind,
@@ -571,6 +572,7 @@ def overlap(servers: Fleet, old: reload.Client, new: reload.Client) -> None:
 ROTATION_KINDS = [pytest.param(k, id=k.name) for k in KINDS]
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("kind", ROTATION_KINDS)
 def test_a_planned_rotation_and_cutover_under_continuous_delivery_lose_nothing(
     kind: Kind,

@@ -31,6 +31,7 @@ def verdicts(whcs: whc.Api, name: str, reason: str) -> list[str]:
     return found
 
 
+@pytest.mark.long
 def test_the_operator_validates_the_next_and_the_compromised_certificate_against_the_endpoint(
     api: whc.Api,  # noqa: F811 - the fixture
     operator: conftest.OperatorProcess,

@@ -52,6 +52,7 @@ def assert_clean(stats: chaos_audit.Stats, interruptions: int) -> None:
     assert not stats.defects, details
 
 
+@pytest.mark.long
 def test_sigkill_at_random_moments_of_rotations_cutovers_and_emergencies_loses_and_doubles_nothing(
     harness: chaos_rounds.Chaos,
 ) -> None:
@@ -70,6 +71,7 @@ def test_sigkill_at_random_moments_of_rotations_cutovers_and_emergencies_loses_a
     assert counted == dict.fromkeys(chaos_audit.COUNTERS, 0), "\n".join(audit.defects)
 
 
+@pytest.mark.long
 def test_kube_apiserver_and_etcd_stopped_mid_rotation_the_same_operator_reconnects_and_finishes(
     harness: chaos_rounds.Chaos,
 ) -> None:

@@ -90,6 +90,7 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 # --- the whole lifecycle under the chart's ClusterRole ------------------------------------------
 
 
+@pytest.mark.long
 def test_the_operator_runs_the_lifecycle_with_the_charts_rbac(
     fresh_cluster: devcluster.DevCluster, bin_dir: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:

@@ -100,6 +100,7 @@ def stamp(value: Any) -> str:
 # --- status ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.long
 def test_status_shows_expiry_renewal_stage_and_next_serial(
     api: whc.Api,
     operator: conftest.OperatorProcess,

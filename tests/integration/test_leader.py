@@ -62,6 +62,7 @@ def leader_and_standby(
         print(f"--- first ---\n{first.logs()[-8000:]}\n--- second ---\n{second.logs()[-8000:]}")
 
 
+@pytest.mark.long
 def test_the_standby_finishes_what_a_killed_leader_started_each_trigger_once(
     api: whc.Api, cluster: devcluster.DevCluster, crd_installed: None, tmp_path: pathlib.Path
 ) -> None:

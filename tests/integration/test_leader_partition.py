@@ -150,6 +150,7 @@ def proxy(cluster: devcluster.DevCluster) -> Iterator[BlackHoleProxy]:
     forwarder.close()
 
 
+@pytest.mark.long
 def test_a_leader_cut_off_from_the_api_server_stops_before_the_standby_starts_and_runs_no_pass_after(
     api: whc.Api, cluster: devcluster.DevCluster, proxy: BlackHoleProxy, tmp_path: pathlib.Path
 ) -> None:

@@ -323,6 +323,7 @@ def test_operator_killed_mid_emergency_rotates_exactly_once(api: whc.Api, operat
     assert len(api.events("crash", "ReplacementIssued")) <= 1
 
 
+@pytest.mark.long
 def test_a_rotation_missed_while_the_operator_was_down_starts_on_restart(
     api: whc.Api, operator: conftest.OperatorProcess
 ) -> None:

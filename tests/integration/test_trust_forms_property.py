@@ -219,6 +219,7 @@ def _check_forms(where: str, held: dict[str, bytes], revoked: set[str]) -> None:
         ("recreate", "b", 1),
     ]
 )
+@pytest.mark.long
 def test_no_trust_form_ever_trusts_a_revoked_certificate(harness: Harness, steps: list[Step]) -> None:
     h = harness
     h.ctx = dataclasses.replace(h.ctx, keygen=PooledKeygen())

@@ -65,3 +65,29 @@ def test_a_probe_that_raises_is_an_unreachable_answer_not_a_dead_pool() -> None:
 
     answer = prober.answer(KEY, broken)
     assert answer is not None and answer.outcome is validation.Outcome.UNREACHABLE
+
+
+def test_an_answer_not_yet_wanted_is_asked_again_soon_then_less_often() -> None:
+    """An endpoint a few seconds behind its trust Secret is seen within seconds, not an interval later;
+    one that stays wrong costs one probe per interval; the wanted answer restores the interval."""
+    ticks = Ticks()
+    prober = probes.Prober(workers=0, interval=60, first_retry=2, clock=ticks)
+    refused = validation.Probe(validation.Outcome.REFUSED, "the endpoint refused the certificate")
+    answers = [refused] * 7 + [ACCEPTED]
+    probed_at: list[float] = []
+
+    def run() -> validation.Probe:
+        probed_at.append(ticks.now)
+        return answers[len(probed_at) - 1]
+
+    def wanted(result: validation.Probe) -> bool:
+        return result.outcome is validation.Outcome.ACCEPTED
+
+    start = ticks.now
+    while len(probed_at) < len(answers):
+        prober.answer(KEY, run, wanted)
+        ticks.now += 1
+    assert [t - start for t in probed_at] == [0, 2, 6, 14, 30, 62, 122, 182]
+    # Due again one interval after the wanted answer, not sooner.
+    assert prober.due_in(KEY) == 59
+    assert prober.answer(KEY, run, wanted) == ACCEPTED and len(probed_at) == 8

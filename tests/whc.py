@@ -76,6 +76,13 @@ class Api:
             {"metadata": {"annotations": annotations}},
         )
 
+    def patch_spec(self, name: str, **spec: Any) -> None:
+        """A merge patch of the spec (``renewBefore`` close to ``duration`` makes the planned rotation due
+        at once: the operator reconciles the change, so a test starts it when it is ready for it)."""
+        self.custom.patch_namespaced_custom_object(
+            models.GROUP, models.VERSION, self.namespace, models.PLURAL, name, {"spec": spec}
+        )
+
     def emergency(self, name: str, reference: str) -> None:
         self.annotate(name, **{names.EMERGENCY_ANNOTATION: reference})
 

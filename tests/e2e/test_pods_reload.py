@@ -45,7 +45,7 @@ from tests.unit import mtls_pki
 from webhookcerts.devcluster import base, workloads
 from webhookcerts.devcluster import cluster as devcluster
 from webhookcerts.devcluster import node as devnode
-from webhookcerts.domain import models, names, pki, trust
+from webhookcerts.domain import names, pki, trust
 from webhookcerts.receiver import providersim
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
@@ -129,12 +129,6 @@ def kubelet_without_periodic_sync(node_cluster: devcluster.DevCluster) -> Iterat
 def server_pki(tmp_path_factory: pytest.TempPathFactory) -> mtls_pki.Pki:
     """The receiver's serving certificate (for 127.0.0.1) and its CA."""
     return mtls_pki.make(tmp_path_factory.mktemp("pod-server-pki"))
-
-
-def patch_spec(api: whc.Api, name: str, **spec: Any) -> None:
-    api.custom.patch_namespaced_custom_object(
-        models.GROUP, models.VERSION, api.namespace, models.PLURAL, name, {"spec": spec}
-    )
 
 
 def ready(api: whc.Api, name: str) -> bool:
@@ -336,8 +330,10 @@ def test_hot_reload_carries_a_planned_rotation_and_cutover_without_losing_a_deli
     provider.start()
     try:
         conftest.wait_for(lambda: provider.started("old") >= 2, timeout=120, what="deliveries to flow")
-        patch_spec(api, name, renewBefore="59m50s")
+        api.patch_spec(name, renewBefore="59m59s")
         conftest.wait_for(lambda: api.status(name).stage == "Rotating", timeout=180, what="stage Rotating")
+        # Not due again: the certificate the cut-over makes current must not start a rotation of its own.
+        api.patch_spec(name, renewBefore="30m")
         pending = api.status(name).next
         assert pending is not None and pending.reason == "Planned"
         new = reload.client_from_secret(api, f"{name}-tls-next", clients, "new")
@@ -501,8 +497,10 @@ def test_rollout_replaces_the_pods_and_the_new_ones_trust_the_new_certificate(
     assert ep.accepts(old)
 
     # The planned rotation: the Deployment rolls and its new pod starts with both certificates.
-    patch_spec(api, name, renewBefore="59m50s")
+    api.patch_spec(name, renewBefore="59m59s")
     conftest.wait_for(lambda: api.status(name).stage == "Rotating", timeout=180, what="stage Rotating")
+    # Not due again: the certificate the cut-over makes current must not start a rotation of its own.
+    api.patch_spec(name, renewBefore="30m")
     pending = api.status(name).next
     assert pending is not None
     new = reload.client_from_secret(api, f"{name}-tls-next", clients, "new")

@@ -234,7 +234,7 @@ class Provider:
     runs, so the stream has no gaps.
     """
 
-    def __init__(self, endpoint: TlsEndpoint, *, rate: float = RATE, seconds: float = 5.0) -> None:
+    def __init__(self, endpoint: TlsEndpoint, *, rate: float = RATE, seconds: float = 2.0) -> None:
         self.endpoint, self.rate, self.seconds = endpoint, rate, seconds
         self._lock = threading.Lock()
         self._bundle: tuple[str, pathlib.Path] | None = None
@@ -344,12 +344,12 @@ def test_planned_rotation_with_cutover_under_continuous_delivery_loses_nothing(
 ) -> None:
     name, environment = "planned", "sandbox"
     create_password_secret(api, "bundle-password")
-    # renewBefore this close to duration starts the planned rotation on the operator's next timer tick.
+    # Not due yet: the planned rotation is made due (renewBefore close to duration) once deliveries flow.
     api.create(
         name,
         environment=environment,
         duration="1h",
-        renewBefore="59m50s",
+        renewBefore="30m",
         bundle={"passwordSecretRef": {"name": "bundle-password", "key": "password"}},
     )
     conftest.wait_for(lambda: ready(api, name), what="Ready=True")
@@ -370,8 +370,12 @@ def test_planned_rotation_with_cutover_under_continuous_delivery_loses_nothing(
     provider.use("old", bundles / "old.p12")
     provider.start()
     try:
-        # The rotation starts on its own; the endpoint trusts the next certificate beside the current one.
+        conftest.wait_for(lambda: provider.started("old") >= 2, timeout=120, what="deliveries to flow")
+        api.patch_spec(name, renewBefore="59m59s")
+        # The rotation starts; the endpoint trusts the next certificate beside the current one.
         conftest.wait_for(lambda: api.status(name).stage == "Rotating", timeout=180, what="stage Rotating")
+        # Not due again: the certificate the cut-over makes current must not start a rotation of its own.
+        api.patch_spec(name, renewBefore="30m")
         pending = api.status(name).next
         assert pending is not None and pending.reason == "Planned"
         new_p12 = conftest.wait_for(

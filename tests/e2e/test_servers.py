@@ -584,10 +584,8 @@ def test_a_planned_rotation_and_cutover_under_continuous_delivery_lose_nothing(
 ) -> None:
     name, environment = "planned", "sandbox"
     prepare(api, kind)
-    # renewBefore this close to duration starts the planned rotation on the operator's next timer tick.
-    api.create(
-        name, environment=environment, duration="1h", renewBefore="59m50s", bundle=BUNDLE, trust=trust_spec(kind)
-    )
+    # Not due yet: the planned rotation is made due (renewBefore close to duration) once deliveries flow.
+    api.create(name, environment=environment, duration="1h", renewBefore="30m", bundle=BUNDLE, trust=trust_spec(kind))
     conftest.wait_for(lambda: reload.ready(api, name), what="Ready=True")
     bundles, clients = tmp_path / "bundles", tmp_path / "clients"
     bundles.mkdir()
@@ -600,8 +598,13 @@ def test_a_planned_rotation_and_cutover_under_continuous_delivery_lose_nothing(
         assert ep.accepts(old), ep.name
     providers = start_providers(eps, "old", old_p12)
     try:
-        # The rotation starts on its own; the endpoints trust the next certificate beside the current one.
+        for provider in providers:
+            conftest.wait_for(lambda p=provider: p.started("old") >= 2, timeout=120, what="deliveries to flow")
+        api.patch_spec(name, renewBefore="59m59s")
+        # The rotation starts; the endpoints trust the next certificate beside the current one.
         conftest.wait_for(lambda: api.status(name).stage == "Rotating", timeout=180, what="stage Rotating")
+        # Not due again: the certificate the cut-over makes current must not start a rotation of its own.
+        api.patch_spec(name, renewBefore="30m")
         pending = api.status(name).next
         assert pending is not None and pending.reason == "Planned"
         new_p12 = conftest.wait_for(

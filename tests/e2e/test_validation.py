@@ -16,7 +16,7 @@ import pytest
 from tests import conftest, whc
 from tests.e2e.test_reload import EndpointFactory, api, endpoint, ready, server_pki  # noqa: F401 - fixtures
 from tests.unit import mtls_pki
-from webhookcerts.domain import models, names
+from webhookcerts.domain import names
 
 pytestmark = pytest.mark.e2e
 
@@ -50,19 +50,9 @@ def test_the_operator_validates_the_next_and_the_compromised_certificate_against
         ),
     )
     health = ep.url.replace("/webhooks", "/healthz")
-    api.custom.patch_namespaced_custom_object(
-        models.GROUP,
-        models.VERSION,
-        api.namespace,
-        models.PLURAL,
-        name,
-        {
-            "spec": {
-                # Due for renewal at once: the next certificate is issued and must be validated.
-                "renewBefore": "59m50s",
-                "validation": {"url": health, "caSecretRef": {"name": "endpoint-ca", "key": "ca.crt"}},
-            }
-        },
+    # Due for renewal at once: the next certificate is issued and must be validated.
+    api.patch_spec(
+        name, renewBefore="59m59s", validation={"url": health, "caSecretRef": {"name": "endpoint-ca", "key": "ca.crt"}}
     )
     accepted = conftest.wait_for(
         lambda: (c := api.condition(name, names.ENDPOINT_ACCEPTS_NEXT)) is not None and c.status == "True" and c,

@@ -443,9 +443,10 @@ def test_long_bundle_stems_fit_for_every_environment_and_serial_length() -> None
     for environment in ("a", "sandbox", LONG_ENVIRONMENT):
         for serial in ("01", "0A1B2C3D", LONG_SERIAL):
             stem = pki.bundle_stem(environment, LONG_NAME, serial)
-            _assert_data_keys([f"{stem}{suffix}" for suffix in pki.BUNDLE_SUFFIXES])
+            sealed = f"{stem}.{'r' * 32}.p7m"  # the longest sealed file name a recipient can give
+            _assert_data_keys([f"{stem}{suffix}" for suffix in pki.BUNDLE_SUFFIXES] + [sealed])
             # As much of the name as fits is kept (less a separator the cut may end on).
-            assert 252 <= len(f"{stem}.key.enc.pem") <= 253
+            assert 252 <= len(sealed) <= 253
             assert stem.startswith(f"{environment}-a") and stem.endswith(f"-{serial}")
 
 

@@ -459,7 +459,7 @@ def test_long_bundle_stems_are_deterministic_and_keep_two_names_apart() -> None:
 
 
 def test_bundle_stems_that_fit_are_unchanged_and_a_cut_never_ends_on_a_separator() -> None:
-    room = 253 - len(".key.enc.pem")
+    room = 253 - pki.SEALED_SUFFIX_MAX  # the longest file name is a sealed one
     fits = "n" * (room - len("live--01"))
     assert pki.bundle_stem("live", fits, "01") == f"live-{fits}-01"
     assert pki.bundle_stem("live", "acme", "01") == "live-acme-01"

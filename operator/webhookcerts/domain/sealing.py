@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import warnings
 from typing import Literal
 
 import pysequoia
@@ -128,10 +129,14 @@ def _load_openpgp(name: str, data: bytes, now: datetime.datetime) -> Recipient:
         cert = pysequoia.Cert.from_bytes(data)
     except Exception:  # noqa: BLE001 - Sequoia raises plain errors; its text may quote the input
         raise RecipientRefused("NotAPublicKey", "is not an OpenPGP public key (armored or binary)") from None
-    if cert.has_secret_keys:
+    with warnings.catch_warnings():
+        # pysequoia steers key holders to Tsk; asking a Cert whether it carries secrets is what we mean.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        has_secrets = cert.has_secret_keys
+    if has_secrets:
         raise RecipientRefused(
             "PrivateKey",
-            "holds an OpenPGP secret key: put the provider's public key there (gpg --export, not --export-secret-keys)",
+            "holds an OpenPGP private (secret) key: put the provider's public key there (gpg --export, not --export-secret-keys)",
         )
     if cert.is_revoked:
         raise RecipientRefused("Revoked", f"OpenPGP key {cert.fingerprint} is revoked: ask the provider for its new one")

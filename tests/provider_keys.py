@@ -44,7 +44,9 @@ def x509_recipient(
         .not_valid_after(now + starts + valid_for)
         .sign(key, hashes.SHA256())
     )
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return key_pem, cert.public_bytes(serialization.Encoding.PEM)
 
 
@@ -93,7 +95,9 @@ class Gpg:
         return self.ok("--armor", "--export", uid)
 
     def generate_signing_only(self, uid: str) -> bytes:
-        self.ok("--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key", uid, "rsa3072", "cert,sign", "never")
+        self.ok(
+            "--pinentry-mode", "loopback", "--passphrase", "", "--quick-gen-key", uid, "rsa3072", "cert,sign", "never"
+        )
         return self.ok("--armor", "--export", uid)
 
     def secret_key(self, uid: str) -> bytes:
@@ -105,7 +109,10 @@ class Gpg:
 
     def close(self) -> None:
         subprocess.run(
-            ["gpgconf", "--kill", "all"], env={**os.environ, "GNUPGHOME": str(self.home)}, capture_output=True, timeout=60
+            ["gpgconf", "--kill", "all"],
+            env={**os.environ, "GNUPGHOME": str(self.home)},
+            capture_output=True,
+            timeout=60,
         )
         shutil.rmtree(self.home, ignore_errors=True)
 

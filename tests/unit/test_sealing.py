@@ -62,8 +62,10 @@ def _opened_pkcs12(plaintext: bytes, workdir: pathlib.Path) -> tuple[bytes, byte
 
 
 def _public(key_pem: bytes) -> bytes:
-    return serialization.load_pem_private_key(key_pem, None).public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    return (
+        serialization.load_pem_private_key(key_pem, None)
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
 
 

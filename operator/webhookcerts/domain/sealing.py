@@ -115,7 +115,9 @@ def _load_cms(name: str, data: bytes, now: datetime.datetime) -> Recipient:
         )
     not_before, not_after = cert.not_valid_before_utc, cert.not_valid_after_utc
     if not_after <= now:
-        raise RecipientRefused("Expired", f"the certificate expired at {_iso(not_after)}: ask the provider for its new one")
+        raise RecipientRefused(
+            "Expired", f"the certificate expired at {_iso(not_after)}: ask the provider for its new one"
+        )
     if not_before > now:
         raise RecipientRefused("NotYetValid", f"the certificate is valid only from {_iso(not_before)}")
     fingerprint = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
@@ -127,7 +129,7 @@ def _load_openpgp(name: str, data: bytes, now: datetime.datetime) -> Recipient:
         raise RecipientRefused("WrongFormat", "is an X.509 certificate or key, not an OpenPGP key: set format: cms")
     try:
         cert = pysequoia.Cert.from_bytes(data)
-    except Exception:  # noqa: BLE001 - Sequoia raises plain errors; its text may quote the input
+    except Exception:
         raise RecipientRefused("NotAPublicKey", "is not an OpenPGP public key (armored or binary)") from None
     with warnings.catch_warnings():
         # pysequoia steers key holders to Tsk; asking a Cert whether it carries secrets is what we mean.
@@ -136,10 +138,13 @@ def _load_openpgp(name: str, data: bytes, now: datetime.datetime) -> Recipient:
     if has_secrets:
         raise RecipientRefused(
             "PrivateKey",
-            "holds an OpenPGP private (secret) key: put the provider's public key there (gpg --export, not --export-secret-keys)",
+            "holds an OpenPGP private (secret) key: put the provider's public key there "
+            "(gpg --export, not --export-secret-keys)",
         )
     if cert.is_revoked:
-        raise RecipientRefused("Revoked", f"OpenPGP key {cert.fingerprint} is revoked: ask the provider for its new one")
+        raise RecipientRefused(
+            "Revoked", f"OpenPGP key {cert.fingerprint} is revoked: ask the provider for its new one"
+        )
     expires = cert.expiration
     if expires is not None and expires <= now:
         raise RecipientRefused(
@@ -160,14 +165,18 @@ def _load_openpgp(name: str, data: bytes, now: datetime.datetime) -> Recipient:
                 )
     try:
         pysequoia.encrypt(b"", [cert], armor=False)
-    except Exception:  # noqa: BLE001 - no usable encryption subkey (expired, revoked, or none)
+    except Exception:
         raise RecipientRefused(
             "UnsupportedKey", f"OpenPGP key {cert.fingerprint} has no valid encryption subkey"
         ) from None
     return Recipient(name, "openpgp", cert.fingerprint, expires, cert)
 
 
-_RSA = (packet.PublicKeyAlgorithm.RSAEncryptSign, packet.PublicKeyAlgorithm.RSAEncrypt, packet.PublicKeyAlgorithm.RSASign)
+_RSA = (
+    packet.PublicKeyAlgorithm.RSAEncryptSign,
+    packet.PublicKeyAlgorithm.RSAEncrypt,
+    packet.PublicKeyAlgorithm.RSASign,
+)
 
 
 def _rsa_bits(body: bytes) -> int:
@@ -196,9 +205,7 @@ def content(friendly_name: str, key_pem: bytes, cert_pem: bytes) -> bytes:
     cert = x509.load_pem_x509_certificate(cert_pem)
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
         raise ValueError("unsupported key type for a bundle")
-    return pkcs12.serialize_key_and_certificates(
-        friendly_name.encode(), key, cert, None, serialization.NoEncryption()
-    )
+    return pkcs12.serialize_key_and_certificates(friendly_name.encode(), key, cert, None, serialization.NoEncryption())
 
 
 def seal(recipient: Recipient, plaintext: bytes) -> bytes:

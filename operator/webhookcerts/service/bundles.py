@@ -18,10 +18,11 @@ cut-over) leave the bundle, even while the password Secret is missing, as removi
 It is rebuilt when those certificates change, when the password Secret changes (cert-manager #3450) or
 when a recipient's key does: the bundle Secret records the password Secret's uid and resourceVersion
 and the recipients' fingerprints with the fingerprints it was built from (sealing is randomized, so an
-unchanged source must write nothing). Kept files cannot be encrypted again, so they are opened with the password of now, and
-``BundleReady`` says when they need the earlier one. The password Secret belongs to the user and is
-not watched, so an unchanged bundle reads it at most once per ``bundle_recheck_seconds``: idle passes
-cost no API call; the recipients' ConfigMaps and Secrets are read on the same terms.
+unchanged source must write nothing). Kept files cannot be encrypted again, so they are opened with
+the password of now, and ``BundleReady`` says when they need the earlier one. The password Secret
+belongs to the user and is not watched, so an unchanged bundle reads it at most once per
+``bundle_recheck_seconds``: idle passes cost no API call. The recipients' ConfigMaps and Secrets are
+read on the same terms.
 """
 
 from __future__ import annotations
@@ -159,7 +160,9 @@ def sync(p: Pass) -> None:
     if password is None and not sealers:
         _withdraw(p, existing, entries)
         reason, message = password_problem or next((r.reason, r.problem) for r in reads if r.problem and r.reason)
-        p.set_condition(names.BUNDLE_READY, "False", reason, f"{message}; no bundle is written without a way to seal it")
+        p.set_condition(
+            names.BUNDLE_READY, "False", reason, f"{message}; no bundle is written without a way to seal it"
+        )
         p.ctx.bundle_checks.pop((ns, p.resource.name), None)
         # Neither is watched: look again soon, as a user is likely creating it now.
         p.requeue_after = min(p.requeue_after or PASSWORD_RETRY, PASSWORD_RETRY)

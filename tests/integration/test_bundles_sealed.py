@@ -12,6 +12,7 @@ whose key turns bad is a condition with its reason and costs no file.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import logging
 import pathlib
 import stat
@@ -20,14 +21,13 @@ from collections.abc import Iterator
 
 import kubernetes
 import pytest
-from cryptography import x509
 
 from tests import provider_keys
 from tests.integration.test_bundles import NAME, Bundles, assert_no_plain_key_outside_key_secrets, bundles
 from tests.integration.test_bundles import key_lines as plain_key_lines
 from tests.integration.test_cli import Cli, cli, failed, ok
 from tests.unit import test_sealing
-from webhookcerts.domain import manifest, models, names, pki
+from webhookcerts.domain import models, names, pki
 
 pytestmark = pytest.mark.integration
 
@@ -164,12 +164,18 @@ def test_sealed_files_open_for_the_provider_follow_rotation_and_leave_at_contain
     printed = ok(cli("export", NAME, "--next", "--print-manifest"))
     assert printed == text
     cert_pem = exported[f"{stem}.crt.pem"].read_bytes()
-    certificate = x509.load_pem_x509_certificate(cert_pem)
     assert f"serial: {fresh.serial}\n" in text and f"object: {b.api.namespace}/{NAME}\n" in text
     assert "environment: live\n" in text and "role: next\n" in text
-    assert f"certificate-sha256: {manifest._colons(fresh.fingerprint)}\n" in text
-    assert f"public-key-sha256: {manifest._colons(manifest.spki_sha256(certificate))}\n" in text
-    assert f"not-after: {fresh.not_after.strftime(manifest.TIME)}\n" in text
+    assert f"certificate-sha256: {_colons(fresh.fingerprint)}\n" in text
+    # The provider's own computation, as the manifest's header tells it.
+    public_pem = subprocess.run(
+        ["openssl", "x509", "-noout", "-pubkey"], input=cert_pem, capture_output=True, check=True, timeout=60
+    ).stdout
+    spki = subprocess.run(
+        ["openssl", "pkey", "-pubin", "-outform", "DER"], input=public_pem, capture_output=True, check=True, timeout=60
+    ).stdout
+    assert f"public-key-sha256: {_colons(hashlib.sha256(spki).hexdigest())}\n" in text
+    assert f"not-after: {fresh.not_after.strftime('%Y-%m-%dT%H:%M:%SZ')}\n" in text
     for file_name in _sealed_names(fresh.serial):
         assert f"  {file_name}\n" in text
     # sha256sum -c checks the exported files against it (the lines that are not file lines are skipped).
@@ -273,6 +279,11 @@ def test_a_recipient_key_turning_bad_is_a_condition_with_its_reason_and_loses_no
     b.run()
     assert b.condition(names.RECIPIENT_KEY_EXPIRING) is None
     assert_no_plain_key_outside_key_secrets(b.api)
+
+
+def _colons(hex_digest: str) -> str:
+    """As openssl prints a fingerprint: ``AB:CD:...``."""
+    return ":".join(hex_digest.upper()[i : i + 2] for i in range(0, len(hex_digest), 2))
 
 
 def pki_days(days: int) -> datetime.timedelta:

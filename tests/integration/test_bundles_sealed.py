@@ -280,6 +280,25 @@ def test_a_recipient_key_turning_bad_is_a_condition_with_its_reason_and_loses_no
     assert b.condition(names.RECIPIENT_KEY_EXPIRING) is None
     assert_no_plain_key_outside_key_secrets(b.api)
 
+    # A recipient added while the key Secret is gone: the kept files stay, and the one that cannot be
+    # sealed without the key is named, not silently missing.
+    b.api.core.delete_namespaced_secret("hooks-tls", b.api.namespace)
+    _put_configmap(b, "other-public", {"tls.crt": provider_keys.x509_recipient(now)[1].decode()})
+    other = {"name": "other", "format": "cms", "configMapRef": {"name": "other-public", "key": "tls.crt"}}
+    b.api.custom.patch_namespaced_custom_object(
+        models.GROUP,
+        models.VERSION,
+        b.api.namespace,
+        models.PLURAL,
+        NAME,
+        {"spec": {"bundle": {"recipients": [CMS, PGP, other]}}},
+    )
+    b.run()
+    assert set(b.files()) == everything
+    ready = b.condition(names.BUNDLE_READY)
+    assert ready is not None and (ready.status, ready.reason) == ("False", "KeySecretUnavailable"), ready
+    assert f"{stem}.other.p7m are not in Secret {NAME}-tls-bundle" in ready.message
+
 
 def _colons(hex_digest: str) -> str:
     """As openssl prints a fingerprint: ``AB:CD:...``."""

@@ -300,7 +300,9 @@ def _report(
 ) -> None:
     """BundleReady: True only when every certificate to submit has all its files, each opening as it should."""
     current = p.status.current
-    missing = [e for e in entries if e not in usable]
+    # A kept certificate lacks what was added since its key Secret went (a recipient, a password).
+    gaps = {e.record.serial: _lacking(p, e, password_problem is None, reads) for e in usable if e.secret is None}
+    missing = [e for e in entries if e not in usable or gaps.get(e.record.serial)]
     stale = [e for e in usable if e.secret is None and opens.get(e.record.serial) is None and _has_password(e)]
     count = len(p.status.bundle.files) if p.status.bundle is not None else 0
     refused = [r for r in reads if r.problem is not None and r.reason is not None]
@@ -319,7 +321,7 @@ def _report(
             "KeySecretUnavailable",
             "; ".join(
                 f"Secret {e.key_secret} does not hold the recorded {e.role} certificate (serial {e.record.serial}): "
-                f"its files are not in Secret {name} until it does"
+                f"{_which(gaps.get(e.record.serial))} not in Secret {name} until it does"
                 for e in missing
             ),
         )
@@ -353,6 +355,19 @@ def _report(
             if e.secret is None
         )
         p.set_condition(names.BUNDLE_READY, "True", "BundleWritten", f"Secret {name} holds {count} files{kept}")
+
+
+def _lacking(p: Pass, e: Entry, with_password: bool, reads: list[recipients.Read]) -> list[str]:
+    """The files a kept certificate should have by the spec of now and does not."""
+    stem = pki.bundle_stem(p.spec.environment, p.resource.name, e.record.serial)
+    wanted = {sealing.file_name(stem, r.spec.name, r.spec.format) for r in reads if r.recipient is not None}
+    if with_password and p.spec.bundle is not None and p.spec.bundle.password_secret_ref is not None:
+        wanted |= {f"{stem}{suffix}" for suffix in pki.BUNDLE_SUFFIXES}
+    return sorted(wanted - set(e.kept))
+
+
+def _which(lacking: list[str] | None) -> str:
+    return f"{', '.join(lacking)} are" if lacking else "its files are"
 
 
 def _has_password(e: Entry) -> bool:

@@ -218,3 +218,29 @@ def test_good_keys_of_both_formats_pass_under_the_same_clock(
     expiration = pysequoia.Cert.from_bytes(public).expiration
     assert expiration is not None
     assert sealing.load("e", "openpgp", public, expiration - datetime.timedelta(days=1)).not_after == expiration
+
+
+@pytest.mark.parametrize(
+    ("bundle", "message"),
+    [
+        ({}, "bundle needs passwordSecretRef, recipients, or both"),
+        ({"recipients": [{"name": "a", "format": "cms"}]}, "set exactly one of configMapRef and secretRef"),
+        (
+            {
+                "recipients": [
+                    {"name": "a", "format": "cms", "secretRef": {"name": "k", "key": "c"}},
+                    {"name": "a", "format": "openpgp", "secretRef": {"name": "k", "key": "p"}},
+                ]
+            },
+            "each name may appear once",
+        ),
+    ],
+)
+def test_the_model_refuses_what_admission_refuses(bundle: dict[str, object], message: str) -> None:
+    # For objects stored before a CEL rule existed: the operator parses no spec admission would refuse.
+    with pytest.raises(ValueError, match=message):
+        models.BundleSpec.model_validate(bundle)
+    ok = models.BundleSpec.model_validate(
+        {"recipients": [{"name": "a", "format": "cms", "secretRef": {"name": "k", "key": "c"}}]}
+    )
+    assert ok.password_secret_ref is None

@@ -215,7 +215,9 @@ def test_export_refuses_the_compromised_certificate_and_names_the_next_command(
     # The positive control: before the emergency, export without --next hands out the current files.
     before = tmp_path / "before"
     test_cli.ok(export("--out", str(before)))
-    assert {p.name for p in before.iterdir()} == expected_names([old.serial])
+    assert {p.name for p in before.iterdir()} == expected_names([old.serial]) | {
+        f"live-{NAME}-{old.serial}.manifest.txt"
+    }
     compromised_files = bundles.files()
 
     break_current_secret(bundles, "deleted")
@@ -232,7 +234,7 @@ def test_export_refuses_the_compromised_certificate_and_names_the_next_command(
     assert not out.exists()
 
     test_cli.ok(export("--next", "--out", str(out)))
-    assert {p.name for p in out.iterdir()} == expected_names([new.serial])
+    assert {p.name for p in out.iterdir()} == expected_names([new.serial]) | {f"live-{NAME}-{new.serial}.manifest.txt"}
     stem = out / f"live-{NAME}-{new.serial}"
     assert p12_certificate(pathlib.Path(f"{stem}.p12").read_bytes(), tmp_path) == new.fingerprint
 

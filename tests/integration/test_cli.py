@@ -255,7 +255,7 @@ def _exported(directory: pathlib.Path) -> dict[str, pathlib.Path]:
 
 
 def _check_bundle(files: dict[str, pathlib.Path], stem: str, fingerprint: str) -> None:
-    assert sorted(files) == [f"{stem}.crt.pem", f"{stem}.key.enc.pem", f"{stem}.p12"]
+    assert sorted(files) == [f"{stem}.crt.pem", f"{stem}.key.enc.pem", f"{stem}.manifest.txt", f"{stem}.p12"]
     for path in files.values():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     p12, cert, key = files[f"{stem}.p12"], files[f"{stem}.crt.pem"], files[f"{stem}.key.enc.pem"]
@@ -279,6 +279,7 @@ def test_export_writes_bundle_files_that_openssl_opens(
     api.create("plain")
     error = failed(cli("export", "plain", "--out", str(tmp_path / "none")))
     assert "plain has no bundle" in error and "spec.bundle.passwordSecretRef" in error
+    assert "spec.bundle.recipients" in error
     assert not (tmp_path / "none").exists()
 
     api.core.create_namespaced_secret(

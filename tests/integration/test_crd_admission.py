@@ -86,6 +86,10 @@ def _consumer(selector: dict[str, object]) -> Callable[[Manifest], None]:
     return _set("consumers", [{"selector": selector}])
 
 
+def _recipients(*recipients: dict[str, object]) -> Callable[[Manifest], None]:
+    return _set("bundle", {"recipients": list(recipients)})
+
+
 INVALID: dict[str, tuple[Callable[[Manifest], None], str]] = {
     "environment not a DNS label": (
         _set("environment", "Live_EU"),
@@ -128,7 +132,53 @@ INVALID: dict[str, tuple[Callable[[Manifest], None], str]] = {
         _set("bundle", {"passwordSecretRef": {"name": "pw"}, "secretName": "acme-trust"}),
         "bundle.secretName must differ from secretName, secretName-next and trust.secretName",
     ),
-    "bundle without a password": (_set("bundle", {}), "spec.bundle.passwordSecretRef: Required value"),
+    "bundle without a password or a recipient": (
+        _set("bundle", {}),
+        "bundle needs passwordSecretRef (a password-protected bundle), recipients (bundles sealed to the "
+        "provider's public keys), or both",
+    ),
+    "bundle with an empty recipient list and no password": (
+        _set("bundle", {"recipients": []}),
+        "bundle needs passwordSecretRef",
+    ),
+    "recipient name not a DNS label": (
+        _recipients({"name": "Upvest_Live", "format": "cms", "configMapRef": {"name": "k", "key": "tls.crt"}}),
+        "spec.bundle.recipients[0].name in body should match",
+    ),
+    "recipient name too long for a file name": (
+        _recipients({"name": "r" * 33, "format": "cms", "configMapRef": {"name": "k", "key": "tls.crt"}}),
+        "may not be more than 32",
+    ),
+    "recipient format unknown": (
+        _recipients({"name": "upvest", "format": "smime", "configMapRef": {"name": "k", "key": "tls.crt"}}),
+        'supported values: "cms", "openpgp"',
+    ),
+    "recipient with both a ConfigMap and a Secret": (
+        _recipients(
+            {
+                "name": "upvest",
+                "format": "cms",
+                "configMapRef": {"name": "k", "key": "tls.crt"},
+                "secretRef": {"name": "k", "key": "tls.crt"},
+            }
+        ),
+        "a recipient's key comes from exactly one of configMapRef and secretRef",
+    ),
+    "recipient without a key": (
+        _recipients({"name": "upvest", "format": "openpgp"}),
+        "a recipient's key comes from exactly one of configMapRef and secretRef",
+    ),
+    "recipient ref without a key name": (
+        _recipients({"name": "upvest", "format": "cms", "secretRef": {"name": "k"}}),
+        "spec.bundle.recipients[0].secretRef.key: Required value",
+    ),
+    "two recipients of one name": (
+        _recipients(
+            {"name": "upvest", "format": "cms", "configMapRef": {"name": "k", "key": "tls.crt"}},
+            {"name": "upvest", "format": "openpgp", "secretRef": {"name": "k", "key": "key.asc"}},
+        ),
+        "spec.bundle.recipients[1]: Duplicate value",
+    ),
     "unknown emergency policy": (
         _set("emergencyPolicy", "Later"),
         'supported values: "RevokeImmediately", "KeepUntilCutover"',
@@ -188,6 +238,24 @@ def test_a_valid_spec_is_stored_with_the_defaults(
         {"selector": {"matchLabels": {"app": "receiver"}, "matchExpressions": []}, "reload": "Hot"}
     ]
     # What the API server stored, the operator parses; and parsing adds nothing the server lacks.
+    parsed = models.WebhookCertificateSpec.model_validate(spec)
+    assert parsed.to_api() == spec
+
+
+def test_a_bundle_sealed_to_recipients_needs_no_password(
+    kubectl: conftest.KubectlRunner, namespace: str, crd_installed: None
+) -> None:
+    body = manifest()
+    body["spec"]["bundle"] = {
+        "recipients": [
+            {"name": "upvest-live", "format": "cms", "configMapRef": {"name": "upvest-public", "key": "tls.crt"}},
+            {"name": "upvest-pgp", "format": "openpgp", "secretRef": {"name": "upvest-pgp", "key": "key.asc"}},
+        ]
+    }
+    apply(kubectl, namespace, body)
+    spec = json.loads(kubectl("get", "whc", "acme", "-n", namespace, "-o", "json").stdout)["spec"]
+    assert "passwordSecretRef" not in spec["bundle"]
+    assert [r["name"] for r in spec["bundle"]["recipients"]] == ["upvest-live", "upvest-pgp"]
     parsed = models.WebhookCertificateSpec.model_validate(spec)
     assert parsed.to_api() == spec
 

@@ -443,9 +443,10 @@ def test_long_bundle_stems_fit_for_every_environment_and_serial_length() -> None
     for environment in ("a", "sandbox", LONG_ENVIRONMENT):
         for serial in ("01", "0A1B2C3D", LONG_SERIAL):
             stem = pki.bundle_stem(environment, LONG_NAME, serial)
-            _assert_data_keys([f"{stem}{suffix}" for suffix in pki.BUNDLE_SUFFIXES])
+            sealed = f"{stem}.{'r' * 32}.p7m"  # the longest sealed file name a recipient can give
+            _assert_data_keys([f"{stem}{suffix}" for suffix in pki.BUNDLE_SUFFIXES] + [sealed])
             # As much of the name as fits is kept (less a separator the cut may end on).
-            assert 252 <= len(f"{stem}.key.enc.pem") <= 253
+            assert 252 <= len(sealed) <= 253
             assert stem.startswith(f"{environment}-a") and stem.endswith(f"-{serial}")
 
 
@@ -458,7 +459,7 @@ def test_long_bundle_stems_are_deterministic_and_keep_two_names_apart() -> None:
 
 
 def test_bundle_stems_that_fit_are_unchanged_and_a_cut_never_ends_on_a_separator() -> None:
-    room = 253 - len(".key.enc.pem")
+    room = 253 - pki.SEALED_SUFFIX_MAX  # the longest file name is a sealed one
     fits = "n" * (room - len("live--01"))
     assert pki.bundle_stem("live", fits, "01") == f"live-{fits}-01"
     assert pki.bundle_stem("live", "acme", "01") == "live-acme-01"

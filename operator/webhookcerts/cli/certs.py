@@ -35,13 +35,19 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     export = subparsers.add_parser(
         "export",
-        help="write the password-protected bundle files to a directory (mode 0600)",
+        help="write the bundle files (password-protected, sealed) and their manifest to a directory (mode 0600)",
         description="Write the bundle files to submit to the provider: <env>-<name>-<serial>.p12, .crt.pem and "
-        ".key.enc.pem. The password stays in its Secret and is never printed.",
+        ".key.enc.pem with a password, .<recipient>.p7m or .pgp sealed to each recipient, and .manifest.txt. "
+        "The password stays in its Secret and is never printed.",
     )
     export.add_argument("name")
     export.add_argument("--next", action="store_true", help="the pending next certificate instead of the current")
-    export.add_argument("--out", type=pathlib.Path, required=True, metavar="DIR", help="directory to write to")
+    export.add_argument("--out", type=pathlib.Path, metavar="DIR", help="directory to write to")
+    export.add_argument(
+        "--print-manifest",
+        action="store_true",
+        help="print the manifest (serial, SHA-256 of certificate and public key, validity, files) and write nothing",
+    )
     common.add_cluster_arguments(export)
     export.set_defaults(func=export_cli.run_export)
 

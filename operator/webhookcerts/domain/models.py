@@ -90,9 +90,44 @@ class TrustSpec(Model):
     additional_formats: AdditionalFormats | None = None
 
 
+class ObjectKeyRef(Model):
+    name: SecretName
+    key: str = pydantic.Field(min_length=1, max_length=253)
+
+
+RecipientFormat = Literal["cms", "openpgp"]
+RECIPIENT_NAME_MAX = 32
+RECIPIENTS_MAX = 8
+
+
+class BundleRecipient(Model):
+    """A public key of the provider's to seal the bundle to, read from a ConfigMap or a Secret key."""
+
+    name: str = pydantic.Field(min_length=1, max_length=RECIPIENT_NAME_MAX, pattern=DNS_LABEL)
+    format: RecipientFormat
+    config_map_ref: ObjectKeyRef | None = None
+    secret_ref: ObjectKeyRef | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _exactly_one_source(self) -> BundleRecipient:
+        if (self.config_map_ref is None) == (self.secret_ref is None):
+            raise ValueError(f"recipient {self.name}: set exactly one of configMapRef and secretRef")
+        return self
+
+
 class BundleSpec(Model):
-    password_secret_ref: SecretKeyRef
+    password_secret_ref: SecretKeyRef | None = None
+    recipients: list[BundleRecipient] = pydantic.Field(default_factory=list, max_length=RECIPIENTS_MAX)
     secret_name: SecretName | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _password_or_recipients(self) -> BundleSpec:
+        if self.password_secret_ref is None and not self.recipients:
+            raise ValueError("bundle needs passwordSecretRef, recipients, or both")
+        seen = [r.name for r in self.recipients]
+        if len(set(seen)) != len(seen):
+            raise ValueError("bundle.recipients: each name may appear once")
+        return self
 
 
 class LabelSelectorRequirement(Model):

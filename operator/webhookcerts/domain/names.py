@@ -57,6 +57,8 @@ DISCARD_REFUSED = "DiscardRefused"
 SECRET_CONFLICT = "SecretConflict"  # noqa: S105 - a condition type
 TRUST_STORE_INCOMPLETE = "TrustStoreIncomplete"
 BUNDLE_READY = "BundleReady"
+# A bundle recipient's public key expires before a certificate sealed to it does.
+RECIPIENT_KEY_EXPIRING = "RecipientKeyExpiring"
 ENDPOINT_ACCEPTS_NEXT = "EndpointAcceptsNext"
 ENDPOINT_REJECTS_COMPROMISED = "EndpointRejectsCompromised"
 

@@ -317,6 +317,8 @@ def encrypted_key_pem(key_pem: bytes, password: bytes, *, rounds: int = KDF_ROUN
 
 # The files of one certificate; ``bundle_files`` writes them.
 BUNDLE_SUFFIXES = (".p12", ".crt.pem", ".key.enc.pem")
+# A sealed file ends in `.<recipient>.p7m` or `.pgp`, the recipient a DNS label of at most 32 characters.
+SEALED_SUFFIX_MAX = len(".") + 32 + len(".p7m")
 # Each file is a key of the bundle Secret's data: at most 253 characters of [-._a-zA-Z0-9].
 DATA_KEY_MAX = 253
 NAME_HASH_LENGTH = 8
@@ -331,7 +333,7 @@ def bundle_stem(environment: str, resource_name: str, serial: str) -> str:
     alike stay apart. Environment and serial are always whole: they say which file is which.
     Names that fit are unchanged.
     """
-    room = DATA_KEY_MAX - max(len(suffix) for suffix in BUNDLE_SUFFIXES)
+    room = DATA_KEY_MAX - max(SEALED_SUFFIX_MAX, *(len(suffix) for suffix in BUNDLE_SUFFIXES))
     stem = f"{environment}-{resource_name}-{serial}"
     if len(stem) <= room:
         return stem

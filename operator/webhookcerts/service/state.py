@@ -369,6 +369,7 @@ CONDITION_EVENTS: dict[str, dict[str, str]] = {
     names.DISCARD_REFUSED: {"True": "Warning"},
     names.TRUST_STORE_INCOMPLETE: {"True": "Warning"},
     names.BUNDLE_READY: {"False": "Warning"},
+    names.RECIPIENT_KEY_EXPIRING: {"True": "Warning"},
     names.ENDPOINT_ACCEPTS_NEXT: {"True": "Normal", "False": "Warning"},
     names.ENDPOINT_REJECTS_COMPROMISED: {"True": "Normal", "False": "Warning"},
 }

@@ -26,7 +26,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -50,8 +49,9 @@ TRUST = "webhook-trust"
 APP = "receiver"
 SERVING_PAIR = "receiver-tls"
 OBJECTS = {
-    # Short lifetimes, so that the planned rotation starts a minute after the first certificate.
-    "sandbox": {"duration": "1h", "renewBefore": "59m"},
+    # Short lifetimes; the demo brings sandbox's renewal forward when the story gets there (a patch of
+    # renewBefore, printed), instead of waiting for a date.
+    "sandbox": {"duration": "1h", "renewBefore": "30m"},
     # The emergency needs no schedule: it renews long after the demo has ended.
     "live": {"duration": "2h", "renewBefore": "1h"},
 }
@@ -124,7 +124,7 @@ def story(tools: Tools, timeline: Timeline, dev: devcluster.DevCluster, work: pa
         ),
         verb="create",
     )
-    say("two WebhookCertificates: upvest-sandbox (planned rotation in a minute) and upvest-live")
+    say("two WebhookCertificates: upvest-sandbox (a planned rotation soon) and upvest-live")
     tools.apply(*(webhook_certificate(env, lifetimes) for env, lifetimes in OBJECTS.items()))
     for env in OBJECTS:
         timeline.wait(f"upvest-{env} to be Ready", functools.partial(ready, tools, f"upvest-{env}"))
@@ -178,27 +178,32 @@ def rotations(
 ) -> list[str]:
     say = timeline.say
     sandbox, live = providers["sandbox"], providers["live"]
-    time.sleep(5)
+    for provider in providers.values():
+        provider.delivered_a_campaign()
     say("the provider delivers to both environments")
 
     # Planned rotation: a new certificate beside the old, the provider moves, then the cut-over.
     enter(providers, "planned rotation")
+    say("upvest-sandbox: renewal brought forward (renewBefore close to duration makes it due now)")
+    renew_before(tools, "upvest-sandbox", "59m59s")
     pending = timeline.wait(
         "upvest-sandbox's planned rotation (renewBefore reached)",
         lambda: tools.status("upvest-sandbox").get("next"),
         180,
     )
+    # Back to the usual margin, so that the certificate the cut-over makes current is not due at once.
+    renew_before(tools, "upvest-sandbox", OBJECTS["sandbox"]["renewBefore"])
     say(f"upvest-sandbox: planned rotation started, next serial {pending['serial']}; the trust store lists both")
     serials[pending["fingerprint"]] = f"sandbox {pending['serial'][:12]} (next)"
     timeline.wait("the next bundle", lambda: tools.status("upvest-sandbox").get("bundle"), 60)
     new_bundle = timeline.wait("the next bundle's files", lambda: try_export(tools, "upvest-sandbox", bundles), 60)
     say("upvest-sandbox: the new bundle submitted; the provider validates it with live deliveries")
     sandbox.use(new_bundle)
-    time.sleep(6)
+    sandbox.delivered_a_campaign()
     say("upvest-sandbox: cut-over, once the provider uses the new certificate")
     tools.kubectl("webhookcerts", "cutover", "upvest-sandbox", "-n", NAMESPACE, echo=True)
     say("upvest-sandbox: the old certificate retired, its key destroyed, no longer trusted")
-    time.sleep(4)
+    sandbox.delivered_a_campaign()
 
     # Emergency: trust removed first, then the new key, the provider moves, the cut-over.
     compromised = tools.status("upvest-live")["current"]
@@ -233,14 +238,20 @@ def rotations(
     new_live = timeline.wait("the replacement's bundle", lambda: try_export(tools, "upvest-live", bundles), 60)
     say("upvest-live: the replacement submitted to the provider")
     live.use(new_live)
-    time.sleep(6)
+    live.delivered_a_campaign()
     tools.kubectl("webhookcerts", "cutover", "upvest-live", "-n", NAMESPACE, echo=True)
     say("upvest-live: cut over to the replacement; the compromised certificate stays revoked")
     enter(providers, "after")
-    time.sleep(4)
+    for provider in providers.values():
+        provider.delivered_a_campaign()
     tools.kubectl("webhookcerts", "status", "-n", NAMESPACE, "-o", "wide", echo=True)
     tools.kubectl("webhookcerts", "history", "upvest-live", "-n", NAMESPACE, echo=True)
     return summary(tools, timeline, providers, serials, pod, contained)
+
+
+def renew_before(tools: Tools, name: str, value: str) -> None:
+    patch = json.dumps({"spec": {"renewBefore": value}})
+    tools.kubectl("patch", "whc", name, "-n", NAMESPACE, "--type", "merge", "-p", patch, echo=True)
 
 
 def try_export(tools: Tools, name: str, out: pathlib.Path) -> pathlib.Path | None:

@@ -27,6 +27,7 @@ class Provider:
         self.bundle: pathlib.Path | None = None
         self.step = ""
         self._campaign = ""  # the step the campaign in flight counts under
+        self._begun = self._ended = 0  # campaigns begun and ended (one at a time)
         self._changed = threading.Condition()
         self.counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
         self.reasons: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
@@ -45,6 +46,15 @@ class Provider:
     def use(self, bundle: pathlib.Path) -> None:
         self.bundle = bundle
 
+    def delivered_a_campaign(self) -> None:
+        """Returns once a whole campaign begun after this call has ended: one that presented the bundle
+        in use now, under the step the demo is in (what the demo used to give a few seconds' sleep)."""
+        with self._changed:
+            target = self._begun + 1
+            ended = self._changed.wait_for(lambda: self._ended >= target, 60)
+        if not ended:
+            raise DemoError(f"the {self.environment} provider did not finish a campaign in a minute")
+
     def start(self) -> None:
         self._thread.start()
 
@@ -57,6 +67,7 @@ class Provider:
             assert self.bundle is not None
             with self._changed:
                 step = self._campaign = self.step
+                self._begun += 1
                 self._changed.notify_all()
             config = providersim.Config(
                 url=self.url,
@@ -77,6 +88,9 @@ class Provider:
             for kind in ("handshake_failures", "http_errors", "connection_errors"):
                 for reason, n in summary[kind].items():
                     self.reasons[step][reason] += n
+            with self._changed:
+                self._ended += 1
+                self._changed.notify_all()
 
 
 @dataclasses.dataclass

@@ -51,19 +51,18 @@ def test_kubectl_reports_the_pinned_server_version(kubectl: conftest.KubectlRunn
 
 def test_secret_create_read_and_watch(core_v1: kubernetes.client.CoreV1Api, namespace: str) -> None:
     seen: list[tuple[str, str]] = []
-    ready = threading.Event()
+    # List, then watch from the list's resourceVersion (as informers do): the watch gets every change
+    # made after the list, whenever its stream actually starts, so nothing here races the thread.
+    version = core_v1.list_namespaced_secret(namespace).metadata.resource_version
 
     def watch() -> None:
         watcher = kubernetes.watch.Watch()
-        ready.set()
-        for event in watcher.stream(core_v1.list_namespaced_secret, namespace, timeout_seconds=30):
+        stream = watcher.stream(core_v1.list_namespaced_secret, namespace, resource_version=version, timeout_seconds=30)
+        for event in stream:
             seen.append((event["type"], event["object"].metadata.name))
             if event["type"] == "MODIFIED":
                 watcher.stop()
 
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    ready.wait()
     body = kubernetes.client.V1Secret(
         metadata=kubernetes.client.V1ObjectMeta(name="probe"),
         data={"value": base64.b64encode(b"one").decode()},
@@ -72,9 +71,12 @@ def test_secret_create_read_and_watch(core_v1: kubernetes.client.CoreV1Api, name
     read = core_v1.read_namespaced_secret("probe", namespace)
     assert base64.b64decode(read.data["value"]) == b"one"
     core_v1.patch_namespaced_secret("probe", namespace, {"data": {"value": base64.b64encode(b"two").decode()}})
-    thread.join(timeout=30)
-    assert ("ADDED", "probe") in seen
-    assert ("MODIFIED", "probe") in seen
+    # The watch starts after both changes were made, and still sees them.
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), f"the watch never saw the change; it saw {seen}"
+    assert seen[:2] == [("ADDED", "probe"), ("MODIFIED", "probe")], seen
 
 
 def test_cel_rule_rejects_a_bad_object_with_the_servers_message(

@@ -203,13 +203,6 @@ class ProviderVerifier:
             raise SignatureError(f"expired at {expires} (now {int(now)})")
         if expires < created or expires - created > self._max_lifetime:
             raise SignatureError(f"validity window {created}..{expires} is not 0..{int(self._max_lifetime)} s")
-        self._check_coverage(request, components, body)
-        values = []
-        for name in components:
-            value = request.component(name)
-            if value is None:
-                raise SignatureError(f"listed component {name} is absent from the request")
-            values.append((name, value))
         digest = request.field(v.digest_field)
         if digest is None and body:
             other = "content-digest" if v.digest_field == "digest" else "digest"
@@ -217,6 +210,13 @@ class ProviderVerifier:
             raise SignatureError(f"{v.digest_field} header missing{hint}")
         if digest is not None:
             check_digest(v, digest, body)
+        self._check_coverage(request, components, body)
+        values = []
+        for name in components:
+            value = request.component(name)
+            if value is None:
+                raise SignatureError(f"listed component {name} is absent from the request")
+            values.append((name, value))
         key = self._keys.resolve(key_id)
         if key is None:
             raise SignatureError(f"unknown keyid {key_id!r}")
@@ -300,14 +300,16 @@ class ProviderSigner:
         variant: Variant,
         lifetime: int = 60,
         quoted: bool | None = None,
+        covered: tuple[str, ...] | None = None,
     ) -> None:
         algorithm_name(key)  # refuses a key type the provider does not sign with
         self._key = key
         self._key_id = key_id
         self._variant = variant
         self._lifetime = lifetime
-        # Only tests set this against the variant: a sender on the wrong quoting.
+        # Only tests set these: a sender on the wrong quoting, or one that leaves a field uncovered.
         self._quoted = variant.quoted_keys if quoted is None else quoted
+        self._covered = covered
 
     def sign(
         self,
@@ -326,6 +328,8 @@ class ProviderSigner:
         request = Request.from_url(method, "https://signer" + target, list(out.items()))
         names = ["@method", "@path"] + (["@query"] if request.query is not None else [])
         names += [n.lower() for n in out if not n.lower().startswith(_UNSIGNED_PREFIXES)]
+        if self._covered is not None:
+            names = list(self._covered)
         created = int(time.time()) if created is None else created
         nonce = secrets.token_urlsafe(12) if nonce is None else nonce
         params = (

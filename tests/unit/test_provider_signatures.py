@@ -9,6 +9,7 @@ the provider's signing proxy does, and Ed25519) that builds its own digest and b
 from __future__ import annotations
 
 import pathlib
+import re
 from typing import Any
 
 import pytest
@@ -161,3 +162,25 @@ def test_go_signed_delivery_verifies(
         delivery.header("Digest" if variant is provider_scheme.V6 else "Content-Digest")
         == (DOC_V6_DIGESTS if variant is provider_scheme.V6 else DOC_V15_DIGESTS)[b'{"hello": "world"}']
     )
+
+
+def test_the_example_in_docs_receiver_md_is_what_the_verifier_builds() -> None:
+    page = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "receiver.md").read_text()
+    section = page[page.index("## Message signatures: the provider's scheme") :]
+    http = re.search(r"```http\n(.*?)\n```", section, re.S)
+    text = re.search(r"```text\n(.*?)\n```", section, re.S)
+    assert http is not None and text is not None
+    head, body = http.group(1).split("\n\n", 1)
+    request_line, *lines = head.splitlines()
+    method, target, _ = request_line.split(" ")
+    headers = [tuple(line.split(": ", 1)) for line in lines]
+    delivery = ps.Delivery(method, f"https://{ps.AUTHORITY}{target}", tuple((n, v) for n, v in headers), body.encode())
+    [(_, raw)] = sfv.dictionary_members(delivery.header("Signature-Input"))
+    components, _ = sfv.inner_list(raw)
+    request = provider_scheme.Request.from_url(delivery.method, delivery.url, delivery.headers)
+    base = provider_scheme.signature_base(
+        provider_scheme.V6, [(c, request.component(c) or "") for c in components], raw, quoted=False
+    )
+
+    assert base.decode() == text.group(1)
+    provider_scheme.check_digest(provider_scheme.V6, delivery.header("Digest"), delivery.body)

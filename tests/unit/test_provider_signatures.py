@@ -88,7 +88,7 @@ def test_v15_base_lines_are_the_documented_ones() -> None:
     )
     names = [line.split('"')[1] for line in DOC_V15_LINES.splitlines()]
     values = [(n, request.component(n) or "") for n in names]
-    base = provider_scheme.signature_base(provider_scheme.V15, values, "()", quoted=True).decode()
+    base = provider_scheme.signature_base(values, "()", quoted=True).decode()
 
     assert base == DOC_V15_LINES + '\n"@signature-params": ()'
 
@@ -103,7 +103,7 @@ def test_v6_signature_input_and_base_are_the_documented_ones() -> None:
     )
     names = [line.split(":")[0] for line in DOC_V6_LINES]
     values = [(n, request.component(n) or "") for n in names]
-    base = provider_scheme.signature_base(provider_scheme.V6, values, raw, quoted=False).decode()
+    base = provider_scheme.signature_base(values, raw, quoted=False).decode()
 
     assert label == "sig1"
     assert components[:4] == ["@method", "@path", "@query", "accept"] and components[7] == "digest"
@@ -150,7 +150,7 @@ def test_go_signed_delivery_verifies(
     components, _ = sfv.inner_list(raw)
     request = provider_scheme.Request.from_url(delivery.method, delivery.url, delivery.headers)
     ours = provider_scheme.signature_base(
-        variant, [(c, request.component(c) or "") for c in components], raw, quoted=variant.quoted_keys
+        [(c, request.component(c) or "") for c in components], raw, quoted=variant.quoted_keys
     )
 
     verified = ps.verify(ps.verifier(variant, go_keys[vector["scheme"]], ps.Clock(vector["created"])), delivery)
@@ -178,9 +178,7 @@ def test_the_example_in_docs_receiver_md_is_what_the_verifier_builds() -> None:
     [(_, raw)] = sfv.dictionary_members(delivery.header("Signature-Input"))
     components, _ = sfv.inner_list(raw)
     request = provider_scheme.Request.from_url(delivery.method, delivery.url, delivery.headers)
-    base = provider_scheme.signature_base(
-        provider_scheme.V6, [(c, request.component(c) or "") for c in components], raw, quoted=False
-    )
+    base = provider_scheme.signature_base([(c, request.component(c) or "") for c in components], raw, quoted=False)
 
     assert base.decode() == text.group(1)
     provider_scheme.check_digest(provider_scheme.V6, delivery.header("Digest"), delivery.body)

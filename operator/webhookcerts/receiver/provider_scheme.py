@@ -124,10 +124,9 @@ class Request:
         return self.field(name)
 
 
-def signature_base(variant: Variant, components: Iterable[tuple[str, str]], params: str, *, quoted: bool) -> bytes:
+def signature_base(components: Iterable[tuple[str, str]], params: str, *, quoted: bool) -> bytes:
     """The lines the signature is over; ``quoted`` is the variant's rule (an argument so that a failed
     check can tell a sender on the other variant apart from a forgery)."""
-    del variant
 
     def key(name: str) -> str:
         return f'"{name}"' if quoted else name
@@ -150,10 +149,8 @@ def _check_alg(alg: object, key: signatures.PublicKey, key_id: str) -> None:
     name = algorithm_name(key)  # refuses RSA and anything else the provider does not sign with
     if alg is None:
         return
-    fits = alg == name or (name.startswith("ecdsa-") and alg in ("ecdsa", "ecdsa-sha512", "ECDSA"))
-    if alg in ("ed25519", "Ed25519"):
-        fits = name == "ed25519"
-    if not fits:
+    family = "ed25519" if name == "ed25519" else "ecdsa"
+    if alg not in (name, family, family.upper(), "ecdsa-sha512" if family == "ecdsa" else "Ed25519"):
         raise SignatureError(f"wrong algorithm for the key: alg {alg!r} but keyid {key_id!r} is an {name} key")
 
 
@@ -221,9 +218,9 @@ class ProviderVerifier:
         if key is None:
             raise SignatureError(f"unknown keyid {key_id!r}")
         _check_alg(params.get("alg"), key, key_id)
-        base = signature_base(v, values, raw_params, quoted=v.quoted_keys)
+        base = signature_base(values, raw_params, quoted=v.quoted_keys)
         if not _verify_raw(key, signature, base):
-            if _verify_raw(key, signature, signature_base(v, values, raw_params, quoted=not v.quoted_keys)):
+            if _verify_raw(key, signature, signature_base(values, raw_params, quoted=not v.quoted_keys)):
                 how = "quoted" if not v.quoted_keys else "unquoted"
                 raise SignatureError(f"signature base has {how} component keys, which {v.name} does not use")
             raise SignatureError("signature does not verify (a covered component, the body or the key differs)")
@@ -337,7 +334,7 @@ class ProviderSigner:
             f';keyid="{self._key_id}";created={created};expires={created + self._lifetime};nonce="{nonce}"'
         )
         values = [(n, request.component(n) or "") for n in names]
-        base = signature_base(self._variant, values, params, quoted=self._quoted)
+        base = signature_base(values, params, quoted=self._quoted)
         if isinstance(self._key, ed25519.Ed25519PrivateKey):
             raw = self._key.sign(base)
         elif isinstance(self._key, ec.EllipticCurvePrivateKey):

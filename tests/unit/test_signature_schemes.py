@@ -4,7 +4,12 @@ agreeing on each scheme (and on the default, the provider's v6) over real mTLS d
 from __future__ import annotations
 
 import datetime
+import json
+import os
 import pathlib
+import signal
+import subprocess
+import sys
 
 import http_message_signatures
 import pytest
@@ -14,7 +19,7 @@ from http_message_signatures import algorithms, structures
 from tests.unit import conftest as unit
 from tests.unit import mtls_pki
 from tests.unit import provider_signing as ps
-from tests.unit.test_providersim import PASSWORD, FlakyHandler, sim_config
+from tests.unit.test_providersim import PASSWORD, REPO, FlakyHandler, _cli, sim_config
 from webhookcerts.cli import main as cli
 from webhookcerts.receiver import keyset, providersim, signatures, signing, trustdir
 
@@ -144,3 +149,37 @@ def test_a_simulator_on_another_scheme_is_refused(
         rx.close()
 
     assert summary["http_errors"] == {"401": 1}
+
+
+def test_the_two_commands_agree_by_default_across_processes(
+    pki: mtls_pki.Pki, trust_dir: pathlib.Path, bundle: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """``webhookcerts receiver`` with a key directory (as a Secret mount) and ``webhookcerts provider-sim``
+    with the private key, neither told a scheme: the deliveries verify; a simulator on v15 is refused."""
+    keys = tmp_path / "provider-keys"
+    keys.mkdir()
+    private, public = mtls_pki.signing_key(tmp_path, "signing")
+    public.rename(keys / "provider-sim.pem")  # the simulator's default keyid
+    argv = ["receiver", "--cert", str(pki.server.cert_path), "--key", str(pki.server.key_path)]
+    argv += ["--trust-dir", str(trust_dir), "--host", "127.0.0.1", "--port", "0", "--signature-key", str(keys)]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
+    proc = subprocess.Popen([sys.executable, "-m", "webhookcerts", *argv], stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stderr is not None
+        listening = json.loads(proc.stderr.readline())
+        url = "https://" + listening["address"] + "/webhooks"
+        common = ["--bundle", str(bundle), "--url", url, "--ca", str(pki.server_ca.cert_path), "--count", "3"]
+        common += ["--rate", "20/s", "--max-attempts", "1", "--signing-key", str(private)]
+        default = _cli(common, PASSWORD.decode())
+        v15 = _cli([*common, "--signature-scheme", "provider-v15"], PASSWORD.decode())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    assert listening["signatures"] == "required (provider-v6)"
+    assert default.returncode == 0, default.stdout + default.stderr
+    assert json.loads(default.stdout)["delivered"] == 3
+    assert v15.returncode == 1 and json.loads(v15.stdout)["http_errors"] == {"401": 3}

@@ -361,7 +361,9 @@ def provider_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[pathlib.Path
 def signing_receiver(
     pki: mtls_pki.Pki, trust_dir: pathlib.Path, provider_key: tuple[pathlib.Path, pathlib.Path]
 ) -> Iterator[server.Receiver]:
-    rx = unit.start(pki, trust_dir, signature_key=provider_key[1], signature_key_id="provider-1")
+    rx = unit.start(
+        pki, trust_dir, signature_key=provider_key[1], signature_key_id="provider-1", signature_scheme="rfc9421"
+    )
     yield rx
     rx.close()
 

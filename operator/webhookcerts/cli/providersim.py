@@ -12,7 +12,7 @@ import sys
 import threading
 from types import FrameType
 
-from webhookcerts.receiver import providersim, signatures
+from webhookcerts.receiver import providersim, signatures, signing
 
 
 def _rate(text: str) -> float:
@@ -39,9 +39,20 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--rate", type=_rate, default=10.0, help="deliveries per second, e.g. 50 or 50/s")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds to deliver for (default 10)")
     parser.add_argument("--count", type=int, help="number of deliveries (default: rate x duration)")
-    parser.add_argument("--signing-key", type=pathlib.Path, help="private key (PEM) for RFC 9421 signatures")
+    parser.add_argument(
+        "--signing-key", type=pathlib.Path, help="private key (PEM) to sign deliveries with (default: unsigned)"
+    )
     parser.add_argument("--key-id", default="provider-sim", help="keyid in the signature (default provider-sim)")
-    parser.add_argument("--signature-algorithm", choices=signatures.ALGORITHM_NAMES)
+    parser.add_argument(
+        "--signature-scheme",
+        choices=signing.SCHEMES,
+        default=signing.DEFAULT_SCHEME,
+        help=f"how to sign (default {signing.DEFAULT_SCHEME}, as the provider signs webhooks; "
+        "provider-v15 and rfc9421 for receivers set to those)",
+    )
+    parser.add_argument(
+        "--signature-algorithm", choices=signatures.ALGORITHM_NAMES, help="rfc9421 only (default: from the key)"
+    )
     parser.add_argument(
         "--keep-alive",
         action="store_true",
@@ -86,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
             count=args.count,
             signing_key=args.signing_key,
             key_id=args.key_id,
+            signature_scheme=args.signature_scheme,
             signature_algorithm=args.signature_algorithm,
             keep_alive=args.keep_alive,
             max_attempts=args.max_attempts,

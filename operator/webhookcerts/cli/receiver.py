@@ -11,13 +11,13 @@ import sys
 import threading
 from types import FrameType
 
-from webhookcerts.receiver import server, signatures, tlscontexts
+from webhookcerts.receiver import provider_scheme, server, signatures, signing, tlscontexts
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "receiver",
-        help="the reference webhook endpoint: mTLS, hot-reloaded trust store, optional RFC 9421 signatures",
+        help="the reference webhook endpoint: mTLS, hot-reloaded trust store, optional message signatures",
         description="Accept webhooks over mutual TLS (TLS >= 1.2, client certificate required) and reload "
         "the trust store within a second of a change to the trust directory, without a restart.",
     )
@@ -30,16 +30,38 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--host", default="0.0.0.0", help="listen address (default: 0.0.0.0)")  # noqa: S104
     parser.add_argument("--port", type=int, default=8443, help="listen port (default: 8443; 0 picks a free one)")
     parser.add_argument(
-        "--signature-key", type=pathlib.Path, help="the provider's public key (PEM): require RFC 9421 signatures"
+        "--signature-key",
+        action="append",
+        default=[],
+        metavar="[KEYID=]PATH",
+        help="the provider's public key(s), PEM: require signatures. Repeat it, or name a directory (a mounted "
+        "Secret) holding one key per file; the keyid is KEYID, else the file name without .pem/.pub/.crt",
     )
-    parser.add_argument("--signature-key-id", help="accept only signatures with this keyid")
+    parser.add_argument("--signature-key-id", help="the keyid of a single --signature-key PATH")
+    parser.add_argument(
+        "--signature-scheme",
+        choices=signing.SCHEMES,
+        default=signing.DEFAULT_SCHEME,
+        help=f"default {signing.DEFAULT_SCHEME}: the provider's webhooks (draft-06, unquoted keys, digest "
+        "SHA-256); provider-v15: quoted keys, content-digest sha-512; rfc9421: the standard",
+    )
     parser.add_argument(
         "--signature-algorithm",
         choices=signatures.ALGORITHM_NAMES,
-        help="default: the usual one for the key type (RSA: rsa-pss-sha512)",
+        help="rfc9421 only; default: the usual one for the key type (RSA: rsa-pss-sha512)",
     )
     parser.add_argument(
-        "--signature-max-age", type=float, default=300.0, help="oldest signature accepted, seconds (default 300)"
+        "--signature-max-age",
+        type=float,
+        default=300.0,
+        help="oldest signature (rfc9421) or longest validity window (provider schemes) accepted, s (default 300)",
+    )
+    parser.add_argument(
+        "--signature-clock-skew",
+        type=float,
+        default=float(provider_scheme.DEFAULT_SKEW),
+        help="provider schemes: clock difference tolerated at created and expires, s "
+        f"(default {provider_scheme.DEFAULT_SKEW})",
     )
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     parser.set_defaults(func=run)
@@ -54,10 +76,13 @@ def run(args: argparse.Namespace) -> int:
         trust_file=args.trust_file,
         host=args.host,
         port=args.port,
-        signature_key=args.signature_key,
+        signature_keys=tuple(args.signature_key[:-1]) if args.signature_key_id else tuple(args.signature_key),
+        signature_key=pathlib.Path(args.signature_key[-1]) if args.signature_key_id and args.signature_key else None,
         signature_key_id=args.signature_key_id,
+        signature_scheme=args.signature_scheme,
         signature_algorithm=args.signature_algorithm,
         signature_max_age=datetime.timedelta(seconds=args.signature_max_age),
+        signature_skew=args.signature_clock_skew,
     )
     try:
         receiver = server.Receiver(config)

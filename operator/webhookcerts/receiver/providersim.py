@@ -35,7 +35,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from webhookcerts.receiver import signatures
+from webhookcerts.receiver import signatures, signing
 
 _log = logging.getLogger("webhookcerts.provider_sim")
 
@@ -55,6 +55,7 @@ class Config:
     count: int | None = None  # default: rate * duration
     signing_key: pathlib.Path | None = None
     key_id: str = "provider-sim"
+    signature_scheme: str = signing.DEFAULT_SCHEME  # what the real provider's webhooks use
     signature_algorithm: str | None = None
     keep_alive: bool = False
     max_attempts: int = 6
@@ -151,11 +152,13 @@ class Simulator:
         except OSError as exc:
             raise SimulatorError(f"cannot read the bundle {config.bundle.name}: {exc.strerror}") from None
         self._context = client_context(bundle, config.password, config.ca)
-        self._signer: signatures.Signer | None = None
+        self._signer: signing.Signer | None = None
         if config.signing_key is not None:
             try:
                 key = signatures.load_private_key(config.signing_key)
-                self._signer = signatures.Signer(key, key_id=config.key_id, algorithm=config.signature_algorithm)
+                self._signer = signing.signer(
+                    config.signature_scheme, key, key_id=config.key_id, algorithm=config.signature_algorithm
+                )
             except (OSError, signatures.SignatureError) as exc:
                 raise SimulatorError(f"signing key: {exc}") from None
         self._tally = _Tally()

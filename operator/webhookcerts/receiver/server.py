@@ -38,7 +38,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.x509 import oid
 
-from webhookcerts.receiver import signatures, tlscontexts, trustdir
+from webhookcerts.receiver import provider_scheme, signatures, signing, tlscontexts, trustdir
 
 _log = logging.getLogger("webhookcerts.receiver")
 
@@ -56,10 +56,14 @@ class Config:
     trust_file: str = "ca.crt"
     host: str = "0.0.0.0"  # noqa: S104 - a server listens on every interface unless told otherwise
     port: int = 8443
-    signature_key: pathlib.Path | None = None
+    # The provider's public keys, each "[KEYID=]PATH" (a file or a directory of them): see keyset.py.
+    signature_keys: tuple[str, ...] = ()
+    signature_key: pathlib.Path | None = None  # one more key, named signature_key_id (or by its file name)
     signature_key_id: str | None = None
-    signature_algorithm: str | None = None
+    signature_scheme: str = signing.DEFAULT_SCHEME
+    signature_algorithm: str | None = None  # RFC 9421 only: the provider's schemes take it from the key
     signature_max_age: datetime.timedelta = datetime.timedelta(minutes=5)
+    signature_skew: float = provider_scheme.DEFAULT_SKEW
     reload_interval: float = 0.1
 
 
@@ -323,18 +327,10 @@ class Receiver:
         self.stats = Stats()
         self.trust = tlscontexts.TrustStore(config.cert, config.key, config.trust_dir / config.trust_file)
         self._on_delivery = on_delivery
-        self._verifier: signatures.Verifier | None = None
-        if config.signature_key is not None:
-            try:
-                key = signatures.load_public_key(config.signature_key)
-                self._verifier = signatures.Verifier(
-                    key,
-                    key_id=config.signature_key_id,
-                    algorithm=config.signature_algorithm,
-                    max_age=config.signature_max_age,
-                )
-            except (OSError, signatures.SignatureError) as exc:
-                raise tlscontexts.ReceiverError(f"signature key: {exc}") from None
+        try:
+            self._verifier = signing.verifier(config)
+        except (OSError, signatures.SignatureError) as exc:
+            raise tlscontexts.ReceiverError(f"signature key: {exc}") from None
         self._watcher = trustdir.Watcher(self.trust.watched_paths(), self.reload, interval=config.reload_interval)
         self._server = _Server(self, (config.host, config.port))
         self._thread: threading.Thread | None = None
@@ -395,7 +391,7 @@ class Receiver:
                     "address": f"{self.host}:{self.port}",
                     "trust_file": str(self.trust.trust_path),
                     "trusted": [dataclasses.asdict(c) for c in state.trusted],
-                    "signatures": "required" if self._verifier is not None else "off",
+                    "signatures": self._signature_mode(),
                 }
             )
         )
@@ -407,9 +403,12 @@ class Receiver:
             "trust_generation": state.generation,
             "trusted": [dataclasses.asdict(c) for c in state.trusted],
             "trust_error": self.trust.last_error,
-            "signatures": "required" if self._verifier is not None else "off",
+            "signatures": self._signature_mode(),
             **self.stats.snapshot(),
         }
+
+    def _signature_mode(self) -> str:
+        return f"required ({self.config.signature_scheme})" if self._verifier is not None else "off"
 
     def handshake_failed(self, client_address: Any, exc: BaseException) -> None:
         reason = _handshake_reason(exc)

@@ -4,6 +4,11 @@ The provider simulator signs and the receiver verifies with the ``http-message-s
 keeping both sides here means they agree on the covered components, the algorithm chosen for a key
 type and the body digest (RFC 9530 ``Content-Digest``), which the signature must cover so that a
 tampered body fails verification rather than slipping past a valid header signature.
+
+``@authority`` must be covered too, so that a delivery signed for one receiver cannot be replayed to
+another, and a signature is accepted once: the receiver remembers it (by nonce, or by its value when
+it has none) until it is too old to pass the age check anyway. This is the scheme of RFC 9421; the
+provider's own draft-06 scheme is in provider_scheme.py.
 """
 
 from __future__ import annotations
@@ -11,7 +16,10 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import pathlib
-from collections.abc import Iterable, Mapping
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
 
 import http_message_signatures
 from cryptography import x509
@@ -19,10 +27,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from http_message_signatures import algorithms, structures
 
+from webhookcerts.receiver import replay
+
 # What the simulator signs. The receiver requires at least REQUIRED_COMPONENTS (and the package itself
 # requires the digest to be covered whenever there is a body).
 SIGNED_COMPONENTS = ("@method", "@authority", "@path", "content-type", "content-digest")
-REQUIRED_COMPONENTS = ("@method", "@path", "content-digest")
+REQUIRED_COMPONENTS = ("@method", "@authority", "@path", "content-digest")
 
 _ALGORITHMS: dict[str, type[http_message_signatures.HTTPSignatureAlgorithm]] = {
     cls.algorithm_id: cls
@@ -153,6 +163,8 @@ class Signer:
             message,
             key_id=self._key_id,
             created=created or datetime.datetime.now(datetime.UTC),
+            # A fresh nonce per signature: a retry is a new signature, not a replay of the last one.
+            nonce=secrets.token_urlsafe(12),
             covered_component_ids=SIGNED_COMPONENTS,
             body=body,
         )
@@ -166,25 +178,53 @@ class Verified:
     covered: tuple[str, ...]
 
 
+class KeyResolver(Protocol):
+    """Where a verifier finds the key for a keyid (keyset.KeySet)."""
+
+    def resolve(self, key_id: str) -> PublicKey | None: ...
+
+    def public_keys(self) -> tuple[PublicKey, ...]: ...
+
+
+class _SetResolver(http_message_signatures.HTTPSignatureKeyResolver):
+    def __init__(self, keys: KeyResolver) -> None:
+        self._keys = keys
+
+    def resolve_public_key(self, key_id: str) -> PublicKey | None:
+        return self._keys.resolve(key_id)
+
+    def resolve_private_key(self, key_id: str) -> PrivateKey:
+        raise SignatureError("a verifier does not sign")
+
+
 class Verifier:
-    """Checks a delivery's signature and that its signed digest matches the body."""
+    """Checks a delivery's RFC 9421 signature, that its signed digest matches the body, and that it was
+    not accepted before. Every key in the set must suit the one algorithm (the package verifies with
+    one)."""
 
     def __init__(
         self,
-        key: PublicKey,
+        keys: KeyResolver,
         *,
-        key_id: str | None = None,
         algorithm: str | None = None,
         max_age: datetime.timedelta = datetime.timedelta(minutes=5),
+        clock: Callable[[], float] = time.time,
+        seen: replay.ReplayCache | None = None,
     ) -> None:
         self._max_age = max_age
+        self._clock = clock
+        self._seen = seen if seen is not None else replay.ReplayCache()
+        chosen = {algorithm_for(key, algorithm) for key in keys.public_keys()}
+        if len(chosen) != 1:
+            raise SignatureError("RFC 9421 keys must all be of one type, or name --signature-algorithm")
         self._verifier = http_message_signatures.HTTPMessageVerifier(
-            signature_algorithm=algorithm_for(key, algorithm), key_resolver=_OneKey(key, key_id)
+            signature_algorithm=chosen.pop(), key_resolver=_SetResolver(keys)
         )
 
     def verify(self, method: str, url: str, headers: Iterable[tuple[str, str]], body: bytes) -> Verified:
         # Keep repeated field lines: the package joins them itself, as RFC 9421 says.
-        message = Message(method, url, _FieldLines(list(headers)))
+        lines = list(headers)
+        message = Message(method, url, _FieldLines(lines))
         try:
             results = self._verifier.verify(
                 message, max_age=self._max_age, require_components=REQUIRED_COMPONENTS, body=body
@@ -192,8 +232,19 @@ class Verifier:
         except http_message_signatures.HTTPMessageSignaturesException as exc:
             raise SignatureError(str(exc)) from None
         result = results[0]
+        key_id = str(result.parameters.get("keyid", ""))
+        created = result.parameters.get("created")
+        nonce = result.parameters.get("nonce")
+        token = str(nonce) if nonce is not None else ", ".join(v for n, v in lines if n.lower() == "signature")
+        until = (int(created) if isinstance(created, int) else self._clock()) + self._max_age.total_seconds()
+        try:
+            # The package allows its clock skew past max_age: remember that much longer.
+            skew = self._verifier.max_clock_skew.total_seconds()
+            self._seen.remember(key_id, token, until=until + skew, now=self._clock())
+        except replay.ReplayError as exc:
+            raise SignatureError(str(exc)) from None
         return Verified(
-            key_id=str(result.parameters.get("keyid", "")),
+            key_id=key_id,
             algorithm=result.algorithm.algorithm_id,
             covered=tuple(k for k in result.covered_components if k != '"@signature-params"'),
         )

@@ -1,0 +1,3 @@
+module providervectors
+
+go 1.22

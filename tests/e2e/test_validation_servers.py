@@ -43,9 +43,7 @@ def workspace(material: launchers.Material, tmp_path: pathlib.Path) -> Iterator[
         ws.dump()
 
 
-def probe(
-    port: int, client: mtls_pki.Pair, ca: mtls_pki.Pair | None, accept: tuple[int, ...] = ()
-) -> validation.Probe:
+def probe(port: int, client: mtls_pki.Pair, ca: mtls_pki.Pair | None, accept: tuple[int, ...] = ()) -> validation.Probe:
     return validation.probe(
         f"https://127.0.0.1:{port}/webhooks",
         client.cert_pem,

@@ -61,9 +61,7 @@ def _linger_until_the_client_closes(sock: socket.socket) -> None:
             pass
 
 
-def tls_server(
-    pki: mtls_pki.Pki, *, version: ssl.TLSVersion, answer: bytes | None, trusted: mtls_pki.Pair
-) -> Serve:
+def tls_server(pki: mtls_pki.Pki, *, version: ssl.TLSVersion, answer: bytes | None, trusted: mtls_pki.Pair) -> Serve:
     """Requires a client certificate that ``trusted`` is; after the handshake reads the request and
     sends ``answer`` (None: closes without one)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -209,7 +209,9 @@ def probe(
                 return Probe(
                     Outcome.REFUSED, f"the endpoint closed the connection after the client certificate ({exc})"
                 )
-            return Probe(Outcome.UNREACHABLE, f"the endpoint closed the connection before the client certificate was sent ({exc})")
+            return Probe(
+                Outcome.UNREACHABLE, f"the endpoint closed the connection before the client certificate ({exc})"
+            )
         except TimeoutError:
             stage = "after the client certificate" if talk.certificate_sent else "before the client certificate"
             return Probe(Outcome.UNREACHABLE, f"no answer within {timeout:g} s {stage}")

@@ -249,10 +249,11 @@ def fleet(
     def start(kind: Kind) -> Fleet:
         ca = trust_dir / names.TRUST_KEY
         if kind.java_store:
-            # trust-sync mirrors the Secret as it is (ca.crt and the operator's truststore.p12 and .jks)
-            # and encodes its own store beside them, under another name.
+            # trust-sync copies the keys named (ca.crt and the operator's truststore.p12 and .jks: only
+            # ca.crt unless named) and encodes its own store beside them, under another name.
             own = f"trust-sync.{kind.extension}"
-            store_args = ["--format", kind.java_store, "--store-name", own]
+            store_args = ["--key", names.TRUST_KEY, "--key", "truststore.p12", "--key", "truststore.jks"]
+            store_args += ["--format", kind.java_store, "--store-name", own]
             store_args += ["--password-file", str(material.truststore_password)]
             log = trust_sync(*store_args)
             operator_store = trust_dir / f"truststore.{kind.extension}"

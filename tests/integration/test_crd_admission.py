@@ -128,6 +128,10 @@ INVALID: dict[str, tuple[Callable[[Manifest], None], str]] = {
         "trust.secretName must name a Secret of its own",
     ),
     "secretName not a Secret name": (_set("secretName", "Acme_Client"), "spec.secretName in body should match"),
+    "acceptStatus names nginx's refusal": (
+        _set("validation", {"url": "https://endpoint.example/", "acceptStatus": [405, 400]}),
+        "acceptStatus may not name 400, 495 or 496, nginx's refusals of a client certificate",
+    ),
     "bundle Secret is the trust store": (
         _set("bundle", {"passwordSecretRef": {"name": "pw"}, "secretName": "acme-trust"}),
         "bundle.secretName must differ from secretName, secretName-next and trust.secretName",
@@ -226,6 +230,7 @@ def test_a_valid_spec_is_stored_with_the_defaults(
     body = manifest()
     body["spec"]["consumers"] = [{"selector": {"matchLabels": {"app": "receiver"}}}]
     body["spec"]["bundle"] = {"passwordSecretRef": {"name": "acme-bundle-password"}}
+    body["spec"]["validation"] = {"url": "https://endpoint.example/", "caSecretRef": {"name": "endpoint-ca"}}
     apply(kubectl, namespace, body)
     stored = json.loads(kubectl("get", "whc", "acme", "-n", namespace, "-o", "json").stdout)
     spec = stored["spec"]
@@ -234,6 +239,13 @@ def test_a_valid_spec_is_stored_with_the_defaults(
     assert spec["revisionHistoryLimit"] == 10
     assert spec["emergencyPolicy"] == "RevokeImmediately"
     assert spec["bundle"]["passwordSecretRef"] == {"name": "acme-bundle-password", "key": "password"}
+    # A CA is not a password: ca.crt, as every other reference to a CA in Kubernetes.
+    assert spec["validation"] == {
+        "url": "https://endpoint.example/",
+        "caSecretRef": {"name": "endpoint-ca", "key": "ca.crt"},
+        "timeoutSeconds": 10,
+        "acceptStatus": [],
+    }
     assert spec["consumers"] == [
         {"selector": {"matchLabels": {"app": "receiver"}, "matchExpressions": []}, "reload": "Hot"}
     ]

@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from tests import conftest, processes, whc
+from webhookcerts.devcluster import base as devbase
 from webhookcerts.devcluster import cluster as devcluster
 from webhookcerts.receiver import trustdir
 
@@ -83,7 +84,7 @@ def test_the_directory_follows_the_secret(
     core_v1.delete_namespaced_secret("trust", namespace)
     core_v1.create_namespaced_secret(namespace, secret("trust", {"ca.crt": b"version 3", "other": b"x"}))
     assert conftest.poll(lambda: content(directory) == b"version 3", timeout=30.0)
-    assert trustdir.read(directory) == {"ca.crt": b"version 3", "other": b"x"}
+    assert trustdir.read(directory) == {"ca.crt": b"version 3"}  # only the trust store, unless keys are named
 
     proc.terminate()
     assert proc.wait(timeout=30) == 0
@@ -222,3 +223,49 @@ def test_a_jks_truststore_and_a_reload_command_once_per_change(
     finally:
         processes.stop(proc)
     assert proc.returncode == 0, log.read_text()
+
+
+def test_only_the_trust_store_is_copied_and_an_update_never_waits_for_a_hung_reload(
+    cluster: devcluster.DevCluster,
+    core_v1: kubernetes.client.CoreV1Api,
+    namespace: str,
+    tmp_path: pathlib.Path,
+) -> None:
+    """The ingress layout (the endpoint's serving pair beside our ca.crt): only ca.crt is written. The
+    reload command hangs for the first version (600 s allowed: waiting for it would time this test
+    out); the next version, an emergency's, is written at once, the hung run killed, the command run
+    for the new version. The order is trust-sync's own log."""
+    directory, log = tmp_path / "trust", tmp_path / "trust-sync.log"
+    started, ran = tmp_path / "hung.pid", tmp_path / "ran"
+    script = (
+        f'if [ "$(cat {directory}/ca.crt)" = v1 ]; then '
+        f"sleep 600 & echo $! > {started}.new && mv {started}.new {started}; wait; "
+        f"else cat {directory}/ca.crt > {ran}; fi"
+    )
+    key = b"-----BEGIN PRIVATE KEY-----\nMC4=\n-----END PRIVATE KEY-----\n"
+    serving = {"tls.crt": _certificate("endpoint"), "tls.key": key}
+    core_v1.create_namespaced_secret(namespace, secret("trust", {"ca.crt": b"v1", **serving}))
+    argv = ["trust-sync", "--secret", f"{namespace}/trust", "--dir", str(directory)]
+    argv += ["--exec", shlex.join(["sh", "-c", script]), "--exec-timeout", "600"]
+    proc = processes.spawn(argv, log, env={"KUBECONFIG": str(cluster.kubeconfig)})
+    try:
+        # The positive control: the first run is under way, hung, when the next version is written.
+        conftest.wait_for(lambda: started.exists() and started.read_text().strip(), what="the hung reload")
+        assert trustdir.read(directory) == {"ca.crt": b"v1"}
+        core_v1.replace_namespaced_secret("trust", namespace, secret("trust", {"ca.crt": b"v2", **serving}))
+
+        assert conftest.poll(lambda: ran.exists() and ran.read_text() == "v2", timeout=60.0), log.read_text()
+        assert trustdir.read(directory) == {"ca.crt": b"v2"}
+        events = ("synced", "exec_started", "exec_superseded", "exec", "exec_failed")
+        conftest.wait_for(lambda: len(_records(log, "exec")) == 1, what="the second run's record")
+        order = [str(r["event"]) for r in _records(log, *events)]
+        assert order == ["synced", "exec_started", "synced", "exec_superseded", "exec_started", "exec"], order
+        hung = int(started.read_text())
+        conftest.wait_for(lambda: not devbase.pid_alive(hung), what="the hung run's child killed")
+    finally:
+        processes.stop(proc)
+        pid = int(started.read_text()) if started.exists() and started.read_text().strip() else None
+        if pid is not None and devbase.pid_alive(pid) and "sleep" in devbase.cmdline(pid):
+            os.kill(pid, 9)
+    assert proc.returncode == 0, log.read_text()
+    assert "MC4=" not in log.read_text()

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
 
 import pytest
@@ -50,20 +50,32 @@ def fingerprints(pem: bytes) -> list[str]:
     )
 
 
-def scripted(monkeypatch: pytest.MonkeyPatch, versions: Sequence[dict[str, bytes] | None]) -> None:
-    """Make the watch deliver exactly these Secret contents (None: the Secret is absent), then end."""
+def scripted(
+    monkeypatch: pytest.MonkeyPatch,
+    versions: Sequence[dict[str, bytes] | None],
+    before_next: Callable[[], None] | None = None,
+) -> None:
+    """Make the watch deliver exactly these Secret contents (None: the Secret is absent), then end;
+    ``before_next`` runs before each version after the first (to let a reload command finish)."""
 
     def watch_secret(
         clients: kube_client.Clients, namespace: str, name: str, *, stop: threading.Event | None = None
     ) -> Iterator[secretwatch.SecretVersion]:
         for number, data in enumerate(versions, start=1):
+            if number > 1 and before_next is not None:
+                before_next()
             yield secretwatch.SecretVersion(str(number), data)
 
     monkeypatch.setattr(secretwatch, "watch_secret", watch_secret)
 
 
-def sync(monkeypatch: pytest.MonkeyPatch, config: trustsync.Config, versions: Sequence[dict[str, bytes] | None]) -> int:
-    scripted(monkeypatch, versions)
+def sync(
+    monkeypatch: pytest.MonkeyPatch,
+    config: trustsync.Config,
+    versions: Sequence[dict[str, bytes] | None],
+    before_next: Callable[[], None] | None = None,
+) -> int:
+    scripted(monkeypatch, versions, before_next)
     return trustsync.sync(CLIENTS, config)
 
 
@@ -81,6 +93,20 @@ def records(caplog: pytest.LogCaptureFixture, *events: str) -> list[dict[str, An
         if isinstance(parsed, dict) and parsed.get("event") in events:
             found.append({**parsed, "level": record.levelname})
     return found
+
+
+def runs_ended(caplog: pytest.LogCaptureFixture) -> Callable[[], None]:
+    """Waits until every reload command started has ended: a new version would kill one still going
+    (test_trustsync_exec.py), and these tests look at each run to its end."""
+
+    def wait() -> None:
+        processes.wait_for(
+            lambda: len(records(caplog, "exec", "exec_failed")) >= len(records(caplog, "exec_started")),
+            timeout=60,
+            what="the reload command to end",
+        )
+
+    return wait
 
 
 def keytool_fingerprints(path: pathlib.Path, password: str, store_type: str) -> list[str]:
@@ -155,7 +181,10 @@ def test_a_version_without_certificates_keeps_the_last_store(
     caplog.set_level(logging.INFO, logger="webhookcerts.trust_sync")
     marker = tmp_path / "reloads"
     cfg = config(
-        tmp_path / "trust", format="jks", exec_argv=(sys.executable, "-c", f"open({str(marker)!r}, 'a').write('x')")
+        tmp_path / "trust",
+        format="jks",
+        keys=("ca.crt", "other"),  # the third version has a key to copy, but no ca.crt to encode
+        exec_argv=(sys.executable, "-c", f"open({str(marker)!r}, 'a').write('x')"),
     )
 
     writes = sync(monkeypatch, cfg, [{"ca.crt": certs[0]}, {"ca.crt": b"garbage"}, {"other": b"no ca.crt"}])
@@ -202,7 +231,7 @@ def test_the_command_runs_once_per_change_and_never_for_nothing(
         {"ca.crt": b"v3"},
     ]
 
-    assert sync(monkeypatch, cfg, versions) == 3
+    assert sync(monkeypatch, cfg, versions, runs_ended(caplog)) == 3
 
     assert log.read_text() == "v1\nv2\nv3\n"
     runs = records(caplog, "exec", "exec_failed")
@@ -218,7 +247,7 @@ def test_a_failing_command_is_logged_and_survived(
     fails = (sys.executable, "-c", "import sys; print('nginx: [error] invalid PID number'); sys.exit(3)")
     cfg = config(tmp_path / "trust", exec_argv=fails)
 
-    assert sync(monkeypatch, cfg, [{"ca.crt": b"v1"}, {"ca.crt": b"v1"}, {"ca.crt": b"v2"}]) == 2
+    assert sync(monkeypatch, cfg, [{"ca.crt": b"v1"}, {"ca.crt": b"v1"}, {"ca.crt": b"v2"}], runs_ended(caplog)) == 2
 
     assert trustdir.read(tmp_path / "trust") == {"ca.crt": b"v2"}
     failed = records(caplog, "exec_failed")
@@ -244,7 +273,7 @@ def test_a_command_that_cannot_run_or_hangs_is_survived(
     caplog.set_level(logging.INFO, logger="webhookcerts.trust_sync")
     cfg = config(tmp_path / "trust", exec_argv=argv, exec_timeout=0.5)
 
-    assert sync(monkeypatch, cfg, [{"ca.crt": b"v1"}, {"ca.crt": b"v2"}]) == 2
+    assert sync(monkeypatch, cfg, [{"ca.crt": b"v1"}, {"ca.crt": b"v2"}], runs_ended(caplog)) == 2
 
     failed = records(caplog, "exec_failed")
     assert len(failed) == 2

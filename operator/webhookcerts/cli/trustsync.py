@@ -69,7 +69,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--secret", type=_secret, required=True, metavar="NS/NAME", help="the trust Secret")
     parser.add_argument("--dir", type=pathlib.Path, required=True, help="directory to keep in step")
     parser.add_argument(
-        "--key", action="append", default=[], help="only this key of the Secret (repeatable; default: all)"
+        "--key",
+        action="append",
+        default=[],
+        help="copy this key of the Secret (repeatable; default: the --source-key, ca.crt); never a "
+        "private key: tls.key, *.key and any content that holds a private key are refused",
     )
     parser.add_argument("--mode", type=_mode, default=0o644, help="file mode, octal (default 0644)")
     parser.add_argument(
@@ -110,7 +114,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=(),
         metavar="CMD",
         help="run this command (split like a shell would, but run without one) after each change "
-        "written, e.g. 'nginx -s reload'; a failure is logged and trust-sync goes on",
+        "written, e.g. 'nginx -s reload'; a failure is logged and trust-sync goes on; a run still going "
+        "when the next change is written is killed and the command run again for it at once",
     )
     parser.add_argument(
         "--exec-timeout",
@@ -163,6 +168,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"webhookcerts trust-sync: --source-key {args.source_key} is not among the --key", file=sys.stderr)
         return 2
     try:
+        config = trustsync.Config(
+            namespace=namespace,
+            name=name,
+            directory=args.dir,
+            keys=tuple(args.key) or (args.source_key,),
+            mode=args.mode,
+            format=args.format,
+            password=password,
+            store_name=store_name,
+            source_key=args.source_key,
+            exec_argv=tuple(args.exec_argv),
+            exec_timeout=args.exec_timeout,
+        )
+    except ValueError as exc:
+        print(f"webhookcerts trust-sync: {exc}", file=sys.stderr)
+        return 2
+    try:
         clients = kube_client.load(args.kubeconfig, args.context)
     except kube_client.ConfigError as exc:
         print(f"webhookcerts trust-sync: {exc}", file=sys.stderr)
@@ -175,19 +197,6 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)
-    config = trustsync.Config(
-        namespace=namespace,
-        name=name,
-        directory=args.dir,
-        keys=tuple(args.key),
-        mode=args.mode,
-        format=args.format,
-        password=password,
-        store_name=store_name,
-        source_key=args.source_key,
-        exec_argv=tuple(args.exec_argv),
-        exec_timeout=args.exec_timeout,
-    )
     with contextlib.suppress(_Stopped):
         trustsync.sync(clients, config, once=args.once)
     return 0

@@ -146,10 +146,34 @@ class Consumer(Model):
     reload: ReloadMode = "Hot"
 
 
+class CASecretRef(Model):
+    """A CA in a Secret: ``ca.crt`` unless named, as everywhere else in Kubernetes."""
+
+    name: SecretName
+    key: str = pydantic.Field(default="ca.crt", min_length=1, max_length=253)
+
+
+# nginx's answers to a client certificate it did not verify (400 as sent, 495/496 behind error_page):
+# naming one in acceptStatus would read nginx's refusal as an acceptance.
+CERTIFICATE_REFUSAL_STATUSES = frozenset({400, 495, 496})
+ACCEPT_STATUS_MAX = 16
+HttpStatus = Annotated[int, pydantic.Field(ge=100, le=599)]
+
+
 class ValidationSpec(Model):
     url: str = pydantic.Field(pattern=r"^https://", max_length=2048)
-    ca_secret_ref: SecretKeyRef | None = None
+    ca_secret_ref: CASecretRef | None = None
     timeout_seconds: int = pydantic.Field(default=10, ge=1, le=300)
+    accept_status: list[HttpStatus] = pydantic.Field(default_factory=list, max_length=ACCEPT_STATUS_MAX)
+
+    @pydantic.field_validator("accept_status")
+    @classmethod
+    def _no_refusal(cls, value: list[int]) -> list[int]:
+        # The CRD's CEL rule says the same at admission; this guards objects that predate it.
+        named = sorted(CERTIFICATE_REFUSAL_STATUSES.intersection(value))
+        if named:
+            raise ValueError(f"acceptStatus may not name {named}: nginx refuses a client certificate with them")
+        return value
 
 
 class WebhookCertificateSpec(Model):

@@ -158,12 +158,11 @@ def validate(p: Pass, prober: Prober) -> None:
         ca_secret = secrets.read(p.ctx.clients, p.resource.namespace, check.ca_secret_ref.name)
         ca_pem = ca_secret.data.get(check.ca_secret_ref.key) if ca_secret else None
         if ca_pem is None:
+            ref = check.ca_secret_ref
             for type, _, _ in probes:
+                # Unknown, not False: the endpoint was never asked, so it has neither accepted nor refused.
                 p.set_condition(
-                    type,
-                    "False",
-                    "CASecretNotFound",
-                    f"validation.caSecretRef {check.ca_secret_ref.name} has no usable CA",
+                    type, "Unknown", "CASecretNotFound", f"validation.caSecretRef {ref.name} has no key {ref.key}"
                 )
             return
     for type, secret, want_accept in probes:
@@ -174,7 +173,9 @@ def validate(p: Pass, prober: Prober) -> None:
         key = (p.resource.namespace, p.resource.name, type, fingerprint, check.url)
 
         def run(cert: bytes = cert_pem, private: bytes = key_pem, ca: bytes | None = ca_pem) -> validation.Probe:
-            return validation.probe(check.url, cert, private, ca_pem=ca, timeout=check.timeout_seconds)
+            return validation.probe(
+                check.url, cert, private, ca_pem=ca, timeout=check.timeout_seconds, accept_status=check.accept_status
+            )
 
         def wanted(result: validation.Probe, accept: bool = want_accept) -> bool:
             return verdict(result, want_accept=accept)[0] == "True"
@@ -196,6 +197,7 @@ def verdict(result: validation.Probe, *, want_accept: bool) -> tuple[models.Cond
     good = validation.Outcome.ACCEPTED if want_accept else validation.Outcome.REFUSED
     if result.outcome is good:
         return "True", result.outcome.value
-    if result.outcome is validation.Outcome.UNREACHABLE:
-        return "Unknown", "Unreachable"
+    if result.outcome in (validation.Outcome.UNREACHABLE, validation.Outcome.INCONCLUSIVE):
+        # Neither is evidence either way: a down endpoint has refused nothing, a 404 accepted nothing.
+        return "Unknown", result.outcome.value
     return "False", "Refused" if want_accept else "StillAccepted"

@@ -422,9 +422,12 @@ def refused_while_issuing(case: Without) -> None:
 
 
 def refused_updating_the_config_map(case: Without) -> None:
-    """A ConfigMap that is there already (a user's, made for the Gateway) is brought up to date: a patch."""
+    """A ConfigMap that is there already (a user's, made for the Gateway, consenting) is brought up to
+    date: a patch."""
+    consent = {names.TRUST_TARGET_ANNOTATION: NAME}
     case.api.core.create_namespaced_config_map(
-        case.api.namespace, {"metadata": {"name": "trust-copy"}, "data": {"other.txt": "kept"}}
+        case.api.namespace,
+        {"metadata": {"name": "trust-copy", "annotations": consent}, "data": {"other.txt": "kept"}},
     )
     refused_while_issuing(case)
 

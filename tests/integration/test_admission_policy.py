@@ -186,18 +186,67 @@ def test_the_operators_token_writes_only_secrets_labelled_as_its_own(
     assert refusal(lambda: core.delete_namespaced_secret("mine", namespace)) is None
 
 
+def harness_as(
+    account: kubernetes.client.ApiClient, api_client: kubernetes.client.ApiClient, namespace: str
+) -> Harness:
+    """The operator's passes with the account's credentials; the test reads and annotates as admin."""
+    fake = clock.FakeClock(datetime.datetime.now(datetime.UTC).replace(microsecond=0))
+    keygen = test_service.CountingKeygen()
+    ctx = reconcile.Context(kube_client.Clients(account), clock=fake, keygen=keygen)
+    return Harness(whc.Api(api_client, namespace), ctx, fake, keygen)
+
+
+def test_the_operators_other_writes_pass_the_policy(
+    account: kubernetes.client.ApiClient, api_client: kubernetes.client.ApiClient, namespace: str, crd_installed: None
+) -> None:
+    """A key made by hand adopted, truststores and a ConfigMap copy, a bundle, an emergency and its cut-over."""
+    h = harness_as(account, api_client, namespace)
+    admin = kubernetes.client.CoreV1Api(api_client)
+    pair = pki.new_key_pair(models.Subject(common_name="adopt.example.com"), h.fake.now(), datetime.timedelta(days=365))
+    admin.create_namespaced_secret(namespace, test_service._tls_secret("adopt-tls", pair.key_pem, pair.cert_pem))
+    for name in ("truststore-password", "bundle-password"):
+        admin.create_namespaced_secret(namespace, {"metadata": {"name": name}, "data": {"password": b64(b"changeit")}})
+    formats = {
+        "pkcs12": {"key": "truststore.p12"},
+        "jks": {"key": "truststore.jks"},
+        "passwordSecretRef": {"name": "truststore-password"},
+    }
+    h.create(
+        "adopt",
+        trust={"secretName": "adopt-trust", "configMap": {"name": "adopt-ca"}, "additionalFormats": formats},
+        bundle={"passwordSecretRef": {"name": "bundle-password"}},
+    )
+    h.settle("adopt")
+    status = h.status("adopt")
+    assert h.keygen.calls == 0 and status.current is not None
+    assert status.current.fingerprint == pki.inspect(pair.cert_pem).fingerprint
+    held = h.api.secret("adopt-trust") or {}
+    assert {"ca.crt", "truststore.p12", "truststore.jks"} <= held.keys()
+    assert condition(status, names.TRUST_STORE_INCOMPLETE) is None
+    bundle = condition(status, names.BUNDLE_READY)
+    assert bundle is not None and bundle.status == "True", bundle
+    h.api.emergency("adopt", "INC-23")
+    h.settle("adopt")
+    after = h.status("adopt")
+    assert after.next is not None
+    assert h.api.trusted_fingerprints("adopt-trust") == {after.next.fingerprint}
+    h.api.cutover("adopt", after.next.serial)
+    h.settle("adopt")
+    done = h.status("adopt")
+    assert done.current is not None and done.current.serial == after.next.serial
+    ready = condition(done, names.READY)
+    assert ready is not None and ready.status == "True", ready
+    assert not h.api.events("adopt", "Forbidden")
+
+
 def test_the_operator_under_the_policy_takes_an_ingress_secret_over_only_with_consent(
     account: kubernetes.client.ApiClient, api_client: kubernetes.client.ApiClient, namespace: str, crd_installed: None
 ) -> None:
     admin = kubernetes.client.CoreV1Api(api_client)
     consumers(admin, kubernetes.client.AppsV1Api(api_client), namespace)
-    fake = clock.FakeClock(datetime.datetime.now(datetime.UTC).replace(microsecond=0))
-    keygen = test_service.CountingKeygen()
-    # The operator's passes with the account's credentials; the test reads and annotates as admin.
-    ctx = reconcile.Context(kube_client.Clients(account), clock=fake, keygen=keygen)
-    h = Harness(whc.Api(api_client, namespace), ctx, fake, keygen)
+    h = harness_as(account, api_client, namespace)
     subject = models.Subject(common_name="endpoint.example.com")
-    server = pki.new_key_pair(subject, fake.now(), datetime.timedelta(days=9))
+    server = pki.new_key_pair(subject, h.fake.now(), datetime.timedelta(days=9))
     theirs = {"tls.crt": server.cert_pem, "tls.key": server.key_pem}
     data = {k: b64(v) for k, v in theirs.items()}
     admin.create_namespaced_secret(

@@ -106,6 +106,8 @@ def story(tools: Tools, timeline: Timeline, dev: devcluster.DevCluster, work: pa
         "helm", "install", "webhookcerts", "charts/webhookcerts", "-n", RELEASE_NAMESPACE, "--create-namespace",
         # The CRD is kubectl's, not the chart's: Helm would refuse to take it over.
         "-f", str(dev.chart_values), "--set", "crds.enabled=false", "--wait", "--timeout=5m",
+        # The receiver is told of trust changes (consumers, Hot): rights off unless asked for.
+        "--set", "consumers.enabled=true",
     )  # fmt: skip
 
     tools.kubectl("create", "namespace", NAMESPACE)

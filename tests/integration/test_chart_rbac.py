@@ -38,6 +38,8 @@ RELEASE_NAMESPACE = "webhookcerts"
 KOPF_FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 # What the chart's RBAC templates produce; the rest (Deployment, Service, CRDs) is not needed here.
 RBAC_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+# The consumer rights (pods, deployments, statefulsets) are off unless asked for.
+CONSUMERS_ON = ("--set", "consumers.enabled=true")
 
 
 @pytest.fixture
@@ -97,7 +99,9 @@ def test_the_operator_runs_the_lifecycle_with_the_charts_rbac(
     helm = conftest.HelmRunner(bin_dir / "helm", fresh_cluster.kubeconfig)
     kubectl = conftest.KubectlRunner(bin_dir / "kubectl", fresh_cluster.kubeconfig)
     # The chart as users install it: CRD, ServiceAccount, ClusterRoles (its pods cannot run without a node).
-    helm("install", "wc", str(CHART), "-n", RELEASE_NAMESPACE, "--create-namespace")
+    # With consumers on (their rights are off by default), and the admission policies the chart ships:
+    # every write of the lifecycle below passes them.
+    helm("install", "wc", str(CHART), "-n", RELEASE_NAMESPACE, "--create-namespace", *CONSUMERS_ON)
     kubectl("wait", "--for=condition=Established", "crd/webhookcertificates.webhookcerts.io", "--timeout=60s")
     api_client = whc.api_client(fresh_cluster.kubeconfig)
     kubectl("create", "namespace", "payments")
@@ -242,7 +246,7 @@ def restricted_rbac(
     release = f"neg-{uuid.uuid4().hex[:6]}"
     watch = f"watchNamespaces={{{namespace}}}"
     rendered = subprocess.run(
-        [str(bin_dir / "helm"), "template", release, str(CHART), "-n", namespace, "--set", watch],
+        [str(bin_dir / "helm"), "template", release, str(CHART), "-n", namespace, "--set", watch, *CONSUMERS_ON],
         capture_output=True,
         text=True,
         timeout=60,
@@ -422,9 +426,12 @@ def refused_while_issuing(case: Without) -> None:
 
 
 def refused_updating_the_config_map(case: Without) -> None:
-    """A ConfigMap that is there already (a user's, made for the Gateway) is brought up to date: a patch."""
+    """A ConfigMap that is there already (a user's, made for the Gateway, consenting) is brought up to
+    date: a patch."""
+    consent = {names.TRUST_TARGET_ANNOTATION: NAME}
     case.api.core.create_namespaced_config_map(
-        case.api.namespace, {"metadata": {"name": "trust-copy"}, "data": {"other.txt": "kept"}}
+        case.api.namespace,
+        {"metadata": {"name": "trust-copy", "annotations": consent}, "data": {"other.txt": "kept"}},
     )
     refused_while_issuing(case)
 
@@ -568,7 +575,7 @@ TAKEN_AWAY_ABOVE = {("secrets", "delete"), ("webhookcertificates/status", "patch
 
 def test_every_verb_the_chart_grants_in_a_namespace_has_a_case_that_takes_it_away(bin_dir: pathlib.Path) -> None:
     rendered = subprocess.run(
-        [str(bin_dir / "helm"), "template", "r", str(CHART), "-n", "x", "--set", "watchNamespaces={x}"],
+        [str(bin_dir / "helm"), "template", "r", str(CHART), "-n", "x", "--set", "watchNamespaces={x}", *CONSUMERS_ON],
         capture_output=True,
         text=True,
         timeout=60,

@@ -759,7 +759,10 @@ def test_a_trust_secret_that_already_holds_the_endpoints_keys_keeps_them_byte_fo
     h.api.core.create_namespaced_secret(
         h.api.namespace,
         kubernetes.client.V1Secret(
-            metadata=kubernetes.client.V1ObjectMeta(name="webhook-trust"),
+            # Its owner's consent to its becoming a trust target (tests/integration/test_trust_consent.py).
+            metadata=kubernetes.client.V1ObjectMeta(
+                name="webhook-trust", annotations={names.TRUST_TARGET_ANNOTATION: "endpoint"}
+            ),
             type="kubernetes.io/tls",
             data={k: base64.b64encode(v).decode() for k, v in theirs.items()},
         ),

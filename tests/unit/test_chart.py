@@ -37,6 +37,9 @@ NAMESPACED_RULES: set[Rule] = {
     *{("", "secrets", v) for v in ("get", "list", "watch", "create", "patch", "delete")},
     *{("", "configmaps", v) for v in ("get", "create", "patch")},
     ("", "events", "create"),
+}
+# Only with consumers.enabled (tests/unit/test_chart_privilege.py).
+CONSUMER_RULES: set[Rule] = {
     ("", "pods", "list"),
     ("", "pods", "patch"),
     *{("apps", r, v) for r in ("deployments", "statefulsets") for v in ("list", "patch")},

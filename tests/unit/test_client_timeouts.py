@@ -3,6 +3,7 @@ connection the API server stopped answering. A call that brings its own timeout 
 
 from __future__ import annotations
 
+import json
 import pathlib
 from typing import Any
 
@@ -62,3 +63,21 @@ def test_lease_calls_have_their_own_connections_without_retries_and_the_electors
     with pytest.raises(RuntimeError):
         leases.read(clients, "ns", "lease", timeout=1.5)
     assert seen == [1.5]
+
+
+def _api_error(status: int, message: str) -> kube_client.ApiError:
+    exc = kube_client.ApiError(status=status, reason="x")
+    exc.body = json.dumps({"kind": "Status", "message": message})
+    return exc
+
+
+def test_a_denial_by_an_admission_policy_is_a_refusal_like_rbacs_and_an_invalid_object_is_not() -> None:
+    # What the engine reports as Ready=False, Forbidden (with the message) instead of retrying quietly.
+    denied = (
+        "secrets \"ingress-tls\" is forbidden: ValidatingAdmissionPolicy 'r-webhookcerts-secrets' with binding "
+        "'r-webhookcerts-secrets' denied request: in a trust Secret the webhookcerts operator writes only ca.crt"
+    )
+    assert kube_client.refused(_api_error(422, denied))
+    assert kube_client.refused(_api_error(403, 'secrets is forbidden: User "x" cannot patch resource "secrets"'))
+    assert not kube_client.refused(_api_error(422, 'Secret "x" is invalid: data[a b]: Invalid value'))
+    assert not kube_client.refused(_api_error(409, "the object has been modified"))

@@ -34,12 +34,21 @@ def test_the_same_object_in_another_role_is_a_conflict() -> None:
     assert ownership.conflict("hooks-tls", "key", me("key"), seen, [], OWN) is not None
 
 
-def test_a_trust_secret_is_shared_and_a_users_secret_may_become_one() -> None:
+def test_a_trust_secret_is_shared_and_a_users_secret_becomes_one_only_with_its_owners_consent() -> None:
     labels, _ = ownership.stamp("live", "trust")
     shared = ownership.holder("hooks-trust", {**MANAGED, **labels}, {})
     assert ownership.conflict("hooks-trust", "trust", me("trust"), shared, [me("trust", "sandbox")], OWN) is None
+    # Someone else's Secret (an ingress's auth-tls-secret, another team's CA bundle): refused, and the
+    # message says how its owner consents.
     users = ownership.holder("hooks-trust", {}, {})
-    assert ownership.conflict("hooks-trust", "trust", me("trust"), users, [], OWN) is None
+    problem = ownership.conflict("hooks-trust", "trust", me("trust"), users, [], OWN)
+    assert problem is not None
+    assert f"kubectl annotate secret hooks-trust {names.TRUST_TARGET_ANNOTATION}=live" in problem
+    assert "nothing was written" in problem
+    # Consent for another object is none for this one; a list naming it, or *, is.
+    for value, allowed in (("sandbox", False), ("sandbox, live", True), ("*", True), ("", False)):
+        seen = ownership.holder("hooks-trust", {}, {names.TRUST_TARGET_ANNOTATION: value})
+        assert (ownership.conflict("hooks-trust", "trust", me("trust"), seen, [], OWN) is None) is allowed, value
     # A key Secret of another object is no trust store.
     labels, annotations = ownership.stamp("sandbox", "key")
     key = ownership.holder("hooks-trust", {**MANAGED, **labels}, annotations)

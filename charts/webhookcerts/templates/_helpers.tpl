@@ -91,7 +91,10 @@ watched namespace. tests/integration/test_chart_rbac.py runs the operator with e
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
-# Consumers (spec.consumers): Hot reload annotates the pods that mount the trust store...
+{{- if .Values.consumers.enabled }}
+# Consumers (spec.consumers), only with consumers.enabled: patching a pod template is running any
+# image, so the admission policy (admissionPolicy.enabled) holds these patches to the trust-hash
+# annotations. Hot reload annotates the pods that mount the trust store...
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "patch"]
@@ -99,6 +102,7 @@ watched namespace. tests/integration/test_chart_rbac.py runs the operator with e
 - apiGroups: ["apps"]
   resources: ["deployments", "statefulsets"]
   verbs: ["list", "patch"]
+{{- end }}
 {{- end -}}
 
 {{/* What Kopf itself reads cluster-wide, whatever the namespaces watched. */}}

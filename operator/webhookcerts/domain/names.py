@@ -33,6 +33,10 @@ OWNER_ANNOTATION = f"{PREFIX}/owner"
 # On a trust Secret: which WebhookCertificate contributed which fingerprints, and whether they stay
 # trusted once that object is deleted (its deletionPolicy).
 SOURCES_ANNOTATION = f"{PREFIX}/sources"
+# On a Secret or ConfigMap the operator did not create: its owner's consent to its becoming a trust
+# target (spec.trust.secretName, spec.trust.configMap.name) of the WebhookCertificates it names
+# (comma-separated, or ``*`` for any in its namespace). Only the keys the operator manages are written.
+TRUST_TARGET_ANNOTATION = f"{PREFIX}/trust-target"
 
 # On everything the operator writes; Secrets are watched by it (server-side label selector).
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"

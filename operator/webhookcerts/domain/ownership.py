@@ -6,7 +6,12 @@ object it belongs to and in which role (the ``webhookcerts.io/role`` label, the
 ``webhookcerts.io/owner`` annotation), so a claim can be checked against the Secret itself:
 
 - a trust Secret is shared: any number of objects may name it, and an existing Secret of the user's
-  (an endpoint's ``tls.crt``/``tls.key``) may become one, as only ``ca.crt`` is managed in it;
+  (an endpoint's ``tls.crt``/``tls.key``) may become one, as only ``ca.crt`` (and the truststore keys
+  asked for) is managed in it; but only with its owner's consent, the ``webhookcerts.io/trust-target``
+  annotation on it naming the object (or ``*``): whoever may create a WebhookCertificate must not be
+  able to overwrite another team's CA bundle or an ingress's ``auth-tls-secret`` by naming it. Consent
+  gates only taking a Secret over: one the object already wrote (labelled as the operator's, or
+  recorded in its status) is written whatever its annotations say, so containment never waits on it;
 - a key Secret made by hand may be adopted (that is how an existing key is brought in); once adopted
   it carries the owner's name;
 - everything else (a Secret of another object, of the same object in another role, a user's Secret
@@ -54,11 +59,34 @@ class Holder:
     managed: bool
     owner: str | None = None
     role: Role | None = None
+    # On a Secret of someone else's: the WebhookCertificates its owner lets write their trust there.
+    consent: frozenset[str] = frozenset()
+
+
+def consent(annotations: Mapping[str, str]) -> frozenset[str]:
+    """The WebhookCertificate names (or ``*``) the trust-target annotation lists."""
+    value = annotations.get(names.TRUST_TARGET_ANNOTATION, "")
+    return frozenset(v.strip() for v in value.split(",") if v.strip())
+
+
+def consents(given: frozenset[str], me: str) -> bool:
+    return "*" in given or me in given
+
+
+def consent_refusal(kind: Literal["Secret", "ConfigMap"], name: str, me: str) -> str:
+    """Why ``me`` may not take over ``name``, and how its owner lets it."""
+    return (
+        f"{kind} {name} exists and was not written by webhookcerts: WebhookCertificate {me} writes its trust "
+        f"store there only with the consent of its owner, who gives it with `kubectl annotate {kind.lower()} "
+        f"{name} {names.TRUST_TARGET_ANNOTATION}={me}` in this namespace (a comma-separated list of "
+        "WebhookCertificate names, or *); only ca.crt and the truststore keys asked for are then written, "
+        "everything else it holds is kept; nothing was written to it"
+    )
 
 
 def holder(name: str, labels: Mapping[str, str], annotations: Mapping[str, str]) -> Holder:
     if labels.get(names.MANAGED_BY_LABEL) != names.MANAGED_BY:
-        return Holder(managed=False)
+        return Holder(managed=False, consent=consent(annotations))
     role = labels.get(names.ROLE_LABEL)
     owner = annotations.get(names.OWNER_ANNOTATION) or labels.get(names.INSTANCE_LABEL)
     if role in ("key", "next", "bundle", "trust"):
@@ -109,6 +137,8 @@ def conflict(
             f"Secret {secret} {what}; WebhookCertificate {me.name} claims it as its {role}: "
             f"rename {_FIELD[role]} of {me.name}; nothing was written to the Secret"
         )
+    if existing is not None and role == "trust" and not consents(existing.consent, me.name):
+        return consent_refusal("Secret", secret, me.name)
     if existing is not None and role in ("next", "bundle"):
         return (
             f"Secret {secret} exists and was not written by webhookcerts; WebhookCertificate {me.name} "

@@ -164,6 +164,13 @@ TransportError = urllib3.exceptions.HTTPError
 TRANSIENT_STATUSES = frozenset({409, 429, 500, 503, 504})
 
 
+def refused(exc: kubernetes.client.ApiException) -> bool:
+    """Whether the API server refused the call for want of a permission, which a person grants and no
+    retry does: RBAC's 403, or a ValidatingAdmissionPolicy's denial (422, naming the policy; the chart's
+    hold the operator to the writes it makes, so one denies only what it should not have tried)."""
+    return exc.status == 403 or (exc.status == 422 and "ValidatingAdmissionPolicy" in api_error_reason(exc))
+
+
 def api_error_reason(exc: kubernetes.client.ApiException) -> str:
     """The API server's one-line message from an ApiException, for conditions and CLI errors."""
     try:

@@ -2,13 +2,15 @@
 
 Only the keys the operator manages are written; everything else a ConfigMap holds stays as it is. A
 write compares first (nothing is sent when nothing changed) and carries the resourceVersion it read.
+Whether a ConfigMap the operator did not create may be taken over is the caller's to say (``take``):
+it is asked with what the read found, so the decision and the patch rest on the same copy.
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import kubernetes
 
@@ -23,6 +25,15 @@ class ConfigMapData:
     binary: dict[str, bytes]
     labels: dict[str, str]
     resource_version: str
+    annotations: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def managed(self) -> bool:
+        return self.labels.get(names.MANAGED_BY_LABEL) == names.MANAGED_BY
+
+
+class NotTaken(Exception):
+    """A ConfigMap of someone else's that the caller may not take over: nothing was written to it."""
 
 
 def read(clients: kube_client.Clients, namespace: str, name: str) -> ConfigMapData | None:
@@ -39,6 +50,7 @@ def read(clients: kube_client.Clients, namespace: str, name: str) -> ConfigMapDa
         binary={k: base64.b64decode(v) for k, v in (found.binary_data or {}).items()},
         labels=dict(meta.labels or {}),
         resource_version=meta.resource_version or "",
+        annotations=dict(meta.annotations or {}),
     )
 
 
@@ -52,11 +64,13 @@ def write(
     annotations: dict[str, str],
     remove_binary: Collection[str] = (),
     create: bool = True,
+    take: Callable[[ConfigMapData], bool] | None = None,
 ) -> bool:
     """Bring the managed keys of the ConfigMap to ``data`` and ``binary``; True when something was sent.
 
     ``remove_binary`` names binaryData keys that must go (truststores the operator wrote there before
-    and that no longer hold what ``ca.crt`` holds, or are no longer asked for).
+    and that no longer hold what ``ca.crt`` holds, or are no longer asked for). ``take`` is asked
+    before an existing ConfigMap without the operator's label is written: False raises ``NotTaken``.
     """
     labels = {names.MANAGED_BY_LABEL: names.MANAGED_BY, names.ROLE_LABEL: "trust"}
     existing = read(clients, namespace, name)
@@ -72,6 +86,8 @@ def write(
         )
         clients.core.create_namespaced_config_map(namespace, body)
         return True
+    if take is not None and not existing.managed and not take(existing):
+        raise NotTaken(name)
     gone = [k for k in remove_binary if k in existing.binary and k not in binary]
     same = (
         not gone

@@ -84,7 +84,11 @@ def refused(why: str) -> policy.Decision:
 
 def report(p: state.Pass, found: dict[str, str]) -> None:
     """Record the conflicts in the SecretConflict condition (Ready follows from the pass's decision)."""
-    p.set_condition(names.SECRET_CONFLICT, "True", "SecretClaimed", message(found))
+    # Consent missing is the one conflict a third party resolves (the Secret's owner): its own reason.
+    if all(names.TRUST_TARGET_ANNOTATION in why for why in found.values()):
+        p.set_condition(names.SECRET_CONFLICT, "True", "ConsentRequired", message(found))
+    else:
+        p.set_condition(names.SECRET_CONFLICT, "True", "SecretClaimed", message(found))
     # The other claimant renaming its Secret wakes nobody here: look again soon.
     p.requeue_after = min(p.requeue_after or RECHECK_SECONDS, RECHECK_SECONDS)
 

@@ -287,8 +287,9 @@ class Engine:
             entry = self.view.certificate(namespace, name)
             environment = entry.spec.environment if entry is not None and entry.spec is not None else ""
             self.ctx.metrics.reconcile_failed(namespace, name, environment)
-        if exc.status == 403:
-            # Missing RBAC is fixed by a person, not by retrying: report it where people look.
+        if kube_client.refused(exc):
+            # Missing RBAC (or a write an admission policy denies) is fixed by a person, not by
+            # retrying: report it where people look.
             if kind == "certificate":
                 reconcile.report_forbidden(self.ctx, namespace, name, message)
             self.queue.add(item, delay=FORBIDDEN_RETRY, urgent=urgent)

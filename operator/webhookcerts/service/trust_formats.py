@@ -25,9 +25,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 
-from webhookcerts.domain import models, names, trust, truststores
+from webhookcerts.domain import models, names, ownership, trust, truststores
 from webhookcerts.kube import client as kube_client
 from webhookcerts.kube import configmaps, secrets
 from webhookcerts.service import state
@@ -254,7 +254,8 @@ def write_config_maps(
     before: secrets.SecretData | None,
     recorded: Collection[str] = (),
     elsewhere: Collection[str] = (),
-) -> None:
+    naming: Mapping[str, Collection[str]] | None = None,
+) -> list[str]:
     """Bring each ConfigMap to the trust Secret's content: after every change of it, and otherwise at
     most once per ``bundle_recheck_seconds`` (a ConfigMap deleted or edited by hand is restored then).
 
@@ -266,8 +267,16 @@ def write_config_maps(
     trust-nobody placeholder and its truststores are removed (it may be the user's, so it is not
     deleted), or it would go on trusting what this store has since revoked. One another trust Secret
     is copied to now (``elsewhere``) is that Secret's to write.
+
+    A ConfigMap of someone else's (no label of ours: every write of the operator's puts it there) is
+    taken over only with its owner's consent, the trust-target annotation naming an object of
+    ``naming`` (the WebhookCertificates that name it). The records of what was asked for (the
+    annotation, the statuses) are no proof that the operator wrote a ConfigMap, so they do not count.
+    One no longer named is emptied whatever its labels say: containment never waits on consent. What
+    was refused, with how to consent, is returned.
     """
     previous = before.annotations.get(CONFIG_MAPS_ANNOTATION, "") if before is not None else ""
+    refused: list[str] = []
     stale = ({n for n in previous.split(",") if n} | set(recorded)) - set(wanted.config_maps) - set(elsewhere)
     placeholder_hash = trust.trust_hash(trust.PLACEHOLDER_PEM)
     for name in sorted(stale):
@@ -287,18 +296,33 @@ def write_config_maps(
     for name in wanted.config_maps:
         if not _due(ctx, namespace, name, changed, trust_hash):
             continue
-        configmaps.write(
-            ctx.clients,
-            namespace,
-            name,
-            data={names.TRUST_KEY: pem.decode("ascii")},
-            binary=encoded.data,
-            annotations={names.TRUST_HASH_ANNOTATION: trust_hash},
-            remove_binary=encoded.managed,
-        )
-        # Only a write that went through counts as checked: a refused one (RBAC) is tried, and
-        # reported, again at the next pass.
+        who = sorted((naming or {}).get(name, ()))
+        try:
+            configmaps.write(
+                ctx.clients,
+                namespace,
+                name,
+                data={names.TRUST_KEY: pem.decode("ascii")},
+                binary=encoded.data,
+                annotations={names.TRUST_HASH_ANNOTATION: trust_hash},
+                remove_binary=encoded.managed,
+                take=_consented(who),
+            )
+        except configmaps.NotTaken:
+            refused.append(ownership.consent_refusal("ConfigMap", name, ",".join(who) or "<name>"))
+            continue
+        # Only a write that went through counts as checked: a refused one (RBAC, consent) is tried,
+        # and reported, again at the next pass.
         _written(ctx, namespace, name, trust_hash)
+    return refused
+
+
+def _consented(who: Collection[str]) -> Callable[[configmaps.ConfigMapData], bool]:
+    def take(found: configmaps.ConfigMapData) -> bool:
+        given = ownership.consent(found.annotations)
+        return any(ownership.consents(given, name) for name in who)
+
+    return take
 
 
 def _written(ctx: state.Context, namespace: str, name: str, trust_hash: str) -> None:

@@ -54,6 +54,8 @@ class Written:
     refused: str | None = None
     # Why the PKCS#12/JKS truststores could not be written (ca.crt was).
     formats: str | None = None
+    # ConfigMaps of someone else's not taken over for want of their owner's consent, and how to give it.
+    not_consented: str | None = None
 
 
 def _recorded(
@@ -207,7 +209,11 @@ def write(
                 )
             if ctx.trust_changed is not None:
                 ctx.trust_changed(namespace, secret_name)
-        trust_formats.write_config_maps(
+        naming: dict[str, set[str]] = {}
+        for name, (spec, _) in contributors.items():
+            if spec.trust.config_map is not None:
+                naming.setdefault(spec.trust.config_map.name, set()).add(name)
+        not_taken = trust_formats.write_config_maps(
             ctx,
             namespace,
             wanted,
@@ -218,8 +224,9 @@ def write(
             before=existing,
             recorded=config_maps,
             elsewhere=elsewhere,
+            naming=naming,
         )
-        return Written(hash_, tuple(union.unreadable), refused, encoded.problem)
+        return Written(hash_, tuple(union.unreadable), refused, encoded.problem, "; ".join(not_taken) or None)
     raise AssertionError("unreachable")
 
 
@@ -328,6 +335,8 @@ def sync(p: state.Pass) -> None:
             f"{'; '.join(written.unreadable)}; the certificates they had in it are kept as they were until "
             "they are fixed",
         )
+    elif written.not_consented is not None:
+        p.set_condition(names.TRUST_STORE_INCOMPLETE, "True", "ConsentRequired", written.not_consented)
     elif written.formats is not None:
         p.set_condition(names.TRUST_STORE_INCOMPLETE, "True", "TruststoreNotWritten", written.formats)
     else:

@@ -574,6 +574,10 @@ def adopted_and_rotating(api: whc.Api, name: str, lifetime: datetime.timedelta, 
     adopted_key_secret(api, name, lifetime)
     api.create(name, **spec)
     conftest.wait_for(lambda: api.status(name).stage == "Rotating", what=f"{name}: adoption and the next certificate")
+    conftest.wait_for(
+        lambda: len(api.trusted_fingerprints(spec.get("trust", {}).get("secretName", TRUST_SECRET))) == 2,
+        what=f"{name}: the trust store to list both",
+    )
     return time.monotonic() - started
 
 
@@ -598,6 +602,8 @@ def test_an_expired_certificate_is_refused_while_the_trust_store_still_lists_it(
     lapsing = write_client(tmp_path / "clients", "lapsing", key_pem, cert_pem)
     api.create(name)
     conftest.wait_for(lambda: api.status(name).stage == "Rotating", what="adoption and the next certificate")
+    # Status records the next just before the trust Secret lists it: both listed, then the stop.
+    conftest.wait_for(lambda: len(api.trusted_fingerprints()) == 2, what="the trust store to list both")
     operator.stop()
     status = api.status(name)
     assert status.current is not None and status.current.fingerprint == lapsing.fingerprint, (

@@ -100,8 +100,10 @@ def test_short_lived_certificate_starts_a_planned_rotation(api: whc.Api, operato
     assert status.next.reason == "Planned"
     rotating = api.condition("short", names.ROTATION_IN_PROGRESS)
     assert rotating is not None and rotating.status == "True" and rotating.reason == "Renewing"
-    # Overlap: both trusted, and the current Secret still holds the current key.
-    assert api.trusted_fingerprints() == {status.current.fingerprint, status.next.fingerprint}
+    # Overlap: both trusted (the trust Secret is written just after status records the next), and the
+    # current Secret still holds the current key.
+    both = {status.current.fingerprint, status.next.fingerprint}
+    conftest.wait_for(lambda: api.trusted_fingerprints() == both, what="the trust store to list both")
     current = api.secret("short-tls") or {}
     assert pki.inspect(current["tls.crt"]).fingerprint == status.current.fingerprint
     assert api.events("short", "Renewing")
@@ -174,7 +176,8 @@ def test_emergency_while_idle_revokes_at_once(api: whc.Api, operator: conftest.O
     assert status.last_emergency_rotation is not None and status.last_emergency_rotation.reference == "INC-1001"
     assert compromised.fingerprint in status.revoked_fingerprints
     # RevokeImmediately: only the new certificate is trusted from now on.
-    assert api.trusted_fingerprints() == {status.next.fingerprint}
+    # (The trust Secret is written just after status records the replacement: waited for, not raced.)
+    conftest.wait_for(lambda: api.trusted_fingerprints() == {status.next.fingerprint}, what="only the new one trusted")
     condition = api.condition("idle", names.COMPROMISED)
     assert condition is not None and condition.status == "True" and "INC-1001" in condition.message
     warnings = api.events("idle", "EmergencyRotation")
@@ -247,7 +250,8 @@ def test_emergency_during_planned_rotation_discards_the_pending_next(
     assert before.next.fingerprint in status.revoked_fingerprints
     assert [(h.serial, h.reason) for h in status.history] == [(before.next.serial, "Compromised")]
     # KeepUntilCutover: the compromised current stays trusted beside the new next, until cut-over.
-    assert api.trusted_fingerprints() == {before.current.fingerprint, status.next.fingerprint}
+    kept = {before.current.fingerprint, status.next.fingerprint}
+    conftest.wait_for(lambda: api.trusted_fingerprints() == kept, what="both trusted")
 
 
 @pytest.mark.parametrize(("reference", "fragment"), [("   ", "is empty"), ("X" * 200, "at most 128")])

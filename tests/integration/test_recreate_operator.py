@@ -73,7 +73,7 @@ def test_replace_force_after_an_emergency_keeps_the_incident_and_the_replacement
     assert status.current is not None and status.current.fingerprint == compromised.fingerprint
     assert status.current.compromised_by == INCIDENT
     assert status.next is not None and status.next.fingerprint == replacement.fingerprint
-    assert api.trusted_fingerprints() == {replacement.fingerprint}
+    conftest.wait_for(lambda: api.trusted_fingerprints() == {replacement.fingerprint}, what="the replacement trusted")
     # The very same next Secret, the same key: none deleted, none generated.
     assert api.secret_object("gitops-tls-next").metadata.uid == next_uid
     held = api.secret("gitops-tls-next") or {}

@@ -70,6 +70,8 @@ def test_the_chart_runs_the_operator_in_its_pod(
     values = devcluster_values(node_cluster, tmp_path / "values.yaml", metrics_port, health_port)
     helm("lint", "--strict", str(CHART), "-f", values)
     helm("install", RELEASE, str(CHART), "-n", node_namespace, "-f", values, "--wait", "--timeout=5m")
+    # Every namespace watched: the operator's rights as a ClusterRole (the upgrade below narrows them).
+    assert kubectl("get", "clusterrole", DEPLOYMENT, check=False).returncode == 0
 
     # The pod as the chart describes it: the chart's ServiceAccount, non-root, a read-only root.
     pod = operator_pod(kubectl, node_namespace)
@@ -82,12 +84,16 @@ def test_the_chart_runs_the_operator_in_its_pod(
     api = whc.Api(whc.api_client(node_cluster.kubeconfig), node_namespace)
     labels = {"name": "upvest-live", "namespace": node_namespace, "environment": "live"}
     try:
-        api.create("upvest-live", environment="live", duration="1h", renewBefore="59m50s")
+        api.create("upvest-live", environment="live", duration="1h", renewBefore="30m")
         # Its Secrets carry owner references (to it): what the garbage collector acts on.
         api.create("upvest-sandbox", deletionPolicy="Delete")
+        conftest.wait_for(lambda: api.status("upvest-live").current, timeout=180, what="the first certificate")
+        # The planned rotation made due now; then not due again, so the cut-over's certificate stays put.
+        api.patch_spec("upvest-live", renewBefore="59m59s")
         rotating = conftest.wait_for(
             lambda: (s := api.status("upvest-live")).next is not None and s, timeout=180, what="a planned rotation"
         )
+        api.patch_spec("upvest-live", renewBefore="30m")
         assert rotating.next is not None and rotating.next.reason == "Planned"
         api.cutover("upvest-live", rotating.next.serial)
         conftest.wait_for(
@@ -124,11 +130,16 @@ def test_the_chart_runs_the_operator_in_its_pod(
         )
         whc.assert_secrets_hygienic(api)
 
-        # Upgrade with a changed value: a new pod (Recreate), text logs, and it carries on: cut over.
+        # Upgrade with changed values: a new pod (Recreate), text logs, and the other RBAC shape (one
+        # watched namespace: Roles instead of ClusterRoles); it carries on under it: cut over.
         helm(
             "upgrade", RELEASE, str(CHART), "-n", node_namespace, "--reuse-values",
-            "--set", "operator.logFormat=text", "--wait", "--timeout=5m",
+            "--set", "operator.logFormat=text", "--set", f"watchNamespaces={{{node_namespace}}}",
+            "--wait", "--timeout=5m",
         )  # fmt: skip
+        # The namespaced shape: the Role named like the release, and no ClusterRole of that name any more.
+        assert kubectl("get", "role", DEPLOYMENT, "-n", node_namespace, check=False).returncode == 0
+        assert kubectl("get", "clusterrole", DEPLOYMENT, check=False).returncode != 0
         conftest.wait_for(
             lambda: (p := operator_pod_or_none(kubectl, node_namespace)) and p["metadata"]["name"] != name,
             timeout=180,

@@ -93,11 +93,14 @@ def test_readers_never_see_a_mix_of_two_versions(tmp_path: pathlib.Path) -> None
     try:
         # Read until the writer has really run in between, 20 versions' worth, however the threads are
         # scheduled (a fixed number of reads could all fall between two of its writes on a busy machine).
-        while len({s["a"] for s in snapshots}) < 20:
+        versions: set[bytes] = set()
+        while len(versions) < 20 and len(snapshots) < 1_000_000:
             snapshots.append(trustdir.read(tmp_path))
+            versions.add(snapshots[-1]["a"])
     finally:
         stop.set()
         thread.join()
+    assert len(versions) >= 20, f"the writer ran {len(versions)} times in {len(snapshots)} reads"
     assert all(s["a"] == s["b"] for s in snapshots)
 
 

@@ -65,22 +65,17 @@ def server_pki(tmp_path_factory: pytest.TempPathFactory) -> mtls_pki.Pki:
     return mtls_pki.make(tmp_path_factory.mktemp("server-pki"))
 
 
-@pytest.fixture(scope="module")
-def signing_key(tmp_path_factory: pytest.TempPathFactory) -> ProviderKey:
-    """The provider's webhook signing key: the simulator signs with it, the receiver verifies with it."""
-    return provider_key(tmp_path_factory.mktemp("provider-signing"))
-
-
 @pytest.fixture
 def endpoint(
     cluster: devcluster.DevCluster,
     namespace: str,
     server_pki: mtls_pki.Pki,
-    signing_key: ProviderKey,
     tmp_path: pathlib.Path,
 ) -> Iterator[EndpointFactory]:
     """Starts (once the trust Secret exists) trust-sync and then the receiver, which requires the
-    provider's signature (its key directory, as a mounted Secret gives it); stops both afterwards."""
+    provider's signature (its key directory, as a mounted Secret gives it); stops both afterwards.
+    The provider's signing key is made here, so that the modules that take this fixture need no other."""
+    signing_key = provider_key(tmp_path / "provider-signing")
     procs: list[subprocess.Popen[bytes]] = []
     logs = {"trust-sync": tmp_path / "trust-sync.log", "receiver": tmp_path / "receiver.log"}
     env = {"KUBECONFIG": str(cluster.kubeconfig)}

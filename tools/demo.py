@@ -3,10 +3,12 @@
 A local cluster with its node, the CRD applied with kubectl, the operator installed with the chart
 (``helm install --wait``), a sandbox and a live WebhookCertificate, the reference receiver as a
 Deployment reading the trust Secret (a ``reload: Hot`` consumer), and the provider simulator
-delivering to it with the bundles the plugin exports. Then a planned rotation of sandbox with its
-cut-over, and an emergency rotation of live. Every command a user would type is printed as it runs;
-the end is a timeline: what happened when, deliveries delivered and failed per step, which certificate
-the receiver accepted, and how long containment took.
+delivering to it with the bundles the plugin exports, signed as the provider signs its webhooks (the
+receiver verifies with the provider's public key, mounted from a Secret as a key directory). Then a
+planned rotation of sandbox with its cut-over, and an emergency rotation of live. Every command a user
+would type is printed as it runs; the end is a timeline: what happened when, deliveries delivered and
+failed per step, which certificate the receiver accepted, the signatures it verified, and how long
+containment took.
 
 The cluster lives in a temporary directory and everything it runs is stopped and removed at the end,
 on Ctrl-C or SIGTERM too (``devcluster`` ties each process to this one as well).
@@ -15,6 +17,7 @@ on Ctrl-C or SIGTERM too (``devcluster`` ties each process to this one as well).
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import functools
 import json
@@ -38,7 +41,17 @@ for entry in (REPO, REPO / "operator"):
 from tests.unit import mtls_pki  # noqa: E402  (throw-away serving certificates, as the benchmarks use)
 
 from demo_console import NAMESPACE, DemoError, Timeline, Tools, ready, tools_env  # noqa: E402
-from demo_provider import Provider, accepted_by_receiver, enter, refuses  # noqa: E402
+from demo_provider import (  # noqa: E402
+    Provider,
+    SigningKey,
+    accepted_by_receiver,
+    answer,
+    enter,
+    receiver_log,
+    refuses,
+    signing_key,
+    unauthorized,
+)
 from webhookcerts.devcluster import base, workloads  # noqa: E402
 from webhookcerts.devcluster import cluster as devcluster  # noqa: E402
 from webhookcerts.domain import names, pki  # noqa: E402
@@ -48,6 +61,9 @@ RELEASE_NAMESPACE = "webhookcerts"
 TRUST = "webhook-trust"
 APP = "receiver"
 SERVING_PAIR = "receiver-tls"
+# The provider's public webhook signing keys, one <keyid>.pem each: the receiver's --signature-key directory.
+SIGNATURE_KEYS = "provider-signature-keys"
+KEY_ID = "provider-demo"
 OBJECTS = {
     # Short lifetimes; the demo brings sandbox's renewal forward when the story gets there (a patch of
     # renewBefore, printed), instead of waiting for a date.
@@ -126,15 +142,30 @@ def story(tools: Tools, timeline: Timeline, dev: devcluster.DevCluster, work: pa
         ),
         verb="create",
     )
+    say("the provider's webhook signing key (ECDSA P-256): its public key for the receiver, in a Secret")
+    key = signing_key(work / "provider-signing", KEY_ID)
+    tools.kubectl(
+        "create", "secret", "generic", SIGNATURE_KEYS, "-n", NAMESPACE, f"--from-file={key.public.name}={key.public}",
+        echo=True,
+    )  # fmt: skip
     say("two WebhookCertificates: upvest-sandbox (a planned rotation soon) and upvest-live")
     tools.apply(*(webhook_certificate(env, lifetimes) for env, lifetimes in OBJECTS.items()))
     for env in OBJECTS:
         timeline.wait(f"upvest-{env} to be Ready", functools.partial(ready, tools, f"upvest-{env}"))
     tools.kubectl("get", "whc", "-n", NAMESPACE, echo=True)
-    say("the reference receiver: a Deployment reading the trust Secret, nudged by the operator on change")
+    say(
+        "the reference receiver: a Deployment reading the trust Secret, nudged by the operator on change, "
+        f"requiring the provider's signature (--signature-key /signature-keys, the Secret {SIGNATURE_KEYS})"
+    )
     tools.apply(
         workloads.receiver_deployment(
-            APP, dev.images["webhookcerts"], port, trust_secret=TRUST, tls_secret=SERVING_PAIR, namespace=NAMESPACE
+            APP,
+            dev.images["webhookcerts"],
+            port,
+            trust_secret=TRUST,
+            tls_secret=SERVING_PAIR,
+            namespace=NAMESPACE,
+            signature_keys=SIGNATURE_KEYS,
         )
     )
 
@@ -150,7 +181,7 @@ def story(tools: Tools, timeline: Timeline, dev: devcluster.DevCluster, work: pa
     pod = timeline.wait("the receiver pod to listen", serving_pod)
     url = f"https://127.0.0.1:{port}/webhooks"
     bundles = work / "bundles"
-    providers = {env: Provider(env, url, served.server_ca.cert_path, password) for env in OBJECTS}
+    providers = {env: Provider(env, url, served.server_ca.cert_path, password, key) for env in OBJECTS}
     serials: dict[str, str] = {}
     for env, provider in providers.items():
         name = f"upvest-{env}"
@@ -161,7 +192,9 @@ def story(tools: Tools, timeline: Timeline, dev: devcluster.DevCluster, work: pa
         provider.enter("steady")
         provider.start()
     try:
-        return rotations(tools, timeline, providers, bundles, serials, pod, port, served.server_ca.cert_path, password)
+        return rotations(
+            tools, timeline, providers, bundles, serials, pod, port, served.server_ca.cert_path, password, key
+        )
     finally:
         for provider in providers.values():
             provider.stop()
@@ -177,12 +210,14 @@ def rotations(
     port: int,
     server_ca: pathlib.Path,
     password: bytes,
+    key: SigningKey,
 ) -> list[str]:
     say = timeline.say
     sandbox, live = providers["sandbox"], providers["live"]
     for provider in providers.values():
         provider.delivered_a_campaign()
-    say("the provider delivers to both environments")
+    say("the provider delivers to both environments, each webhook signed (provider-v6) and verified")
+    signatures_hold(timeline, port, key, providersim.client_context(sandbox.current_bundle(), password, server_ca))
 
     # Planned rotation: a new certificate beside the old, the provider moves, then the cut-over.
     enter(providers, "planned rotation")
@@ -226,7 +261,9 @@ def rotations(
         text=True,
     )
     print(f"         $ {shlex.join(rotate.args)}  (waits for the replacement)", flush=True)  # type: ignore[arg-type]
-    timeline.wait("the receiver to refuse the compromised certificate", lambda: refuses(port, compromised_ctx), 120)
+    timeline.wait(
+        "the receiver to refuse the compromised certificate", lambda: refuses(port, compromised_ctx, key), 120
+    )
     contained = timeline.now() - annotated
     say(f"upvest-live: contained in {contained:.1f} s: the receiver refuses the compromised certificate")
     output, errors = rotate.communicate(timeout=300)
@@ -249,6 +286,17 @@ def rotations(
     tools.kubectl("webhookcerts", "status", "-n", NAMESPACE, "-o", "wide", echo=True)
     tools.kubectl("webhookcerts", "history", "upvest-live", "-n", NAMESPACE, echo=True)
     return summary(tools, timeline, providers, serials, pod, contained)
+
+
+def signatures_hold(timeline: Timeline, port: int, key: SigningKey, trusted: Any) -> None:
+    """mTLS and the signature both hold: with a trusted certificate, a delivery without the provider's
+    signature is answered 401 (after the handshake), the same delivery signed 200."""
+    body = b'{"probe": "unsigned"}'
+    unsigned = answer(port, trusted, {"Content-Type": "application/json"}, body)
+    signed = answer(port, trusted, key.sign(f"https://127.0.0.1:{port}/webhooks", body), body)
+    if (unsigned, signed) != (401, 200):
+        raise DemoError(f"with a trusted certificate, unsigned got {unsigned} and signed got {signed}, not 401 and 200")
+    timeline.say("a delivery with upvest-sandbox's trusted certificate but no signature: 401; signed: 200")
 
 
 def renew_before(tools: Tools, name: str, value: str) -> None:
@@ -276,8 +324,8 @@ def summary(
         # The pods' logs outlive the cluster only where asked: DEMO_LOGS=DIR make demo.
         directory = pathlib.Path(keep)
         directory.mkdir(parents=True, exist_ok=True)
-        receiver_log = tools.kubectl("logs", "--timestamps", "-n", NAMESPACE, pod, show=False, check=False)
-        (directory / "receiver.log").write_text(receiver_log)
+        pod_log = tools.kubectl("logs", "--timestamps", "-n", NAMESPACE, pod, show=False, check=False)
+        (directory / "receiver.log").write_text(pod_log)
         operator_log = tools.kubectl(
             "logs", "--timestamps", "-n", RELEASE_NAMESPACE, "deployment/webhookcerts", show=False, check=False
         )
@@ -293,10 +341,19 @@ def summary(
                 f"  {env:<8} {step:<17} delivered {counts['delivered']:>4}   failed {counts['failed']:>3}{why}"
             )
     lines += ["", "Accepted by the receiver (kubectl logs --timestamps, by client certificate)", "-" * 75]
-    for fingerprint, seen in sorted(accepted_by_receiver(tools, timeline, pod).items(), key=lambda i: i[1].first):
+    records = receiver_log(tools, pod)
+    accepted = accepted_by_receiver(records, timeline)
+    for fingerprint, seen in sorted(accepted.items(), key=lambda i: i[1].first):
         label = serials.get(fingerprint, fingerprint[:16])
         window = f"{timeline.stamp(seen.first)} to {timeline.stamp(seen.last)}"
         lines.append(f"  {label:<34} {seen.count:>5} deliveries, {window}")
+    verified: collections.Counter[str] = sum((seen.verified for seen in accepted.values()), collections.Counter())
+    total = sum(seen.count for seen in accepted.values())
+    lines += ["", "Signatures (the receiver's log: the provider's v6 signature verified on each delivery)", "-" * 85]
+    lines.append(f"  verified on {sum(verified.values())} of the {total} deliveries the receiver accepted")
+    lines += [f"    keyid {signer:<42} {n:>5}" for signer, n in verified.most_common()]
+    for reason, n in unauthorized(records).most_common():
+        lines.append(f"  refused 401 after the handshake: {n} x {reason}")
     lines += [
         "",
         f"Containment: {contained:.1f} s from the emergency annotation to the receiver refusing the compromised",

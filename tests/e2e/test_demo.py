@@ -5,8 +5,9 @@ and an emergency rotation with the provider simulator delivering, and prints a t
 it ends with exit status 0; the planned rotation and its cut-over lose no delivery in either
 environment, nor does anything after the emergency's cut-over; the emergency step's failures are the
 compromised certificate's alone (sandbox loses nothing, live's are refusals); the compromised
-certificate was accepted by the receiver before the incident only; and nothing of its cluster is
-left: no directory, no process.
+certificate was accepted by the receiver before the incident only; every delivery the receiver
+accepted carried the provider's signature, which it verified, and the one unsigned delivery (with a
+trusted certificate) was answered 401; and nothing of its cluster is left: no directory, no process.
 
 "No process" means where the cluster really runs: etcd and the API server name the demo's temporary
 directory, but the node (containerd, the kubelet, the containerd shims) runs under
@@ -154,6 +155,14 @@ def test_make_demo_runs_the_whole_story_and_leaves_nothing_running(tmp_path: pat
     window = re.search(r"live [0-9A-F]{12} \(compromised\)\s+\d+ deliveries, (\d\d:\d\d) to (\d\d:\d\d)", output)
     assert contained and window, output
     assert stamp(window.group(2)) <= stamp(contained.group(1))
+
+    # What the real provider delivers: signed (v6), verified by the receiver on every delivery it
+    # accepted; without a signature a trusted certificate gets a 401, and only the demo's one probe tried.
+    verified = re.search(r"verified on (\d+) of the (\d+) deliveries the receiver accepted", output)
+    assert verified and int(verified.group(1)) == int(verified.group(2)) > 0, output
+    assert re.search(r"keyid provider-demo \(ecdsa-p256-sha512\)\s+\d+", output), output
+    unauthorized = re.findall(r"refused 401 after the handshake: (\d+) x (.*)", output)
+    assert unauthorized == [("1", "signature: signature-input header missing")], output
 
     # The cluster lived in the demo's temporary directory and its node's: gone with everything it ran.
     assert not list(tmp_path.glob("webhookcerts-demo-*"))

@@ -52,6 +52,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
 CRD = "webhookcertificates.webhookcerts.io"
 SERVING_PAIR = "receiver-tls"
+# The provider's public signing keys, one <keyid>.pem per data key: the receiver's key directory.
+SIGNATURE_KEYS = "provider-signature-keys"
 # Pods start, and the kubelet remounts volumes, slowly on a busy 2-core machine.
 POD_TIMEOUT = 300.0
 
@@ -129,6 +131,12 @@ def kubelet_without_periodic_sync(node_cluster: devcluster.DevCluster) -> Iterat
 def server_pki(tmp_path_factory: pytest.TempPathFactory) -> mtls_pki.Pki:
     """The receiver's serving certificate (for 127.0.0.1) and its CA."""
     return mtls_pki.make(tmp_path_factory.mktemp("pod-server-pki"))
+
+
+@pytest.fixture(scope="module")
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> reload.ProviderKey:
+    """The provider's webhook signing key: the simulator and the probes sign with it, the pods verify."""
+    return reload.provider_key(tmp_path_factory.mktemp("pod-provider-signing"))
 
 
 def ready(api: whc.Api, name: str) -> bool:
@@ -247,23 +255,29 @@ def receiver(
     node_namespace: str,
     node_api: whc.Api,
     server_pki: mtls_pki.Pki,
+    signing_key: reload.ProviderKey,
     tmp_path: pathlib.Path,
 ) -> Iterator[ReceiverFactory]:
-    """Deploys the receiver (once the trust Secret exists) and waits until it listens; prints its logs."""
+    """Deploys the receiver (once the trust Secret exists), requiring the provider's signature with the
+    keys of a Secret, and waits until it listens; prints its logs."""
     started: list[PodEndpoint] = []
 
-    def deploy(app: str, sidecar: workloads.Sidecar | None = None) -> PodEndpoint:
-        if node_api.secret(SERVING_PAIR) is None:
-            # Created, not applied: `kubectl apply` would keep a copy of the key in an annotation.
-            pair = {names.TLS_CERT: server_pki.server.cert_path, names.TLS_KEY: server_pki.server.key_path}
+    def create_secret(name: str, files: dict[str, pathlib.Path], kind: str = "Opaque") -> None:
+        if node_api.secret(name) is None:
+            # Created, not applied: `kubectl apply` would keep a copy of the data in an annotation.
             node_api.core.create_namespaced_secret(
                 node_namespace,
                 kubernetes.client.V1Secret(
-                    metadata=kubernetes.client.V1ObjectMeta(name=SERVING_PAIR),
-                    type="kubernetes.io/tls",
-                    data={k: base64.b64encode(v.read_bytes()).decode() for k, v in pair.items()},
+                    metadata=kubernetes.client.V1ObjectMeta(name=name),
+                    type=kind,
+                    data={k: base64.b64encode(v.read_bytes()).decode() for k, v in files.items()},
                 ),
             )
+
+    def deploy(app: str, sidecar: workloads.Sidecar | None = None) -> PodEndpoint:
+        pair = {names.TLS_CERT: server_pki.server.cert_path, names.TLS_KEY: server_pki.server.key_path}
+        create_secret(SERVING_PAIR, pair, "kubernetes.io/tls")
+        create_secret(SIGNATURE_KEYS, {signing_key.public.name: signing_key.public})
         # A free loopback port of the host (the pod uses the host's network).
         port = base.free_port()
         image = node_cluster.images["webhookcerts"]
@@ -275,6 +289,7 @@ def receiver(
             tls_secret=SERVING_PAIR,
             namespace=node_namespace,
             sidecar=sidecar,
+            signature_keys=SIGNATURE_KEYS,
         )
         e2e.apply(node_kubectl, deployment)
         log = tmp_path / f"{app}.log"
@@ -287,6 +302,7 @@ def receiver(
             node_kubectl,
             node_namespace,
             app,
+            signing=signing_key,
         )
         started.append(endpoint)
         conftest.wait_for(endpoint.serving_pod, timeout=POD_TIMEOUT, what=f"the {app} pod to listen")
@@ -382,6 +398,8 @@ def test_hot_reload_carries_a_planned_rotation_and_cutover_without_losing_a_deli
     assert set(accepted) == {old.fingerprint, new.fingerprint}
     assert accepted[old.fingerprint] >= delivered_old
     assert accepted[new.fingerprint] >= delivered_new
+    # Each of them carried the provider's signature, which the pod verified with the key its Secret holds.
+    assert ep.unverified_deliveries() == []
     # It reloaded (next trusted, then old dropped) while the stream went on: deliveries before and after.
     timeline = ep.timeline(pod)
     reloads = [i for i, event in enumerate(timeline) if event == "trust_reloaded"]
@@ -433,11 +451,8 @@ def test_hot_reload_makes_the_pod_refuse_a_compromised_certificate(
 
     # The provider simulator: the compromised bundle delivers nothing, the new one everything.
     def simulate(client: reload.Client) -> dict[str, Any]:
-        config = providersim.Config(
-            url=ep.url,
-            bundle=bundle(client, tmp_path),
-            password=reload.BUNDLE_PASSWORD,
-            ca=ep.server_ca,
+        config = ep.simulator(
+            bundle(client, tmp_path),
             rate=20,
             count=10,
             max_attempts=2,

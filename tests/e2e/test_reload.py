@@ -4,22 +4,19 @@ The operator runs as users run it against the real API server; trust-sync stands
 and mirrors the trust Secret into a directory in the kubelet's layout; the reference receiver runs as
 its own process on a loopback port with its own serving certificate and reloads from that directory;
 the provider simulator presents the certificates the operator issued, from the bundles a client would
-submit. Nothing here is timed: each test waits, generously, for a behaviour, and then asserts it.
+submit, and signs each delivery as the provider does (v6), which the receiver verifies: mTLS and the
+signature both have to hold. Nothing here is timed: each test waits, generously, for a behaviour, and
+then asserts it. The endpoint and the provider as the tests drive them are in endpoints.py.
 """
 
 from __future__ import annotations
 
 import base64
 import collections
-import dataclasses
 import datetime
-import http.client
 import json
-import os
 import pathlib
-import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -28,9 +25,25 @@ import kubernetes
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests import conftest, processes, whc
+
+# The other e2e modules take these from here (``reload.Client``...), as they did before endpoints.py.
+from tests.e2e.endpoints import (  # noqa: F401 - re-exported
+    BUNDLE_PASSWORD,
+    RATE,
+    TRUST_SECRET,
+    Campaign,
+    Client,
+    Endpoint,
+    Provider,
+    ProviderKey,
+    TlsEndpoint,
+    client_from_secret,
+    expired_twin,
+    provider_key,
+    write_client,
+)
 from tests.unit import mtls_pki
 from webhookcerts.devcluster import cluster as devcluster
 from webhookcerts.domain import models, names, pki
@@ -38,11 +51,7 @@ from webhookcerts.receiver import providersim
 
 pytestmark = pytest.mark.e2e
 
-TRUST_SECRET = "webhook-trust"
-BUNDLE_PASSWORD = b"e2e-bundle-password-3c9f"
-# A real provider retries for hours; ten attempts with backoff up to 2 s ride out a busy 2-core machine.
-MAX_ATTEMPTS = 10
-RATE = 50.0
+EndpointFactory = Callable[[], Endpoint]
 
 
 @pytest.fixture
@@ -56,135 +65,17 @@ def server_pki(tmp_path_factory: pytest.TempPathFactory) -> mtls_pki.Pki:
     return mtls_pki.make(tmp_path_factory.mktemp("server-pki"))
 
 
-# --- client certificates as PEM files for curl and openssl ------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class Client:
-    """A client certificate and its key as files (what curl and openssl take)."""
-
-    name: str
-    cert_path: pathlib.Path
-    key_path: pathlib.Path
-    fingerprint: str
-
-
-def write_client(directory: pathlib.Path, name: str, key_pem: bytes, cert_pem: bytes) -> Client:
-    cert_path, key_path = mtls_pki.write_pem_files(directory, name, key_pem, cert_pem)
-    return Client(name, cert_path, key_path, pki.inspect(cert_pem).fingerprint)
-
-
-def client_from_secret(api: whc.Api, secret_name: str, directory: pathlib.Path, name: str) -> Client:
-    data = api.secret(secret_name)
-    assert data is not None, f"Secret {secret_name} does not exist"
-    return write_client(directory, name, data[names.TLS_KEY], data[names.TLS_CERT])
-
-
-def expired_twin(client: Client, subject: models.Subject, directory: pathlib.Path) -> Client:
-    """A certificate for the same key and subject as ``client``, whose validity ended an hour ago."""
-    key_pem = client.key_path.read_bytes()
-    key = serialization.load_pem_private_key(key_pem, password=None)
-    assert isinstance(key, rsa.RSAPrivateKey)
-    now = datetime.datetime.now(datetime.UTC)
-    cert = pki.issue_certificate(key, subject, now - datetime.timedelta(hours=2), datetime.timedelta(hours=1))
-    return write_client(directory, f"{client.name}-expired", key_pem, cert.public_bytes(serialization.Encoding.PEM))
-
-
-# --- the endpoint: trust-sync and the receiver as processes -----------------------------------------
-
-
-@dataclasses.dataclass
-class TlsEndpoint:
-    """Any mTLS webhook endpoint on a loopback port, as a client sees it (tests/e2e/test_servers.py
-    plugs nginx, HAProxy, a Java and a Go server in here): deliveries and handshakes with curl and
-    openssl. A refusal is a failed handshake; a server that refuses otherwise overrides ``refuses``."""
-
-    port: int
-    server_ca: pathlib.Path
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}/webhooks"
-
-    def context(self, client: Client) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=str(self.server_ca))
-        ctx.load_cert_chain(client.cert_path, client.key_path)
-        return ctx
-
-    def connect(self, client: Client) -> http.client.HTTPSConnection:
-        return http.client.HTTPSConnection("127.0.0.1", self.port, context=self.context(client), timeout=30)
-
-    def curl(self, client: Client | None, *extra: str) -> tuple[int, str]:
-        """(curl's exit code, the HTTP status or 000) of one delivery."""
-        args = ["curl", "-sS", "--max-time", "30", "--cacert", str(self.server_ca)]
-        if client is not None:
-            args += ["--cert", str(client.cert_path), "--key", str(client.key_path)]
-        args += ["-H", "Content-Type: application/json", "--data", '{"event": "e2e"}']
-        args += ["-o", os.devnull, "-w", "%{http_code}", *extra, self.url]
-        done = subprocess.run(args, capture_output=True, text=True, timeout=60)
-        return done.returncode, done.stdout.strip()
-
-    def accepts(self, client: Client) -> bool:
-        return self.curl(client) == (0, "200")
-
-    def refuses(self, client: Client | None) -> bool:
-        code, status = self.curl(client)
-        return code != 0 and status == "000"
-
-    def s_client(self, client: Client | None, *extra: str) -> subprocess.CompletedProcess[str]:
-        args = ["openssl", "s_client", "-connect", f"127.0.0.1:{self.port}", "-CAfile", str(self.server_ca)]
-        args += ["-verify_return_error", "-servername", "localhost"]
-        if client is not None:
-            args += ["-cert", str(client.cert_path), "-key", str(client.key_path)]
-        return subprocess.run([*args, *extra], input="", capture_output=True, text=True, timeout=60)
-
-
-@dataclasses.dataclass
-class Endpoint(TlsEndpoint):
-    """The client's webhook endpoint: trust-sync writing the trust directory, the receiver reading it."""
-
-    trust_dir: pathlib.Path
-    receiver_log: pathlib.Path
-    trust_sync_log: pathlib.Path
-
-    def records(self, event: str) -> list[dict[str, Any]]:
-        """The receiver's JSON log records of one kind."""
-        found = []
-        for line in self.receiver_log.read_text(errors="replace").splitlines():
-            if line.startswith("{"):
-                record = json.loads(line)
-                if record.get("event") == event:
-                    found.append(record)
-        return found
-
-    def delivered_by(self, fingerprint: str) -> int:
-        return sum(1 for r in self.records("delivery") if r["status"] == 200 and r["client_fingerprint"] == fingerprint)
-
-    def health(self, client: Client) -> dict[str, Any]:
-        conn = self.connect(client)
-        try:
-            conn.request("GET", "/healthz")
-            response = conn.getresponse()
-            body = response.read()
-            assert response.status == 200, body
-            result: dict[str, Any] = json.loads(body)
-            return result
-        finally:
-            conn.close()
-
-    def trusts(self, client: Client, fingerprint: str) -> bool:
-        """Whether the receiver's current trust store lists ``fingerprint`` (asked with ``client``)."""
-        return fingerprint in {c["fingerprint"] for c in self.health(client)["trusted"]}
-
-
-EndpointFactory = Callable[[], Endpoint]
-
-
 @pytest.fixture
 def endpoint(
-    cluster: devcluster.DevCluster, namespace: str, server_pki: mtls_pki.Pki, tmp_path: pathlib.Path
+    cluster: devcluster.DevCluster,
+    namespace: str,
+    server_pki: mtls_pki.Pki,
+    tmp_path: pathlib.Path,
 ) -> Iterator[EndpointFactory]:
-    """Starts (once the trust Secret exists) trust-sync and then the receiver; stops both afterwards."""
+    """Starts (once the trust Secret exists) trust-sync and then the receiver, which requires the
+    provider's signature (its key directory, as a mounted Secret gives it); stops both afterwards.
+    The provider's signing key is made here, so that the modules that take this fixture need no other."""
+    signing_key = provider_key(tmp_path / "provider-signing")
     procs: list[subprocess.Popen[bytes]] = []
     logs = {"trust-sync": tmp_path / "trust-sync.log", "receiver": tmp_path / "receiver.log"}
     env = {"KUBECONFIG": str(cluster.kubeconfig)}
@@ -195,12 +86,14 @@ def endpoint(
         procs.append(processes.spawn(sync_argv, logs["trust-sync"], env))
         conftest.wait_for(lambda: (trust_dir / names.TRUST_KEY).exists(), what="trust-sync to write the trust store")
         server = server_pki.server
-        receiver = processes.receiver(server.cert_path, server.key_path, trust_dir, logs["receiver"], env=env)
+        keys = ["--signature-key", str(signing_key.public_dir), "--signature-scheme", "provider-v6"]
+        receiver = processes.receiver(server.cert_path, server.key_path, trust_dir, logs["receiver"], *keys, env=env)
         procs.append(receiver)
         port = conftest.wait_for(
             lambda: processes.listening_port(receiver, logs["receiver"]), what="the receiver to listen"
         )
-        return Endpoint(port, server_pki.server_ca.cert_path, trust_dir, logs["receiver"], logs["trust-sync"])
+        server_ca = server_pki.server_ca.cert_path
+        return Endpoint(port, server_ca, trust_dir, logs["receiver"], logs["trust-sync"], signing=signing_key)
 
     try:
         yield start
@@ -210,108 +103,6 @@ def endpoint(
         for name, path in logs.items():
             if path.exists():
                 print(f"--- {name} log ---\n{path.read_text(errors='replace')[-12000:]}")
-
-
-# --- the provider: a continuous stream of deliveries that switches certificates ---------------------
-
-
-@dataclasses.dataclass
-class Campaign:
-    label: str
-    thread: threading.Thread | None = None
-    summary: dict[str, Any] | None = None
-
-    def running(self) -> bool:
-        return self.thread is not None and self.thread.is_alive()
-
-
-class Provider:
-    """Delivers continuously at ``rate``/s as back-to-back campaigns of the provider simulator.
-
-    Each campaign presents the bundle the provider uses when the campaign is prepared and runs to the
-    end (every delivery delivered or given up after its retries), so switching the certificate never
-    cuts a delivery short. The next campaign is prepared (its bundle opened) while the current one
-    runs, so the stream has no gaps.
-    """
-
-    def __init__(self, endpoint: TlsEndpoint, *, rate: float = RATE, seconds: float = 2.0) -> None:
-        self.endpoint, self.rate, self.seconds = endpoint, rate, seconds
-        self._lock = threading.Lock()
-        self._bundle: tuple[str, pathlib.Path] | None = None
-        self._stop = threading.Event()
-        self._driver: threading.Thread | None = None
-        self.campaigns: list[Campaign] = []
-        self.error: BaseException | None = None
-
-    def use(self, label: str, bundle: pathlib.Path) -> None:
-        """Present this bundle from the next campaign on (the provider switching certificates)."""
-        with self._lock:
-            self._bundle = (label, bundle)
-
-    def start(self) -> None:
-        self._driver = threading.Thread(target=self._drive, name="provider", daemon=True)
-        self._driver.start()
-
-    def started(self, label: str) -> int:
-        with self._lock:
-            return sum(1 for c in self.campaigns if c.label == label)
-
-    def finished_with(self, label: str) -> bool:
-        """No campaign with ``label`` runs, and none will start (a later one has already started)."""
-        with self._lock:
-            labels = [c.label for c in self.campaigns]
-            running = any(c.label == label and c.running() for c in self.campaigns)
-        return bool(labels) and labels[-1] != label and not running
-
-    def stop(self) -> list[Campaign]:
-        """Start no further campaign; let the running ones finish; return them all."""
-        self._stop.set()
-        if self._driver is not None:
-            self._driver.join(timeout=120)
-        for campaign in list(self.campaigns):
-            if campaign.thread is not None:
-                campaign.thread.join(timeout=300)
-            assert not campaign.running(), "a campaign did not finish"
-        if self.error is not None:
-            raise self.error
-        return self.campaigns
-
-    def _drive(self) -> None:
-        due = time.monotonic()
-        try:
-            while not self._stop.is_set():
-                with self._lock:
-                    assert self._bundle is not None, "use() a bundle before start()"
-                    label, bundle = self._bundle
-                simulator = providersim.Simulator(
-                    providersim.Config(
-                        url=self.endpoint.url,
-                        bundle=bundle,
-                        password=BUNDLE_PASSWORD,
-                        ca=self.endpoint.server_ca,
-                        rate=self.rate,
-                        duration=self.seconds,
-                        max_attempts=MAX_ATTEMPTS,
-                        backoff_initial=0.1,
-                        backoff_max=2.0,
-                        timeout=30.0,
-                    )
-                )
-                if self._stop.wait(max(0.0, due - time.monotonic())):
-                    return
-                campaign = Campaign(label)
-                thread = threading.Thread(target=self._run, args=(campaign, simulator), daemon=True)
-                campaign.thread = thread
-                with self._lock:
-                    self.campaigns.append(campaign)
-                thread.start()
-                due += self.seconds
-        except BaseException as exc:
-            self.error = exc
-
-    @staticmethod
-    def _run(campaign: Campaign, simulator: providersim.Simulator) -> None:
-        campaign.summary = simulator.run()
 
 
 def bundle_file(api: whc.Api, bundle_secret: str, environment: str, name: str, serial: str) -> bytes | None:
@@ -414,9 +205,10 @@ def test_planned_rotation_with_cutover_under_continuous_delivery_loses_nothing(
     assert delivered == sent
     assert sum(s["delivered"] for s in summaries["old"]) > 0
     assert sum(s["delivered"] for s in summaries["new"]) > 0
-    # The receiver saw each of them, by the certificate that carried it.
+    # The receiver saw each of them, by the certificate that carried it, and verified each signature.
     assert ep.delivered_by(old.fingerprint) >= sum(s["delivered"] for s in summaries["old"])
     assert ep.delivered_by(new.fingerprint) >= sum(s["delivered"] for s in summaries["new"])
+    assert ep.unverified_deliveries() == []
     # And the cut-over really took the old certificate away.
     assert ep.refuses(old)
     assert ep.accepts(new)
@@ -433,7 +225,7 @@ def test_emergency_refuses_the_compromised_certificate_and_accepts_the_new_one(
     assert ep.accepts(compromised)
     # A keep-alive connection made before the incident must not outlive it.
     kept = ep.connect(compromised)
-    kept.request("POST", "/webhooks", body=b'{"event": "before"}', headers={"Content-Type": "application/json"})
+    kept.request("POST", "/webhooks", body=b'{"event": "before"}', headers=ep.signed(b'{"event": "before"}'))
     before = kept.getresponse()
     before.read()
     assert before.status == 200
@@ -442,7 +234,7 @@ def test_emergency_refuses_the_compromised_certificate_and_accepts_the_new_one(
     conftest.wait_for(lambda: ep.refuses(compromised), what="the receiver to refuse the compromised certificate")
     # The keep-alive connection from before is told to reconnect (and then cannot), well within the
     # receiver's idle timeout.
-    kept.request("POST", "/webhooks", body=b'{"event": "after"}', headers={"Content-Type": "application/json"})
+    kept.request("POST", "/webhooks", body=b'{"event": "after"}', headers=ep.signed(b'{"event": "after"}'))
     stale = kept.getresponse()
     stale.read()
     kept.close()
@@ -474,11 +266,8 @@ def test_emergency_refuses_the_compromised_certificate_and_accepts_the_new_one(
         return path
 
     def simulate(client: Client) -> dict[str, Any]:
-        config = providersim.Config(
-            url=ep.url,
-            bundle=bundle(client),
-            password=BUNDLE_PASSWORD,
-            ca=ep.server_ca,
+        config = ep.simulator(
+            bundle(client),
             rate=20,
             count=10,
             max_attempts=2,
@@ -500,7 +289,7 @@ def test_emergency_refuses_the_compromised_certificate_and_accepts_the_new_one(
     assert any(r["reason"] == "certificate_verify_failed" for r in ep.records("handshake_failed"))
 
 
-def test_no_certificate_a_stranger_an_expired_certificate_and_tls_1_1_are_refused(
+def test_no_certificate_a_stranger_an_expired_certificate_tls_1_1_and_an_unsigned_delivery_are_refused(
     api: whc.Api,
     operator: conftest.OperatorProcess,
     endpoint: EndpointFactory,
@@ -523,6 +312,20 @@ def test_no_certificate_a_stranger_an_expired_certificate_and_tls_1_1_are_refuse
     assert ep.curl(trusted) == (0, "200")
     assert ep.s_client(trusted, "-tls1_2").returncode == 0
 
+    # mTLS and the provider's signature both hold. With the trusted certificate, a delivery without a
+    # signature, and one signed under the provider's keyid by a key the receiver does not hold (a
+    # forgery), are answered 401 after the handshake, while the signed one is delivered; and below, a
+    # valid signature (every curl signs unless told not to) gets no untrusted certificate in.
+    assert ep.signing is not None
+    forger = provider_key(tmp_path / "forger", ep.signing.key_id)
+    assert ep.curl(trusted, unsigned=True) == (0, "401")
+    assert ep.curl(trusted, signed_by=forger) == (0, "401")
+    assert ep.curl(trusted) == (0, "200")
+    refused = [r for r in ep.records("delivery") if r["status"] == 401]
+    assert [r["client_fingerprint"] for r in refused] == [trusted.fingerprint] * 2
+    assert "signature-input header missing" in refused[0]["reason"], refused
+    assert "signature does not verify" in refused[1]["reason"], refused
+
     for client in (None, stranger, expired):
         label = client.name if client else "no certificate"
         code, status = ep.curl(client)
@@ -540,8 +343,9 @@ def test_no_certificate_a_stranger_an_expired_certificate_and_tls_1_1_are_refuse
     refusals = ep.records("handshake_failed")
     reasons = {r["reason"] for r in refusals}
     assert {"peer_did_not_return_a_certificate", "certificate_verify_failed", "unsupported_protocol"} <= reasons
-    # Only the trusted certificate ever got a 200.
+    # Only the trusted certificate ever got a 200, and only with the provider's signature.
     assert {r["client_fingerprint"] for r in ep.records("delivery") if r["status"] == 200} == {trusted.fingerprint}
+    assert ep.unverified_deliveries() == []
 
 
 def adopted_key_secret(api: whc.Api, name: str, lifetime: datetime.timedelta) -> tuple[bytes, bytes, x509.Certificate]:

@@ -10,6 +10,12 @@ With ``sidecar`` the trust directory is an ``emptyDir`` kept in step with the tr
 trust-sync in a native sidecar (an init container with ``restartPolicy: Always``), as docs/receiver.md
 shows it: the kubelet has no part in bringing a change, and its startup probe holds the receiver back
 until the first ``ca.crt`` is there.
+
+With ``signature_keys`` the receiver requires the provider's webhook signatures (its "v6" scheme, named
+although it is the default, so that the manifest says what it checks): the provider's public keys come
+from that Secret, one ``<keyid>.pem`` per data key, mounted as a key directory. The provider adds a key
+there before it signs with it and removes the old one after, and the receiver rereads the directory, so
+a roll of the provider's signing key needs no restart.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from typing import Any
 
 TRUST_MOUNT = "/trust"
 TLS_MOUNT = "/tls"
+SIGNATURE_KEYS_MOUNT = "/signature-keys"
+SIGNATURE_SCHEME = "provider-v6"
 DEFAULT_CONTAINER = "kubectl.kubernetes.io/default-container"
 
 
@@ -58,19 +66,27 @@ def receiver_deployment(
     tls_secret: str,
     namespace: str | None = None,
     sidecar: Sidecar | None = None,
+    signature_keys: str | None = None,
 ) -> dict[str, Any]:
-    """A one-replica Deployment of the receiver, its pods labelled ``app=<app>``."""
+    """A one-replica Deployment of the receiver, its pods labelled ``app=<app>``; with ``signature_keys``
+    (a Secret of the provider's public keys) it requires the provider's signature on every delivery."""
     command = ["webhookcerts", "receiver", "--cert", f"{TLS_MOUNT}/tls.crt", "--key", f"{TLS_MOUNT}/tls.key"]
     command += ["--trust-dir", TRUST_MOUNT, "--host", "127.0.0.1", "--port", str(port)]
+    mounts = [
+        {"name": "tls", "mountPath": TLS_MOUNT, "readOnly": True},
+        {"name": "trust", "mountPath": TRUST_MOUNT, "readOnly": True},
+    ]
+    volumes: list[dict[str, Any]] = []
+    if signature_keys is not None:
+        command += ["--signature-key", SIGNATURE_KEYS_MOUNT, "--signature-scheme", SIGNATURE_SCHEME]
+        mounts.append({"name": "signature-keys", "mountPath": SIGNATURE_KEYS_MOUNT, "readOnly": True})
+        volumes.append({"name": "signature-keys", "secret": {"secretName": signature_keys}})
     container = {
         "name": "receiver",
         "image": image,
         "command": command,
         "ports": [{"containerPort": port}],
-        "volumeMounts": [
-            {"name": "tls", "mountPath": TLS_MOUNT, "readOnly": True},
-            {"name": "trust", "mountPath": TRUST_MOUNT, "readOnly": True},
-        ],
+        "volumeMounts": mounts,
     }
     metadata: dict[str, str] = {"name": app, **({"namespace": namespace} if namespace else {})}
     trust_volume: dict[str, Any] = {"name": "trust", "secret": {"secretName": trust_secret}}
@@ -97,7 +113,7 @@ def receiver_deployment(
                     "terminationGracePeriodSeconds": 5,
                     **pod,
                     "containers": [container],
-                    "volumes": [{"name": "tls", "secret": {"secretName": tls_secret}}, trust_volume],
+                    "volumes": [{"name": "tls", "secret": {"secretName": tls_secret}}, trust_volume, *volumes],
                 },
             },
         },

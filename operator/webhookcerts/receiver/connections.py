@@ -88,6 +88,7 @@ class _Table:
             if victim is None:
                 return False
             self.drop(victim)
+            _log.warning(json.dumps({"event": "connection_evicted", "state": victim.state, "open": self._limit}))
             victim.stream.abort()
             victim.task.cancel()
             self.evicted += 1
@@ -176,6 +177,10 @@ class Listener:
                 return
             peer = self._peer(stream.ssl, accepted_with)
             await _Conversation(self, slot, peer, str(remote[0])).run()
+        except asyncio.CancelledError:
+            # Evicted for a newcomer, or the receiver is stopping. Ending normally rather than as
+            # cancelled keeps asyncio from logging the task as failed.
+            stream.abort()
         except OSError as exc:
             # A client that goes away mid-request is routine, not a bug: one line, no traceback.
             record = {"event": "connection_error", "remote": str(remote[0]), "error": type(exc).__name__}

@@ -110,6 +110,8 @@ class Listener:
     """Serves ``receiver`` on ``sock`` until stop(); run() blocks the calling thread on the event loop."""
 
     def __init__(self, receiver: Receiver, sock: socket.socket) -> None:
+        self.receiver = receiver
+        self.config = receiver.config
         self._rx = receiver
         self._config = receiver.config
         self._sock = sock
@@ -131,6 +133,12 @@ class Listener:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._sock.close()
 
+    def discard(self) -> None:
+        """Close the socket of a listener that never ran."""
+        if self._loop is None:
+            self._sock.close()
+            self._pool.shutdown(wait=False)
+
     def stop(self) -> None:
         self._stop_requested.set()
         loop, stopping = self._loop, self._stopping
@@ -151,7 +159,7 @@ class Listener:
             slot.task.cancel()
         await server.wait_closed()
 
-    def _set(self, slot: _Slot, state: str) -> None:
+    def set_state(self, slot: _Slot, state: str) -> None:
         slot.state = state
         self._counts = self._table.counts()
 
@@ -165,7 +173,7 @@ class Listener:
         if not self._table.admit(slot):
             stream.abort()
             return
-        self._set(slot, HANDSHAKING)
+        self.set_state(slot, HANDSHAKING)
         remote = writer.get_extra_info("peername") or ("?", 0)
         try:
             try:
@@ -220,7 +228,7 @@ class _Conversation:
 
     async def run(self) -> None:
         while not self._close:
-            self._listener._set(self._slot, IDLE)
+            self._listener.set_state(self._slot, IDLE)
             self._request = None
             try:
                 async with asyncio.timeout(self._config.idle_timeout):
@@ -232,7 +240,7 @@ class _Conversation:
                 break
             if line is None:
                 break
-            self._listener._set(self._slot, BUSY)
+            self._listener.set_state(self._slot, BUSY)
             started = time.monotonic()
             try:
                 async with asyncio.timeout(self._config.request_timeout):

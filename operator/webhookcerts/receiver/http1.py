@@ -148,7 +148,8 @@ def frame(method: str, version: str, headers: list[tuple[str, str]]) -> tuple[in
     else:
         length = _content_length(lengths)
     tokens = {t.strip().lower() for v in by_name.get("connection", []) for t in v.split(",")}
-    keep_alive = "close" not in tokens if version == "HTTP/1.1" else "keep-alive" in tokens
+    # HTTP/1.0 keep-alive would need a "Connection: keep-alive" answer; one request per connection is simpler.
+    keep_alive = version == "HTTP/1.1" and "close" not in tokens
     expect = [v.lower() for v in by_name.get("expect", [])]
     if expect and (expect != ["100-continue"] or version != "HTTP/1.1"):
         raise FramingError(http.HTTPStatus.EXPECTATION_FAILED, "only Expect: 100-continue is understood")

@@ -181,6 +181,8 @@ class Receiver:
         self._listener.stop()
         if self._thread is not None:
             self._thread.join()
+        else:
+            self._listener.discard()
 
     def __enter__(self) -> Receiver:
         return self.start()

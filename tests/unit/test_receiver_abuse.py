@@ -10,6 +10,8 @@ on any of them), so "deliveries went through" cannot mean "the receiver had alre
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
 import os
 import pathlib
 import socket
@@ -20,7 +22,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests import conftest
+from tests import conftest, processes
 from tests.unit import conftest as unit
 from tests.unit import mtls_pki
 from webhookcerts.receiver import server, trustdir
@@ -45,12 +47,13 @@ def sockets() -> Iterator[list[socket.socket]]:
         sock.close()
 
 
-def curl_delivery(rx: server.Receiver, pki: mtls_pki.Pki) -> str:
+def curl_delivery(rx: server.Receiver | int, pki: mtls_pki.Pki) -> str:
     """One delivery by curl, a client in its own process; its HTTP status (000 if none)."""
+    port = rx if isinstance(rx, int) else rx.port
     args = ["curl", "-sS", "--max-time", "60", "--cacert", str(pki.server_ca.cert_path)]
     args += ["--cert", str(pki.alpha.cert_path), "--key", str(pki.alpha.key_path)]
     args += ["-H", "Content-Type: application/json", "--data", '{"event": "real"}', "-o", os.devnull]
-    args += ["-w", "%{http_code}", f"https://127.0.0.1:{rx.port}/webhooks"]
+    args += ["-w", "%{http_code}", f"https://127.0.0.1:{port}/webhooks"]
     return subprocess.run(args, capture_output=True, text=True, timeout=120).stdout.strip()
 
 
@@ -72,9 +75,10 @@ def still_open(sock: socket.socket | ssl.SSLSocket) -> bool:
     return False  # b"": end of stream; or bytes: the receiver said something (an alert) to an idle peer
 
 
-def open_raw(rx: server.Receiver, count: int, opened: list[socket.socket]) -> None:
+def open_raw(rx: server.Receiver | int, count: int, opened: list[socket.socket]) -> None:
+    port = rx if isinstance(rx, int) else rx.port
     for i in range(count):
-        sock = socket.create_connection(("127.0.0.1", rx.port), timeout=30)
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
         opened.append(sock)
         if i % 2:
             sock.sendall(PARTIAL_CLIENT_HELLO)
@@ -161,3 +165,46 @@ def test_at_the_connection_cap_a_newcomer_takes_the_place_of_the_oldest_unfinish
         assert all(still_open(s) for s in sockets[1:])
     finally:
         rx.close()
+
+
+def open_connections(port: int, pki: mtls_pki.Pki) -> dict[str, int]:
+    ctx = ssl.create_default_context(cafile=str(pki.server_ca.cert_path))
+    ctx.load_cert_chain(pki.alpha.cert_path, pki.alpha.key_path)
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=30)
+    try:
+        conn.request("GET", "/healthz")
+        states: dict[str, int] = json.loads(conn.getresponse().read())["open_connections"]
+        return states
+    finally:
+        conn.close()
+
+
+def test_the_command_line_sets_the_connection_cap(
+    pki: mtls_pki.Pki, trust_dir: pathlib.Path, tmp_path: pathlib.Path, sockets: list[socket.socket]
+) -> None:
+    log = tmp_path / "receiver.log"
+    proc = processes.receiver(
+        pki.server.cert_path,
+        pki.server.key_path,
+        trust_dir,
+        log,
+        "--max-connections",
+        "3",
+        "--handshake-timeout",
+        "3600",
+    )
+    try:
+        port = processes.wait_for(lambda: processes.listening_port(proc, log), timeout=60, what="the receiver")
+        open_raw(port, 2, sockets)
+        # The positive control: both are held (the health request is the third connection).
+        processes.wait_for(lambda: open_connections(port, pki)["handshaking"] == 2, timeout=60, what="2 held")
+        open_raw(port, 1, sockets)
+
+        assert curl_delivery(port, pki) == "200"  # the fourth: the oldest handshake makes room
+
+        processes.wait_for(lambda: "connection_evicted" in log.read_text(), timeout=60, what="the eviction logged")
+        with contextlib.suppress(ConnectionResetError):
+            assert sockets[0].recv(1) == b""
+        assert all(still_open(s) for s in sockets[1:])
+    finally:
+        processes.stop(proc)

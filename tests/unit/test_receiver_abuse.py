@@ -99,7 +99,7 @@ def test_connections_that_never_finish_the_handshake_cost_no_thread_and_do_not_s
         statuses = [curl_delivery(rx, pki) for _ in range(5)]
 
         assert statuses == ["200"] * 5
-        assert rx.connection_states()["handshaking"] == IDLE
+        assert rx.connection_states()["handshaking"] == IDLE, rx.connection_states()
         assert all(still_open(s) for s in sockets), "the idle connections were not held open"
         assert rx.connection_states()["evicted"] == 0
     finally:
@@ -125,7 +125,8 @@ def test_connections_that_finish_the_handshake_and_never_send_a_request_do_not_s
         statuses = [curl_delivery(rx, pki) for _ in range(5)]
 
         assert statuses == ["200"] * 5
-        assert rx.connection_states()["idle"] == IDLE
+        # curl's own connections were idle too for a moment, until the receiver read their close.
+        assert conftest.poll(lambda: rx.connection_states()["idle"] == IDLE), rx.connection_states()
         assert all(still_open(s) for s in sockets), "the idle connections were not held open"
     finally:
         rx.close()

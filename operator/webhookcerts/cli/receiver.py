@@ -83,12 +83,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=server.IDLE_TIMEOUT,
         help=f"seconds a connection may wait for its next request (default {server.IDLE_TIMEOUT:g})",
     )
-    limits.add_argument(
-        "--workers",
-        type=int,
-        default=server.WORKERS,
-        help=f"threads for signature checks and deliveries (default {server.WORKERS})",
-    )
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     parser.set_defaults(func=run)
 
@@ -112,7 +106,6 @@ def run(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         handshake_timeout=args.handshake_timeout,
         idle_timeout=args.idle_timeout,
-        workers=args.workers,
     )
     try:
         receiver = server.Receiver(config)

@@ -62,7 +62,7 @@ class Config:
     idle_timeout: float = IDLE_TIMEOUT  # between requests on a keep-alive connection
     request_timeout: float = REQUEST_TIMEOUT  # a request's head and body once its first line came
     max_connections: int = MAX_CONNECTIONS
-    workers: int = WORKERS  # threads for signature checks and the delivery handler
+    workers: int = WORKERS  # threads for the delivery handler (on_delivery), which may block
     backlog: int = 1024
     max_body: int = MAX_BODY
 
@@ -143,6 +143,10 @@ class Receiver:
         self.host, self.port = str(sock.getsockname()[0]), int(sock.getsockname()[1])
         self._listener = connections.Listener(self, sock)
         self._thread: threading.Thread | None = None
+
+    @property
+    def has_delivery_handler(self) -> bool:
+        return self._on_delivery is not None
 
     health_path = HEALTH_PATH
     server_version = "webhookcerts-receiver"

@@ -63,6 +63,26 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="provider schemes: clock difference tolerated at created and expires, s "
         f"(default {provider_scheme.DEFAULT_SKEW})",
     )
+    limits = parser.add_argument_group("limits", "what a client gets before it has sent a whole request")
+    limits.add_argument(
+        "--max-connections",
+        type=int,
+        default=server.MAX_CONNECTIONS,
+        help=f"open connections at most; at the cap a newcomer replaces the oldest unfinished handshake "
+        f"(default {server.MAX_CONNECTIONS})",
+    )
+    limits.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=server.HANDSHAKE_TIMEOUT,
+        help=f"seconds for the whole TLS handshake (default {server.HANDSHAKE_TIMEOUT:g})",
+    )
+    limits.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=server.IDLE_TIMEOUT,
+        help=f"seconds a connection may wait for its next request (default {server.IDLE_TIMEOUT:g})",
+    )
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     parser.set_defaults(func=run)
 
@@ -83,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
         signature_algorithm=args.signature_algorithm,
         signature_max_age=datetime.timedelta(seconds=args.signature_max_age),
         signature_skew=args.signature_clock_skew,
+        max_connections=args.max_connections,
+        handshake_timeout=args.handshake_timeout,
+        idle_timeout=args.idle_timeout,
     )
     try:
         receiver = server.Receiver(config)

@@ -5,7 +5,8 @@ context. New connections are wrapped with the newest context and, in case a swap
 and ClientHello, ``sni_callback`` (which OpenSSL calls with or without SNI) moves the handshake onto
 the newest context again; every context has the same verify mode, which OpenSSL keeps from the first
 one. A change that cannot be used (no certificate in the file, an unreadable serving pair) keeps the
-generation before it, so a bad write never leaves the endpoint trusting nobody or everybody.
+generation's part before it (trust and serving pair each on its own), so a bad write never leaves the
+endpoint trusting nobody or everybody, and a broken serving pair never holds a revocation back.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import weakref
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+
+from webhookcerts.receiver import servingpair
 
 _log = logging.getLogger("webhookcerts.receiver")
 
@@ -43,10 +46,18 @@ class TrustState:
     generation: int
     context: ssl.SSLContext
     trusted: tuple[TrustedCert, ...]
+    cadata: str = dataclasses.field(repr=False, default="")
 
     @property
     def fingerprints(self) -> frozenset[str]:
         return frozenset(c.fingerprint for c in self.trusted)
+
+
+def _read_serving(cert: pathlib.Path, key: pathlib.Path) -> servingpair.Pair:
+    try:
+        return servingpair.read(cert, key)
+    except servingpair.ServingPairError as exc:
+        raise ReceiverError(str(exc)) from None
 
 
 def fingerprint(der: bytes) -> str:
@@ -55,14 +66,23 @@ def fingerprint(der: bytes) -> str:
 
 
 class TrustStore:
-    """Builds a fresh server SSLContext per change of the trust directory (or serving pair)."""
+    """Builds a fresh server SSLContext per change of the trust directory or of the serving pair.
+
+    The two are read and kept apart: a trust store that cannot be used keeps the previous trust (and
+    takes a new serving pair), a serving pair that cannot be loaded keeps the previous pair (and takes
+    the new trust). Revocation must not depend on the health of the server's own certificate: an
+    emergency's trust change lands even while a renewal of the serving pair is half-written or broken.
+    """
 
     def __init__(self, cert: pathlib.Path, key: pathlib.Path, trust_path: pathlib.Path) -> None:
         self._cert, self._key, self.trust_path = cert, key, trust_path
         self._lock = threading.Lock()
-        self.last_error: str | None = None
+        self.last_error: str | None = None  # the trust store's
+        self.serving_error: str | None = None
         self._generations: weakref.WeakKeyDictionary[ssl.SSLContext, int] = weakref.WeakKeyDictionary()
-        self._state = self._build(generation=1)
+        cadata, trusted = self._read_trust()
+        self._serving = _read_serving(cert, key)
+        self._state = self._build(1, cadata, trusted, self._serving)
 
     @property
     def current(self) -> TrustState:
@@ -73,26 +93,38 @@ class TrustStore:
         return self._generations.get(context, 0)
 
     def reload(self) -> bool:
-        """Rebuild from disk; keep the previous generation (and say why) if the new files are unusable."""
+        """Rebuild from disk; whichever of trust and serving pair is unusable is kept as it was (and
+        said why). True if the trust store now in use is the one on disk."""
         with self._lock:
+            old = self._state
             try:
-                state = self._build(generation=self._state.generation + 1)
+                cadata, trusted = self._read_trust()
+                trust_error = None
             except ReceiverError as exc:
-                self.last_error = str(exc)
-                _log.error(json.dumps({"event": "trust_reload_failed", "error": str(exc)}))
-                return False
-            self._state = state
-            self.last_error = None
-        _log.info(
-            json.dumps(
-                {
-                    "event": "trust_reloaded",
-                    "generation": state.generation,
-                    "trusted": [dataclasses.asdict(c) for c in state.trusted],
-                }
-            )
-        )
-        return True
+                cadata, trusted, trust_error = old.cadata, old.trusted, str(exc)
+            try:
+                serving = _read_serving(self._cert, self._key)
+                serving_error = None
+            except ReceiverError as exc:
+                serving, serving_error = self._serving, str(exc)
+            if trust_error is not None:
+                _log.error(json.dumps({"event": "trust_reload_failed", "error": trust_error}))
+            if serving_error is not None:
+                _log.error(json.dumps({"event": "serving_pair_reload_failed", "error": serving_error}))
+            self.last_error, self.serving_error = trust_error, serving_error
+            if cadata == old.cadata and serving == self._serving:
+                return trust_error is None
+            state = self._build(old.generation + 1, cadata, trusted, serving)
+            self._state, self._serving = state, serving
+        record = {
+            "event": "trust_reloaded",
+            "generation": state.generation,
+            "trusted": [dataclasses.asdict(c) for c in state.trusted],
+        }
+        if serving_error is not None:
+            record["serving_pair"] = "kept the previous one"
+        _log.info(json.dumps(record))
+        return trust_error is None
 
     def _read_trust(self) -> tuple[str, tuple[TrustedCert, ...]]:
         try:
@@ -114,10 +146,15 @@ class TrustStore:
         # Only the certificates go to OpenSSL: anything else in the file (comments, keys by mistake)
         # never reaches it, and never a log.
         cadata = "".join(c.public_bytes(serialization.Encoding.PEM).decode("ascii") for c in certs)
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=cadata)
+        except ssl.SSLError as exc:
+            raise ReceiverError(f"cannot use the trust store {self.trust_path}: {exc}") from None
         return cadata, trusted
 
-    def _build(self, *, generation: int) -> TrustState:
-        cadata, trusted = self._read_trust()
+    def _build(
+        self, generation: int, cadata: str, trusted: tuple[TrustedCert, ...], serving: servingpair.Pair
+    ) -> TrustState:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
         ctx.verify_mode = ssl.CERT_REQUIRED
@@ -126,18 +163,11 @@ class TrustStore:
         ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
         ctx.options |= ssl.OP_NO_TICKET
         ctx.num_tickets = 0
-        try:
-            ctx.load_cert_chain(self._cert, self._key)
-        except (OSError, ssl.SSLError) as exc:
-            name = self._cert.name
-            raise ReceiverError(f"cannot load the serving certificate {name}: {exc}") from None
-        try:
-            ctx.load_verify_locations(cadata=cadata)
-        except ssl.SSLError as exc:
-            raise ReceiverError(f"cannot use the trust store {self.trust_path}: {exc}") from None
+        servingpair.load(ctx, serving)
+        ctx.load_verify_locations(cadata=cadata)
         ctx.sni_callback = self._on_client_hello
         self._generations[ctx] = generation
-        return TrustState(generation=generation, context=ctx, trusted=trusted)
+        return TrustState(generation=generation, context=ctx, trusted=trusted, cadata=cadata)
 
     def _on_client_hello(
         self, sock: ssl.SSLSocket | ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext

@@ -20,7 +20,7 @@ import pytest
 
 from tests.unit import conftest as unit
 from tests.unit import mtls_pki
-from webhookcerts.receiver import server, trustdir
+from webhookcerts.receiver import http1, server, trustdir
 
 BODY = b'{"event": 1}'
 CHUNKED = b"0\r\n\r\nPOST /smuggled HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
@@ -145,8 +145,12 @@ REFUSED = {
     "a header name that is not a token": (post(f"Content-Length: {N}", "X(y): 1"), 400),
     "a header line without a colon": (post(f"Content-Length: {N}", "X-No-Colon"), 400),
     "two spaces in the request line": (b"POST  /webhooks HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 400),
-    "an absolute-form request target": (
-        b"POST https://x/webhooks HTTP/1.1\r\nHost: x\r\nContent-Length: " + N.encode() + b"\r\n\r\n" + BODY,
+    "a request target that is neither a path nor an http(s) URI": (
+        b"POST ftp://x/webhooks HTTP/1.1\r\nHost: x\r\nContent-Length: " + N.encode() + b"\r\n\r\n" + BODY,
+        400,
+    ),
+    "an absolute-form target with userinfo": (
+        b"POST https://u@x/webhooks HTTP/1.1\r\nHost: x\r\nContent-Length: " + N.encode() + b"\r\n\r\n" + BODY,
         400,
     ),
     "HTTP/2.0 on the request line": (post(f"Content-Length: {N}", version="HTTP/2.0"), 505),
@@ -178,6 +182,10 @@ ACCEPTED = {
     "HTTP/1.0 without Host": post(f"Content-Length: {N}", version="HTTP/1.0", host=False),
     "expect 100-continue": post(f"Content-Length: {N}", "Expect: 100-continue"),
     "an empty line before the request": b"\r\n" + post(f"Content-Length: {N}"),
+    # RFC 9112 section 3.2.2: a server MUST accept the absolute-form (its Host is then ignored).
+    "an absolute-form request target": (
+        b"POST https://x/webhooks HTTP/1.1\r\nHost: y\r\nContent-Length: " + N.encode() + b"\r\n\r\n" + BODY
+    ),
 }
 
 
@@ -203,3 +211,20 @@ def test_a_request_pipelined_behind_a_well_framed_one_is_read_as_the_next_reques
     assert status == 200
     assert more == [200]
     assert [d.path for d in delivered] == ["/webhooks", "/smuggled"]
+
+
+@pytest.mark.parametrize(
+    ("target", "path", "host"),
+    [
+        (b"https://a.example:8443/webhooks?x=1", "/webhooks?x=1", "a.example:8443"),
+        (b"HTTP://a.example", "/", "a.example"),
+        (b"https://[::1]:8443?q", "/?q", "[::1]:8443"),
+        (b"/webhooks", "/webhooks", "other"),
+    ],
+)
+def test_an_absolute_form_target_is_read_as_its_path_and_its_authority_replaces_host(
+    target: bytes, path: str, host: str
+) -> None:
+    request = http1.parse_head([b"POST " + target + b" HTTP/1.1", b"Host: other", b"Content-Length: 0"])
+    assert (request.target, request.header("Host")) == (path, host)
+    assert [n for n, _ in request.headers if n.lower() == "host"] == ["Host"]

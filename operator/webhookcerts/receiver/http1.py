@@ -11,8 +11,10 @@ and the connection closed (the next message's start is unknowable once framing i
 - ``Transfer-Encoding`` together with ``Content-Length`` (RFC 9112 section 6.3: the classic smuggling
   pair), or the field more than once; alone, chunked is answered 411 (bodies carry their length here),
   any other coding 501;
-- a request target that is not a path (absolute-form, which RFC 9112 section 3.2.2 asks servers to take,
-  is refused too: no provider sends it, and the path it names would have to be rebuilt for signatures);
+- a request target that is neither a path (origin-form) nor an ``http``/``https`` absolute URI: the
+  absolute-form, which RFC 9112 section 3.2.2 says a server MUST accept, is taken as its path and
+  query, and its authority replaces the ``Host`` field (which the server MUST then ignore), so that the
+  signature's ``@path`` and ``@authority`` are read from what the client really named;
 - whitespace between a field name and its colon, obsolete line folding, a field name that is not a
   token, control characters in a value, a bare CR or LF, a request line that is not exactly three parts,
   a missing or repeated ``Host`` in HTTP/1.1;
@@ -45,6 +47,8 @@ _DIGITS = re.compile(rb"[0-9]+")
 # A field value: visible ASCII, obs-text (bytes >= 0x80), space and tab inside; no other control byte.
 _VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 _TARGET = re.compile(rb"/[!-~]*")  # origin-form; no spaces, no control bytes
+# absolute-form: scheme, an authority without userinfo, then an optional path and query.
+_ABSOLUTE = re.compile(rb"(?i:https?)://([!$&-.0-9;=A-Z_a-z~:\[\]]+)(/[!-~]*|\?[!-~]*)?")
 _VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
 _OWS = b" \t"
 
@@ -89,9 +93,21 @@ def parse_request_line(line: bytes) -> tuple[str, str, str]:
         if re.fullmatch(rb"HTTP/[0-9]\.[0-9]", version):
             raise FramingError(http.HTTPStatus.HTTP_VERSION_NOT_SUPPORTED, "HTTP/1.1 or HTTP/1.0 only")
         raise _bad("malformed HTTP version")
-    if not _TARGET.fullmatch(target):
-        raise _bad("the request target must be a path (origin-form)")
+    if not _TARGET.fullmatch(target) and not _ABSOLUTE.fullmatch(target):
+        raise _bad("the request target must be a path or an http(s) URI")
     return method.decode("ascii"), target.decode("ascii"), version.decode("ascii")
+
+
+def origin_form(target: str, headers: list[tuple[str, str]]) -> tuple[str, list[tuple[str, str]]]:
+    """An absolute-form target as its path and query, its authority as the one ``Host`` (RFC 9112
+    section 3.2.2); an origin-form one as it is."""
+    absolute = _ABSOLUTE.fullmatch(target.encode("ascii"))
+    if absolute is None:
+        return target, headers
+    rest = (absolute.group(2) or b"").decode("ascii")
+    path = rest if rest.startswith("/") else f"/{rest}"
+    authority = absolute.group(1).decode("ascii")
+    return path, [("Host", authority) if n.lower() == "host" else (n, v) for n, v in headers]
 
 
 def parse_field(line: bytes) -> tuple[str, str]:
@@ -163,6 +179,7 @@ def parse_head(lines: list[bytes]) -> Request:
     if len(headers) > MAX_HEADERS:
         raise FramingError(http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "too many header fields")
     length, keep_alive, expect = frame(method, version, headers)
+    target, headers = origin_form(target, headers)
     return Request(method, target, version, tuple(headers), length, keep_alive, expect)
 
 

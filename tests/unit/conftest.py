@@ -1,8 +1,8 @@
 """What the receiver and provider-simulator tests share: throw-away certificates and a receiver to test;
 and logging as each test found it.
 
-A module that asks for ``receiver`` defines the ``trust_dir`` fixture: what the receiver trusts at
-first is each module's own choice.
+``trust_dir`` is what a receiver trusts at first: the ``alpha`` client certificate, unless a module
+defines the fixture again with its own choice.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.unit import mtls_pki
-from webhookcerts.receiver import server
+from webhookcerts.receiver import server, trustdir
 
 
 @pytest.fixture(autouse=True)
@@ -28,6 +28,13 @@ def _logging_enabled() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> mtls_pki.Pki:
     return mtls_pki.make(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def trust_dir(tmp_path: pathlib.Path, pki: mtls_pki.Pki) -> pathlib.Path:
+    directory = tmp_path / "trust"
+    trustdir.write_atomic(directory, {"ca.crt": pki.alpha.cert_pem})
+    return directory
 
 
 def start(pki: mtls_pki.Pki, trust_dir: pathlib.Path, **kwargs: object) -> server.Receiver:

@@ -26,13 +26,6 @@ def bundles(pki: mtls_pki.Pki) -> dict[str, pathlib.Path]:
     return {p.name: p.p12(pki.directory, PASSWORD) for p in (pki.alpha, pki.beta, pki.stranger)}
 
 
-@pytest.fixture
-def trust_dir(tmp_path: pathlib.Path, pki: mtls_pki.Pki) -> pathlib.Path:
-    directory = tmp_path / "trust"
-    trustdir.write_atomic(directory, {"ca.crt": pki.alpha.cert_pem})
-    return directory
-
-
 class FlakyHandler:
     """The application behind the receiver: fails the first ``failures`` deliveries, records ids."""
 

@@ -25,18 +25,11 @@ import pytest
 from tests import conftest, processes
 from tests.unit import conftest as unit
 from tests.unit import mtls_pki
-from webhookcerts.receiver import server, trustdir
+from webhookcerts.receiver import server
 
 IDLE = 500
 # The first bytes of a TLS record carrying a ClientHello, and no more: the handshake can never finish.
 PARTIAL_CLIENT_HELLO = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"
-
-
-@pytest.fixture
-def trust_dir(tmp_path: pathlib.Path, pki: mtls_pki.Pki) -> pathlib.Path:
-    directory = tmp_path / "trust"
-    trustdir.write_atomic(directory, {"ca.crt": pki.alpha.cert_pem})
-    return directory
 
 
 @pytest.fixture

@@ -20,18 +20,11 @@ import pytest
 
 from tests.unit import conftest as unit
 from tests.unit import mtls_pki
-from webhookcerts.receiver import http1, server, trustdir
+from webhookcerts.receiver import http1, server
 
 BODY = b'{"event": 1}'
 CHUNKED = b"0\r\n\r\nPOST /smuggled HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
 SMUGGLED = b"POST /smuggled HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
-
-
-@pytest.fixture
-def trust_dir(tmp_path: pathlib.Path, pki: mtls_pki.Pki) -> pathlib.Path:
-    directory = tmp_path / "trust"
-    trustdir.write_atomic(directory, {"ca.crt": pki.alpha.cert_pem})
-    return directory
 
 
 @pytest.fixture

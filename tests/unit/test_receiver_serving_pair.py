@@ -25,13 +25,6 @@ from webhookcerts.receiver import server, trustdir
 
 
 @pytest.fixture
-def trust_dir(tmp_path: pathlib.Path, pki: mtls_pki.Pki) -> pathlib.Path:
-    directory = tmp_path / "trust"
-    trustdir.write_atomic(directory, {"ca.crt": pki.alpha.cert_pem})
-    return directory
-
-
-@pytest.fixture
 def tls_dir(tmp_path: pathlib.Path, pki: mtls_pki.Pki) -> pathlib.Path:
     directory = tmp_path / "tls"
     trustdir.write_atomic(directory, pair_files(pki.server))

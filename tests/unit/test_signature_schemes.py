@@ -21,7 +21,7 @@ from tests.unit import mtls_pki
 from tests.unit import provider_signing as ps
 from tests.unit.test_providersim import PASSWORD, REPO, FlakyHandler, _cli, sim_config
 from webhookcerts.cli import main as cli
-from webhookcerts.receiver import keyset, providersim, signatures, signing, trustdir
+from webhookcerts.receiver import keyset, providersim, signatures, signing
 
 URL = "https://receiver.example:8443/webhooks"
 
@@ -100,13 +100,6 @@ def test_receiver_and_simulator_default_to_the_providers_webhook_scheme() -> Non
 @pytest.fixture(scope="module")
 def bundle(pki: mtls_pki.Pki) -> pathlib.Path:
     return pki.alpha.p12(pki.directory, PASSWORD)
-
-
-@pytest.fixture
-def trust_dir(tmp_path: pathlib.Path, pki: mtls_pki.Pki) -> pathlib.Path:
-    directory = tmp_path / "trust"
-    trustdir.write_atomic(directory, {"ca.crt": pki.alpha.cert_pem})
-    return directory
 
 
 @pytest.mark.parametrize("scheme", [*signing.SCHEMES, None])

@@ -6,21 +6,11 @@ probe presents a certificate the way the operator does, from PEM bytes.
 
 from __future__ import annotations
 
-import pathlib
 import socket
 
-import pytest
-
 from tests.unit import mtls_pki
-from webhookcerts.receiver import server, trustdir
+from webhookcerts.receiver import server
 from webhookcerts.service import probes, validation
-
-
-@pytest.fixture
-def trust_dir(tmp_path: pathlib.Path, pki: mtls_pki.Pki) -> pathlib.Path:
-    directory = tmp_path / "trust"
-    trustdir.write_atomic(directory, {"ca.crt": pki.alpha.cert_pem})
-    return directory
 
 
 def url(rx: server.Receiver) -> str:

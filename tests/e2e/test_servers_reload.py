@@ -17,7 +17,6 @@ import pathlib
 import shlex
 import signal
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 
@@ -31,16 +30,6 @@ from webhookcerts.domain import names, truststores
 pytestmark = pytest.mark.e2e
 
 KINDS = ["nginx", "haproxy", "java-pkcs12", "java-jks", "go"]
-
-
-@pytest.fixture
-def workspace(material: launchers.Material, tmp_path: pathlib.Path) -> Iterator[launchers.Workspace]:
-    ws = launchers.Workspace(tmp_path, material)
-    try:
-        yield ws
-    finally:
-        ws.stop()
-        ws.dump()
 
 
 def swap_trust(directory: pathlib.Path, *pairs: mtls_pki.Pair) -> None:

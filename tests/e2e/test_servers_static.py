@@ -13,7 +13,6 @@ import dataclasses
 import datetime
 import json
 import pathlib
-from collections.abc import Iterator
 
 import pytest
 from cryptography import x509
@@ -88,16 +87,6 @@ def listed(material: launchers.Material, tmp_path_factory: pytest.TempPathFactor
 
 
 STATIC_KINDS = ["nginx", "haproxy", "java-pkcs12", "java-jks", "java-jdk-trust-manager", "go"]
-
-
-@pytest.fixture
-def workspace(material: launchers.Material, tmp_path: pathlib.Path) -> Iterator[launchers.Workspace]:
-    ws = launchers.Workspace(tmp_path, material)
-    try:
-        yield ws
-    finally:
-        ws.stop()
-        ws.dump()
 
 
 def write_trust(directory: pathlib.Path, pem: bytes) -> None:

@@ -14,7 +14,7 @@ tests/e2e/test_validation.py runs the operator end to end against the reference 
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -31,16 +31,6 @@ SERVERS: dict[str, tuple[Start, tuple[int, ...]]] = {
     "nginx": (launchers.start_nginx, ()),
     "haproxy": (launchers.start_haproxy, (405,)),
 }
-
-
-@pytest.fixture
-def workspace(material: launchers.Material, tmp_path: pathlib.Path) -> Iterator[launchers.Workspace]:
-    ws = launchers.Workspace(tmp_path, material)
-    try:
-        yield ws
-    finally:
-        ws.stop()
-        ws.dump()
 
 
 def probe(port: int, client: mtls_pki.Pair, ca: mtls_pki.Pair | None, accept: tuple[int, ...] = ()) -> validation.Probe:

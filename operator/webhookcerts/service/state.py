@@ -15,6 +15,7 @@ import datetime
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -61,19 +62,33 @@ class CheckCache:
 
 
 class BoundedKeygen:
-    """RSA key generation, at most one per core at a time.
+    """RSA key generation, at most one per core at a time, each one timed into ``metrics``.
 
     cryptography releases the GIL while OpenSSL generates, so threads reach the machine's bound; more
-    at once than there are cores would only make every one of them slower.
+    at once than there are cores would only make every one of them slower. The time recorded is the
+    generation's own, inside its slot: the wait for a slot is queueing, not key generation.
     """
 
-    def __init__(self, generate: KeyGenerator, slots: int | None = None) -> None:
+    def __init__(
+        self,
+        generate: KeyGenerator,
+        slots: int | None = None,
+        recorder: metrics.Metrics | None = None,
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self._generate = generate
-        self._slots = threading.BoundedSemaphore(slots or os.cpu_count() or 1)
+        self.slots = slots or os.cpu_count() or 1
+        self._slots = threading.BoundedSemaphore(self.slots)
+        self._metrics = recorder
+        self._timer = timer
 
     def __call__(self, subject: models.Subject, now: datetime.datetime, duration: datetime.timedelta) -> pki.KeyPair:
         with self._slots:
-            return self._generate(subject, now, duration)
+            started = self._timer()
+            pair = self._generate(subject, now, duration)
+            if self._metrics is not None:
+                self._metrics.key_generated(self._timer() - started)
+            return pair
 
 
 @dataclasses.dataclass(frozen=True)

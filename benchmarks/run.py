@@ -52,6 +52,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("names", nargs="*", metavar="NAME", help=f"any of {', '.join(NAMES)} (default: all)")
     p.add_argument("--write", action="store_true", help="update the benchmark's section of docs/benchmarks.md")
+    p.add_argument(
+        "--mark-stale",
+        action="store_true",
+        help="run nothing: say in each section of docs/benchmarks.md whether the code changed since it ran",
+    )
     p.add_argument("--controlplane-runs", type=int, default=controlplane.MIN_RUNS)
     p.add_argument("--emergency-runs", type=int, default=emergency.MIN_RUNS, help="runs per server")
     p.add_argument(
@@ -94,6 +99,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
+    if args.mark_stale:
+        report.DOC.write_text(report.mark_stale(report.DOC.read_text()))
+        return 0
     names = args.names or list(NAMES)
     unknown = sorted(set(names) - set(NAMES))
     if unknown:

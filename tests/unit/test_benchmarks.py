@@ -94,7 +94,9 @@ def test_machine_reports_what_the_page_needs() -> None:
     info = report.machine()
 
     assert isinstance(info["cores"], int) and info["cores"] >= 1
-    assert set(info) == {"cores", "cpu", "python", "openssl", "date", "load_1min"}
+    assert set(info) == {"cores", "cpu", "python", "openssl", "date", "load_1min", "commit"}
+    # The commit the figures were taken on, marked "+" when the code differed from it.
+    assert report.footer("cmd", info).count(f" at commit {info['commit']} ") == 1
 
 
 def test_the_real_page_has_a_section_for_every_benchmark() -> None:
@@ -398,3 +400,21 @@ def test_servers_section() -> None:
 def test_the_command_line_refuses_to_record_short_server_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert run.main(["servers", "--write", "--servers-runs", "3"]) == 2
     assert "at least 10 runs per server" in capsys.readouterr().err
+
+
+def test_a_section_says_when_the_code_changed_after_it_ran() -> None:
+    head = report.tree()["commit"].rstrip("+")
+    first = report._git("rev-list", "--max-parents=0", "HEAD").splitlines()[0][:12]
+
+    def page(footer: str) -> str:
+        return f"# B\n\n<!-- benchmark:x -->\n## X\n\n{footer}\n<!-- /benchmark:x -->\n\nprose\n"
+
+    at_head = page(f"Measured 2026-12-06 at commit {head} with `cmd` on 2 cores.")
+    assert report.mark_stale(at_head, head) == at_head
+    marked = report.mark_stale(page(f"Measured 2026-12-06 at commit {first} with `cmd` on 2 cores."), head)
+    assert f"{report.STALE} **Not measured on today's code**: " in marked and f"({first})" in marked
+    assert "uncommitted changes" in report.mark_stale(page(f"Measured 2026-12-06 at commit {head}+ with `cmd`."), head)
+    assert "records no commit" in report.mark_stale(page("Measured 2000-01-01 with `cmd` on 2 cores."), head)
+    # Marking again replaces the note rather than adding one, and leaves the prose outside alone.
+    assert report.mark_stale(marked, head) == marked and marked.endswith("prose\n")
+    assert report.mark_stale(marked.replace(first, head), head) == at_head

@@ -123,13 +123,16 @@ def stop_timed(proc: subprocess.Popen[bytes]) -> float:
     return time.monotonic() - started
 
 
-def breakdown(ready_s: float, bound_s: float, issued_at: list[float], started_at: float) -> dict[str, float]:
-    """Where the time over the bound went, from the operator's log: before its first Issued record
-    (which includes that first key's own generation), after its last, and the residue in between."""
-    head = issued_at[0] - started_at
+def breakdown(
+    ready_s: float, bound_s: float, issued_at: list[float], started_at: float, mean_key_s: float
+) -> dict[str, float]:
+    """Where the time over the bound went, from the operator's log: before the first key's generation
+    began (its Issued record less a mean key: every slot starts its first key then, so that much of
+    the head is in the bound already), after the last Issued record, and the remainder in between."""
+    head = issued_at[0] - started_at - mean_key_s
     tail = ready_s - (issued_at[-1] - started_at)
     return {
-        "first_issued_s": round(head, 1),
+        "before_first_key_s": round(head, 1),
         "after_last_issued_s": round(tail, 1),
         "in_between_s": round(ready_s - bound_s - head - tail, 1),
     }
@@ -175,7 +178,7 @@ def burst(handle: harness.Cluster, directory: pathlib.Path, n: int, log: pathlib
         "keygen_slots": slots,
         "keygen_bound_s": round(bound_s, 1),
         "ready_x_bound": round(ready_s / bound_s, 2),
-        "over_bound": breakdown(ready_s, bound_s, issued_at, started_at),
+        "over_bound": breakdown(ready_s, bound_s, issued_at, started_at, generated.seconds / max(1.0, generated.count)),
         "peak_rss_kb": opmetrics.status_kb(proc.pid, "VmHWM"),
     }
 
@@ -339,9 +342,10 @@ def section(result: dict[str, Any], command: str) -> str:
             textwrap.fill(
                 f"The bound is the operator's own `webhookcerts_key_generation_seconds` over the burst (the "
                 f"{result['keys_generated']} keys it waited for), divided by the {result['keygen_slots']} keys "
-                f"generated at once. The rest, {rest:.1f} s: {over['first_issued_s']:.1f} s from the first create "
-                "to the first Issued record in the operator's log (the watch delivering the new objects, the first "
-                f"passes, and that first key's own generation), {over['after_last_issued_s']:.1f} s from the last "
+                f"generated at once. The rest, {rest:.1f} s: {over['before_first_key_s']:.1f} s from the first create "
+                "until the first key's generation began (the first Issued record in the operator's log, less a mean "
+                "key: the watch delivering the new objects, the first passes), "
+                f"{over['after_last_issued_s']:.1f} s from the last "
                 "Issued record to all Ready seen (the last writes, and this benchmark's Ready poll every 2 s), "
                 f"and {over['in_between_s']:.1f} s in between with a key-generation slot free (a worker writing "
                 "Secrets, status and trust Secrets to the API server while no other had a key to generate).",

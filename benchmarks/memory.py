@@ -120,7 +120,8 @@ def section_lines(result: dict[str, Any]) -> list[str]:
                 f"Memory: peak RSS {opmetrics.mb(small['peak_rss_kb']):.0f} MB with {small['n']} objects "
                 f"(the same burst, its own operator), {result['peak_rss_mb']:.0f} MB with {result['n']}: "
                 f"{line['kb_per_object']:.0f} kB per object on the line through both, {line['mb_at_zero']:.0f} MB "
-                "at no objects (the interpreter, the imports, what the first passes load). The operator started again on the "
+                "at no objects (the interpreter, the imports, what the first passes load). The operator started "
+                "again on the "
                 f"{result['n']} Ready objects held {result['restarted_rss_mb']:.0f} MB after its start-up pass, "
                 "which writes nothing: the difference to the peak is what the burst left (key generation, writes, the "
                 "watch events they bring back).",

@@ -35,30 +35,38 @@ class SecretConflict(Exception):
 
 
 class CheckCache:
-    """Key-pair checks by Secret uid and resourceVersion: an unchanged Secret is never verified again."""
+    """Key-pair checks by Secret uid and resourceVersion: an unchanged Secret is never verified again.
+
+    One entry per Secret, its latest version: an older version is never asked about again (the view
+    only moves forward), and each entry holds the certificate's PEM, so keeping every version a Secret
+    went through would cost a few kB per version and object (docs/benchmarks.md, scale).
+    """
 
     def __init__(self, size: int = 8192) -> None:
         self._size = size
         self._lock = threading.Lock()
-        self._seen: collections.OrderedDict[tuple[str, str], policy.SecretObservation] = collections.OrderedDict()
+        self._seen: collections.OrderedDict[str, tuple[str, policy.SecretObservation]] = collections.OrderedDict()
         self.misses = 0
 
     def observe(self, secret: secrets.SecretData | None) -> policy.SecretObservation:
         if secret is None:
             return policy.SecretObservation.missing()
-        key = (secret.uid, secret.resource_version)
         with self._lock:
-            hit = self._seen.get(key)
-            if hit is not None:
-                self._seen.move_to_end(key)
-                return hit
+            hit = self._seen.get(secret.uid)
+            if hit is not None and hit[0] == secret.resource_version:
+                self._seen.move_to_end(secret.uid)
+                return hit[1]
             self.misses += 1
         seen = observe_secret(secret)
         with self._lock:
-            self._seen[key] = seen
+            self._seen[secret.uid] = (secret.resource_version, seen)
+            self._seen.move_to_end(secret.uid)
             while len(self._seen) > self._size:
                 self._seen.popitem(last=False)
         return seen
+
+    def __len__(self) -> int:
+        return len(self._seen)
 
 
 class BoundedKeygen:

@@ -13,9 +13,12 @@ import contextlib
 import dataclasses
 import http.client
 import json
+import os
 import pathlib
 import ssl
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -42,6 +45,34 @@ def wait_for(predicate: Callable[[], T | None], *, timeout: float = 120, what: s
         return processes.wait_for(predicate, timeout=timeout, what=what, interval=0.05)
     except processes.TimedOut as exc:
         raise BenchmarkError(str(exc)) from None
+
+
+class DirectoryWatch:
+    """Notes when a trust directory's ``..data`` link first moves (trust-sync or the kubelet wrote a new version)."""
+
+    def __init__(self, trust_dir: pathlib.Path) -> None:
+        self._link = trust_dir / "..data"
+        self._before = os.readlink(self._link)
+        self._stop = threading.Event()
+        self.changed_at: float | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> DirectoryWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.005):
+            try:
+                if os.readlink(self._link) != self._before:
+                    self.changed_at = time.monotonic()
+                    return
+            except OSError:
+                continue
 
 
 # --- TLS material ----------------------------------------------------------------------------------
@@ -187,10 +218,18 @@ def cut_over_after_emergency(handle: Cluster, name: str) -> None:
     wait_for(active, what="the cut-over")
 
 
-def operator(handle: Cluster, log: pathlib.Path) -> subprocess.Popen[bytes]:
+# The environment the image (operator/Dockerfile) and the chart's Deployment give the operator: the
+# benchmarks start it with the same, so that its memory figures are what users get.
+OPERATOR_ENV = {"MALLOC_ARENA_MAX": "2"}
+
+
+def operator(
+    handle: Cluster, log: pathlib.Path, *, metrics_port: int = 0, module: str = "webhookcerts"
+) -> subprocess.Popen[bytes]:
+    """``webhookcerts run`` for the handle's namespace; metrics off unless given a port (no fixed port:
+    two benchmarks' operators on one machine must not collide)."""
     argv = ["run", "--standalone", "--kubeconfig", str(handle.dev.kubeconfig), "-n", handle.namespace]
-    # No fixed metrics port: two benchmarks' operators on one machine must not collide.
-    return processes.spawn([*argv, "--metrics-port", "0"], log)
+    return processes.spawn([*argv, "--metrics-port", str(metrics_port)], log, env=OPERATOR_ENV, module=module)
 
 
 def trust_sync(

@@ -35,7 +35,7 @@ from typing import Any
 import kubernetes
 from cryptography.hazmat.primitives import serialization
 
-from benchmarks import emergency, harness, report, stats
+from benchmarks import harness, report, stats
 from webhookcerts.devcluster import base, workloads
 from webhookcerts.devcluster import node as devnode
 from webhookcerts.domain import durations, models, names, pki, trust
@@ -139,7 +139,7 @@ def one_run(
     if harness.accepts(port, ctx):
         raise harness.BenchmarkError("the pod accepted the new certificate before the trust Secret listed it")
     core = handle.core
-    with emergency.DirectoryWatch(volume) as watch:
+    with harness.DirectoryWatch(volume) as watch:
         started = time.monotonic()
         core.patch_namespaced_secret(TRUST_STORE, handle.namespace, {"data": {names.TRUST_KEY: _b64(bundle)}})
         if nudge:

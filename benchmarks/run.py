@@ -24,6 +24,7 @@ from benchmarks import (  # noqa: E402
     controlplane,
     emergency,
     harness,
+    memory,
     pod_reload,
     receiver,
     renewal,
@@ -51,8 +52,19 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("names", nargs="*", metavar="NAME", help=f"any of {', '.join(NAMES)} (default: all)")
     p.add_argument("--write", action="store_true", help="update the benchmark's section of docs/benchmarks.md")
+    p.add_argument(
+        "--mark-stale",
+        action="store_true",
+        help="run nothing: say in each section of docs/benchmarks.md whether the code changed since it ran",
+    )
     p.add_argument("--controlplane-runs", type=int, default=controlplane.MIN_RUNS)
-    p.add_argument("--emergency-runs", type=int, default=emergency.MIN_RUNS)
+    p.add_argument("--emergency-runs", type=int, default=emergency.MIN_RUNS, help="runs per server")
+    p.add_argument(
+        "--emergency-others",
+        type=int,
+        default=emergency.DEFAULT_OTHERS,
+        help=f"other WebhookCertificates present (default {emergency.DEFAULT_OTHERS})",
+    )
     p.add_argument("--receiver-seconds", type=float, default=10.0, help="length of each receiver run")
     p.add_argument("--receiver-repeats", type=int, default=3, help="runs per receiver variant")
     p.add_argument("--pod-reload-runs", type=int, default=pod_reload.MIN_RUNS, help="runs with and without the nudge")
@@ -65,6 +77,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scale-n", type=int, default=scale.DEFAULT_N, help="WebhookCertificates in the scale benchmark")
     p.add_argument("--scale-idle", type=float, default=scale.IDLE_S, help="seconds of idle measured after all Ready")
     p.add_argument("--scale-containment-runs", type=int, default=scale.MIN_CONTAINMENT_RUNS)
+    p.add_argument(
+        "--scale-small-n",
+        type=int,
+        default=memory.SMALL_N,
+        help=f"objects in the small burst the cost per object is taken from (default {memory.SMALL_N}; 0: none)",
+    )
+    p.add_argument("--no-scale-heap", action="store_true", help="skip the heap profile (an operator under tracemalloc)")
     p.add_argument("--chaos-kills", type=int, default=chaos.MIN_KILLS, help="operator SIGKILLs per rotation path")
     p.add_argument(
         "--chaos-objects", type=int, default=chaos_rounds.DEFAULT_OBJECTS, help="WebhookCertificates per round"
@@ -80,6 +99,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
+    if args.mark_stale:
+        report.DOC.write_text(report.mark_stale(report.DOC.read_text()))
+        return 0
     names = args.names or list(NAMES)
     unknown = sorted(set(names) - set(NAMES))
     if unknown:
@@ -89,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
             f"--write needs at least {controlplane.MIN_RUNS} control plane and {emergency.MIN_RUNS} emergency runs",
             file=sys.stderr,
         )
+        return 2
+    if args.write and emergency.NAME in names and args.emergency_others < emergency.DEFAULT_OTHERS:
+        print(f"--write needs at least {emergency.DEFAULT_OTHERS} other objects present", file=sys.stderr)
         return 2
     if args.write and scale.NAME in names and args.scale_containment_runs < scale.MIN_CONTAINMENT_RUNS:
         print(f"--write needs at least {scale.MIN_CONTAINMENT_RUNS} containment runs", file=sys.stderr)
@@ -112,14 +137,19 @@ def main(argv: list[str] | None = None) -> int:
                 result = controlplane.measure(work, runs=args.controlplane_runs)
                 body = controlplane.section(result, command)
             elif name == emergency.NAME:
-                result = emergency.measure(work, runs=args.emergency_runs)
+                result = emergency.measure(work, runs=args.emergency_runs, others=args.emergency_others)
                 body = emergency.section(result, command)
             elif name == renewal.NAME:
                 result = renewal.measure(work)
                 body = renewal.section(result, command)
             elif name == scale.NAME:
                 result = scale.measure(
-                    work, n=args.scale_n, idle=args.scale_idle, containment_runs=args.scale_containment_runs
+                    work,
+                    n=args.scale_n,
+                    idle=args.scale_idle,
+                    containment_runs=args.scale_containment_runs,
+                    small_n=args.scale_small_n,
+                    heap=not args.no_scale_heap,
                 )
                 body = scale.section(result, command)
             elif name == chaos.NAME:

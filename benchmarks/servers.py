@@ -37,7 +37,7 @@ import kubernetes
 from tests import processes
 from tests import servers as launchers
 
-from benchmarks import emergency, harness, pod_reload, report, stats
+from benchmarks import harness, pod_reload, report, stats
 from webhookcerts.domain import names
 
 NAME = "servers"
@@ -153,7 +153,7 @@ def one_run(
     )
     # A reload still settling (nginx's old workers, HAProxy's old process) is not the change timed here.
     time.sleep(1.0)
-    with emergency.DirectoryWatch(trust_dir) as watch:
+    with harness.DirectoryWatch(trust_dir) as watch:
         started = time.monotonic()
         write_trust(handle, anchor_pem)
         refused_at, streak, flaps, outcome = 0.0, 0, 0, ""

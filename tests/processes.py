@@ -49,12 +49,16 @@ def wait_for(
     raise TimedOut(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
-def spawn(argv: list[str], log_path: pathlib.Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """``python -m webhookcerts ARGV`` with stdout and stderr appended to ``log_path``; ``env`` adds variables."""
+def spawn(
+    argv: list[str], log_path: pathlib.Path, env: dict[str, str] | None = None, module: str = "webhookcerts"
+) -> subprocess.Popen[bytes]:
+    """``python -m webhookcerts ARGV`` with stdout and stderr appended to ``log_path``; ``env`` adds variables.
+
+    ``module`` runs another module in its place (a wrapper that runs the command under a profiler)."""
     full_env = {**os.environ, "PYTHONPATH": str(REPO / "operator"), **(env or {})}
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "webhookcerts", *argv],
+            [sys.executable, "-m", module, *argv],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

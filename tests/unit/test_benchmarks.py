@@ -16,10 +16,14 @@ from benchmarks import (
     chaos_rounds,
     controlplane,
     emergency,
+    heapprofile,
+    memory,
+    opmetrics,
     pod_reload,
     receiver,
     report,
     run,
+    scale,
     servers,
     stats,
 )
@@ -90,7 +94,9 @@ def test_machine_reports_what_the_page_needs() -> None:
     info = report.machine()
 
     assert isinstance(info["cores"], int) and info["cores"] >= 1
-    assert set(info) == {"cores", "cpu", "python", "openssl", "date", "load_1min"}
+    assert set(info) == {"cores", "cpu", "python", "openssl", "date", "load_1min", "commit"}
+    # The commit the figures were taken on, marked "+" when the code differed from it.
+    assert report.footer("cmd", info).count(f" at commit {info['commit']} ") == 1
 
 
 def test_the_real_page_has_a_section_for_every_benchmark() -> None:
@@ -117,24 +123,142 @@ def test_controlplane_section() -> None:
 
 
 def test_emergency_section() -> None:
-    refused = [0.9, 1.0, 1.1, 0.8, 2.5, 0.95, 1.05, 0.85, 0.9, 1.2]
+    def figures(refused: list[float], flapped: int) -> dict[str, object]:
+        samples = [
+            {"refused_s": r, "swap_s": r - 0.1, "refusal": "400", "accepted_after_first_refusal": 0} for r in refused
+        ]
+        return {
+            "description": "a server",
+            "annotation_to_refused_s": stats.summary(refused, digits=2),
+            "annotation_to_swap_s": stats.summary([r - 0.1 for r in refused], digits=2),
+            "refusals": ["400"],
+            "runs_accepted_again": flapped,
+            "reload_commands": {"exec": 40, "exec_failed": 0},
+            "samples": samples,
+        }
+
+    fast = [0.2] * 19 + [0.9]
     result = {
-        "annotation_to_refusal_s": stats.summary(refused, digits=2),
-        "annotation_to_trust_dir_s": stats.summary([r - 0.1 for r in refused], digits=2),
-        "rsa4096_keygen_s": stats.summary([0.5] * 20, digits=2),
-        "target_s": 2.0,
-        "meets_target": True,
-        "p95_within_budget": False,
-        "samples": [{"refused_s": r, "trust_dir_s": r - 0.1} for r in refused],
+        "others": 1000,
+        "runs_per_server": 20,
+        "servers": {"nginx": figures(fast, 3), "haproxy": figures([0.3] * 18 + [1.2, 1.4], 0)},
         "probe_interval_s": emergency.PROBE_INTERVAL,
+        "target_p95_s": emergency.TARGET_P95_S,
+        "meets_target": False,
         "machine": MACHINE,
     }
 
     body = emergency.section(result, "python benchmarks/run.py emergency --write")
 
-    assert "| annotation -> receiver refuses the compromised certificate | 0.97 | 2.50 |" in body
-    assert "| RSA-4096 key generation, same run | 0.50 | 0.50 |" in body
-    assert "**meets**" in body and "over that budget" in body
+    assert "| nginx: a server | 0.10 / 0.10 | 0.20 | 0.20 | 0.20 / 0.90 | `400` | 3/20 |" in body
+    assert "| haproxy: a server | 0.20 / 1.10 | 0.30 | 1.20 | 0.30 / 1.40 | `400` | 0/20 |" in body
+    assert "1,000 other WebhookCertificates" in " ".join(body.split())
+    assert "p95 <= 1.0 s on every server: **misses** it" in body
+    assert "nginx: 40 reload commands run, 0 failed" in body
+    # The old design's prose (key generation before containment, a timer) is gone.
+    assert "key generation" not in body.lower() and "timer" not in body
+
+
+def test_the_command_line_refuses_to_record_an_emergency_among_fewer_objects(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run.main(["emergency", "--write", "--emergency-others", "10"]) == 2
+    assert f"at least {emergency.DEFAULT_OTHERS} other objects" in capsys.readouterr().err
+
+
+def test_the_keygen_bound_is_read_from_the_operators_histogram() -> None:
+    exposition = "\n".join(
+        [
+            "# TYPE webhookcerts_key_generation_seconds histogram",
+            'webhookcerts_key_generation_seconds_bucket{le="1.0"} 3.0',
+            "webhookcerts_key_generation_seconds_count 5.0",
+            "webhookcerts_key_generation_seconds_sum 7.25",
+            'webhookcerts_certificate_stage{name="a",namespace="n",environment="live",stage="Active"} 1.0',
+        ]
+    )
+    after = opmetrics.keygen_totals(exposition)
+    assert after == opmetrics.KeygenTotals(count=5.0, seconds=7.25)
+    assert after - opmetrics.KeygenTotals(count=2.0, seconds=1.25) == opmetrics.KeygenTotals(3.0, 6.0)
+    with pytest.raises(ValueError, match="no webhookcerts_key_generation_seconds"):
+        opmetrics.keygen_totals("process_cpu_seconds_total 1.0")
+
+
+def test_issued_records_are_read_from_the_operators_log() -> None:
+    log = "\n".join(
+        [
+            "2026-12-06 08:40:01,250 INFO webhookcerts.service.state: bench/c-0001: Issued: issued serial AB",
+            "2026-12-06 08:40:02,000 INFO webhookcerts.service.state: bench/c-0001: TrustStoreUpdated: x",
+            "2026-12-06 08:40:03,500 INFO webhookcerts.service.state: bench/c-0002: Issued: issued serial CD",
+            "2026-12-06 08:40:04,000 INFO kopf.objects: Issued: not ours",
+        ]
+    )
+    first, last = opmetrics.issued_times(log)
+    assert last - first == pytest.approx(2.25)
+    # 100 s waited for, a bound of 80 s, 1.5 s a key; the first Issued 5 s after the start, the last 97 s.
+    over = scale.breakdown(100.0, 80.0, [1005.0, 1097.0], 1000.0, 1.5)
+    assert over == {"before_first_key_s": 3.5, "after_last_issued_s": 3.0, "in_between_s": 13.5}
+
+
+def test_the_cost_per_object_is_the_line_through_both_runs() -> None:
+    line = memory.per_object({"n": 100, "peak_rss_kb": 100 * 1024}, 1000, 118 * 1024)
+    assert line == {"kb_per_object": 20.5, "mb_at_zero": 98.0}
+
+
+def test_heap_groups_name_the_package_that_allocated() -> None:
+    assert heapprofile.group("/venv/lib/python3.11/site-packages/kopf/_core/x.py") == "kopf"
+    assert heapprofile.group("/work/operator/webhookcerts/service/view.py") == "webhookcerts/service/view.py"
+    assert heapprofile.group(f"{heapprofile.STDLIB}/json/decoder.py") == "stdlib/json"
+    assert heapprofile.group("<frozen importlib._bootstrap_external>") == "imports (code objects, module dicts)"
+
+
+def scale_result() -> dict[str, object]:
+    return {
+        "n": 1000,
+        "create_s": 4.2,
+        "ready_s": 460.0,
+        "keys_generated": 1000,
+        "keygen_seconds": 840.0,
+        "keygen_mean_s": 0.84,
+        "keygen_slots": 2,
+        "keygen_bound_s": 420.0,
+        "ready_x_bound": 1.1,
+        "over_bound": {"before_first_key_s": 3.0, "after_last_issued_s": 2.5, "in_between_s": 34.5},
+        "peak_rss_mb": 118.0,
+        "restarted_rss_mb": 101.0,
+        "small": {"n": 100, "ready_s": 45.0, "peak_rss_kb": 100 * 1024, "settled_rss_kb": 98 * 1024},
+        "per_object": {"kb_per_object": 20.5, "mb_at_zero": 98.0},
+        "heap": {
+            "traced_kb": 40 * 1024,
+            "peak_traced_kb": 50 * 1024,
+            "traced_process_rss_kb": 150 * 1024,
+            "groups": [{"group": "kopf", "kb": 10 * 1024, "blocks": 12345}],
+        },
+        "malloc_env": {"MALLOC_ARENA_MAX": "2"},
+        "idle_s": 300.0,
+        "idle_cpu_percent": 0.01,
+        "idle_requests_per_min": 2.0,
+        "baseline_requests_per_min": 30.0,
+        "containment_s": stats.summary([0.05] * 20),
+        "replacement_s": stats.summary([0.6] * 20),
+        "sigterm_to_exit_s": 0.9,
+        "restart_to_idle_s": 40.0,
+        "restart_keys_issued": 0,
+        "restart_secrets_rewritten": 0,
+        "machine": MACHINE,
+        "meets": dict.fromkeys(scale.TARGETS, True),
+    }
+
+
+def test_scale_section_gives_the_bound_from_the_same_keys_and_where_the_memory_is() -> None:
+    body = scale.section(scale_result(), "python benchmarks/run.py scale --write")
+
+    assert "460.0 s = 1.10 x the key-generation bound (420.0 s: 1000 keys took 840.0 s of generation" in body
+    assert "| <= 1.15 x | meets |" in body
+    assert "118 MB (N=100: 100 MB; 20 kB per object, 98 MB at none) | <= 120 MB | meets |" in body
+    prose = " ".join(body.split())  # the paragraphs are wrapped
+    assert "The rest, 40.0 s: 3.0 s from the first create" in prose
+    assert "`MALLOC_ARENA_MAX=2`" in prose
+    assert "| `kopf` | 10.0 | 25 % | 12,345 |" in body
 
 
 def test_receiver_section() -> None:
@@ -276,3 +400,21 @@ def test_servers_section() -> None:
 def test_the_command_line_refuses_to_record_short_server_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert run.main(["servers", "--write", "--servers-runs", "3"]) == 2
     assert "at least 10 runs per server" in capsys.readouterr().err
+
+
+def test_a_section_says_when_the_code_changed_after_it_ran() -> None:
+    head = report.tree()["commit"].rstrip("+")
+    first = report._git("rev-list", "--max-parents=0", "HEAD").splitlines()[0][:12]
+
+    def page(footer: str) -> str:
+        return f"# B\n\n<!-- benchmark:x -->\n## X\n\n{footer}\n<!-- /benchmark:x -->\n\nprose\n"
+
+    at_head = page(f"Measured 2026-12-06 at commit {head} with `cmd` on 2 cores.")
+    assert report.mark_stale(at_head, head) == at_head
+    marked = report.mark_stale(page(f"Measured 2026-12-06 at commit {first} with `cmd` on 2 cores."), head)
+    assert f"{report.STALE} **Not measured on today's code**: " in marked and f"({first})" in marked
+    assert "uncommitted changes" in report.mark_stale(page(f"Measured 2026-12-06 at commit {head}+ with `cmd`."), head)
+    assert "records no commit" in report.mark_stale(page("Measured 2000-01-01 with `cmd` on 2 cores."), head)
+    # Marking again replaces the note rather than adding one, and leaves the prose outside alone.
+    assert report.mark_stale(marked, head) == marked and marked.endswith("prose\n")
+    assert report.mark_stale(marked.replace(first, head), head) == at_head

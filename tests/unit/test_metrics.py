@@ -12,8 +12,8 @@ import prometheus_client
 import pytest
 from prometheus_client import parser
 
-from webhookcerts.domain import models
-from webhookcerts.service import metrics
+from webhookcerts.domain import models, pki
+from webhookcerts.service import metrics, state
 
 NOT_AFTER = datetime.datetime(2027, 3, 1, 12, 0, tzinfo=datetime.UTC)
 RENEWAL = datetime.datetime(2026, 12, 1, 12, 0, tzinfo=datetime.UTC)
@@ -165,3 +165,48 @@ def test_a_changed_environment_leaves_no_series_under_the_old_one(m: metrics.Met
 
 def test_the_default_metrics_are_one_instance() -> None:
     assert metrics.default() is metrics.default()
+
+
+class SteppedTimer:
+    """A timer each key generation moves by the time it says it took: no real time is measured."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_each_generated_key_is_timed_into_the_histogram(m: metrics.Metrics) -> None:
+    timer = SteppedTimer()
+    taken = iter([0.4, 1.5, 3.0])
+
+    def generate(subject: models.Subject, now: datetime.datetime, duration: datetime.timedelta) -> pki.KeyPair:
+        timer.now += next(taken)
+        return pki.KeyPair(key_pem=b"", cert_pem=b"")
+
+    keygen = state.BoundedKeygen(generate, slots=2, recorder=m, timer=timer)
+    subject = models.Subject(commonName="acme")
+    for _ in range(3):
+        keygen(subject, CHECKED, datetime.timedelta(days=1))
+
+    every = samples(m)
+    assert every[("webhookcerts_key_generation_seconds_count", frozenset())] == 3.0
+    assert every[("webhookcerts_key_generation_seconds_sum", frozenset())] == pytest.approx(4.9)
+    bucket = "webhookcerts_key_generation_seconds_bucket"
+    assert every[(bucket, frozenset({("le", "0.5")}))] == 1.0
+    assert every[(bucket, frozenset({("le", "2.0")}))] == 2.0
+    assert every[(bucket, frozenset({("le", "4.0")}))] == 3.0
+    # Not labelled by object: forgetting one leaves the operator's key-generation record whole.
+    m.forget("payments", "acme")
+    assert samples(m)[("webhookcerts_key_generation_seconds_count", frozenset())] == 3.0
+
+
+def test_a_failed_generation_is_not_recorded(m: metrics.Metrics) -> None:
+    def fail(subject: models.Subject, now: datetime.datetime, duration: datetime.timedelta) -> pki.KeyPair:
+        raise RuntimeError("no entropy")
+
+    keygen = state.BoundedKeygen(fail, slots=1, recorder=m, timer=SteppedTimer())
+    with pytest.raises(RuntimeError):
+        keygen(models.Subject(commonName="acme"), CHECKED, datetime.timedelta(days=1))
+    assert samples(m)[("webhookcerts_key_generation_seconds_count", frozenset())] == 0.0

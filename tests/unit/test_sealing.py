@@ -10,8 +10,10 @@ quoting the key; a good key of each format passes under the same clock (the posi
 from __future__ import annotations
 
 import datetime
+import os
 import pathlib
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 
 import pysequoia
@@ -244,3 +246,16 @@ def test_the_model_refuses_what_admission_refuses(bundle: dict[str, object], mes
         {"recipients": [{"name": "a", "format": "cms", "secretRef": {"name": "k", "key": "c"}}]}
     )
     assert ok.password_secret_ref is None
+
+
+def test_the_operator_loads_pysequoia_only_for_an_openpgp_recipient() -> None:
+    # A fresh interpreter: this one has imported pysequoia above. The operator's modules alone must not.
+    code = (
+        "import sys\n"
+        "import webhookcerts.cli.run, webhookcerts.handlers.operator, webhookcerts.service.engine\n"
+        "import webhookcerts.service.bundles, webhookcerts.service.recipients\n"
+        "print('pysequoia' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(pathlib.Path(sealing.__file__).parents[2])}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert done.stdout.strip() == "False", done.stderr

@@ -22,15 +22,19 @@ import dataclasses
 import datetime
 import hashlib
 import warnings
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import pysequoia
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.ciphers import algorithms
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
-from pysequoia import packet
+
+if TYPE_CHECKING:
+    import pysequoia
+
+# pysequoia is imported where an OpenPGP recipient is read or sealed to, not with this module: an
+# operator with no OpenPGP recipient never loads it (a few MB of resident memory, docs/benchmarks.md).
 
 Format = Literal["cms", "openpgp"]
 SUFFIXES: dict[Format, str] = {"cms": ".p7m", "openpgp": ".pgp"}
@@ -125,6 +129,9 @@ def _load_cms(name: str, data: bytes, now: datetime.datetime) -> Recipient:
 
 
 def _load_openpgp(name: str, data: bytes, now: datetime.datetime) -> Recipient:
+    import pysequoia
+    from pysequoia import packet
+
     if b"-----BEGIN CERTIFICATE" in data or b"PUBLIC KEY-----" in data:
         raise RecipientRefused("WrongFormat", "is an X.509 certificate or key, not an OpenPGP key: set format: cms")
     try:
@@ -156,7 +163,11 @@ def _load_openpgp(name: str, data: bytes, now: datetime.datetime) -> Recipient:
         algorithm = found.key_algorithm
         if algorithm in (packet.PublicKeyAlgorithm.DSA, packet.PublicKeyAlgorithm.ElGamalEncrypt):
             raise RecipientRefused("WeakKey", f"OpenPGP key {cert.fingerprint} has a legacy {algorithm!r} key")
-        if algorithm in _RSA:
+        if algorithm in (
+            packet.PublicKeyAlgorithm.RSAEncryptSign,
+            packet.PublicKeyAlgorithm.RSAEncrypt,
+            packet.PublicKeyAlgorithm.RSASign,
+        ):
             bits = _rsa_bits(found.body)
             if bits < MIN_RSA_BITS:
                 raise RecipientRefused(
@@ -170,13 +181,6 @@ def _load_openpgp(name: str, data: bytes, now: datetime.datetime) -> Recipient:
             "UnsupportedKey", f"OpenPGP key {cert.fingerprint} has no valid encryption subkey"
         ) from None
     return Recipient(name, "openpgp", cert.fingerprint, expires, cert)
-
-
-_RSA = (
-    packet.PublicKeyAlgorithm.RSAEncryptSign,
-    packet.PublicKeyAlgorithm.RSAEncrypt,
-    packet.PublicKeyAlgorithm.RSASign,
-)
 
 
 def _rsa_bits(body: bytes) -> int:
@@ -219,4 +223,6 @@ def seal(recipient: Recipient, plaintext: bytes) -> bytes:
             .add_recipient(key)
             .encrypt(serialization.Encoding.DER, [pkcs7.PKCS7Options.Binary])
         )
+    import pysequoia
+
     return pysequoia.encrypt(plaintext, [key], armor=False)

@@ -23,6 +23,7 @@ import urllib3
 import yaml
 
 from webhookcerts.domain import names
+from webhookcerts.kube import corev1
 
 # The operator's own marks on what it creates.
 MANAGED_BY_LABEL = names.MANAGED_BY_LABEL
@@ -68,6 +69,11 @@ class Clients:
     @property
     def core(self) -> kubernetes.client.CoreV1Api:
         return kubernetes.client.CoreV1Api(self.api)
+
+    @property
+    def secrets_and_events(self) -> corev1.CoreV1:
+        """The core/v1 calls of every pass, without importing CoreV1Api (kube/corev1.py says why)."""
+        return corev1.CoreV1(self.api)
 
     @property
     def apps(self) -> kubernetes.client.AppsV1Api:

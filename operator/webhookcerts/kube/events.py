@@ -61,11 +61,11 @@ def record(
         reporting_component=COMPONENT,
         reporting_instance=COMPONENT,
     )
-    clients.core.create_namespaced_event(namespace, event)
+    clients.secrets_and_events.create_namespaced_event(namespace, event)
 
 
 def list_for(clients: kube_client.Clients, namespace: str, name: str) -> list[kubernetes.client.CoreV1Event]:
-    events = clients.core.list_namespaced_event(
+    events = clients.secrets_and_events.list_namespaced_event(
         namespace, field_selector=f"involvedObject.name={name},involvedObject.kind={models.KIND}"
     )
     items: list[kubernetes.client.CoreV1Event] = events.items

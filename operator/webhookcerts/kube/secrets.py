@@ -63,7 +63,7 @@ UNKNOWN = Unknown()
 
 def read(clients: kube_client.Clients, namespace: str, name: str) -> SecretData | None:
     try:
-        secret = clients.core.read_namespaced_secret(name, namespace)
+        secret = clients.secrets_and_events.read_namespaced_secret(name, namespace)
     except kubernetes.client.ApiException as exc:
         if exc.status == 404:
             return None
@@ -103,7 +103,7 @@ def from_body(body: Mapping[str, Any]) -> SecretData:
 def list_managed(clients: kube_client.Clients, namespace: str) -> list[SecretData]:
     """Every Secret of the namespace that carries the operator's label (what the operator watches)."""
     selector = f"{kube_client.MANAGED_BY_LABEL}={kube_client.MANAGED_BY}"
-    items = clients.core.list_namespaced_secret(namespace, label_selector=selector).items or []
+    items = clients.secrets_and_events.list_namespaced_secret(namespace, label_selector=selector).items or []
     return [_from_model(item) for item in items]
 
 
@@ -165,7 +165,7 @@ def write(
             type=type,
             data=_encode(data),
         )
-        return _from_model(clients.core.create_namespaced_secret(namespace, body))
+        return _from_model(clients.secrets_and_events.create_namespaced_secret(namespace, body))
     same_labels = all(existing.labels.get(k) == v for k, v in labels.items())
     same_annotations = all(existing.annotations.get(k) == v for k, v in annotations.items())
     gone = [k for k in remove if k in existing.data and k not in data]
@@ -195,7 +195,9 @@ def write(
             {"$patch": "replace"},
             *_owner_references(clients, namespace, name, owner, disown),
         ]
-    written = clients.core.patch_namespaced_secret(name, namespace, {"metadata": metadata, "data": patch_data})
+    written = clients.secrets_and_events.patch_namespaced_secret(
+        name, namespace, {"metadata": metadata, "data": patch_data}
+    )
     return _from_model(written)
 
 
@@ -203,7 +205,7 @@ def _owner_references(
     clients: kube_client.Clients, namespace: str, name: str, owner: Owner | None, disown: str | None
 ) -> list[dict[str, object]]:
     # A merge patch replaces the whole list: the owners someone else set are read and kept.
-    meta = clients.core.read_namespaced_secret(name, namespace).metadata
+    meta = clients.secrets_and_events.read_namespaced_secret(name, namespace).metadata
     kept: list[dict[str, object]] = [
         {
             "apiVersion": ref.api_version,
@@ -229,7 +231,7 @@ def delete(clients: kube_client.Clients, namespace: str, name: str, *, resource_
         else None
     )
     try:
-        clients.core.delete_namespaced_secret(name, namespace, body=options)
+        clients.secrets_and_events.delete_namespaced_secret(name, namespace, body=options)
     except kubernetes.client.ApiException as exc:
         if exc.status == 404:
             return False

@@ -72,7 +72,7 @@ class Engine:
     ) -> None:
         self.ctx = dataclasses.replace(
             ctx,
-            keygen=state.BoundedKeygen(ctx.keygen),
+            keygen=state.BoundedKeygen(ctx.keygen, recorder=ctx.metrics),
             bundle_recheck_seconds=resync,
             trust_changed=self._trust_changed,
         )

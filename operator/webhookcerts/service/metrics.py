@@ -29,6 +29,9 @@ RotationReason = Literal["planned", "emergency"]
 ROTATION_REASONS: tuple[RotationReason, ...] = ("planned", "emergency")
 # cert-manager serves on 9402; the next port keeps both scrapeable side by side on one host network.
 DEFAULT_PORT = 9403
+# An RSA-4096 key takes from a tenth of a second to several seconds (the search for primes), more on a
+# throttled pod: buckets from 50 ms to a minute.
+KEY_GENERATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0)
 
 
 def _seconds(moment: datetime.datetime) -> float:
@@ -77,6 +80,15 @@ class Metrics:
             "trust_reloads_total", "Consumers (pods or workloads) told to reload a changed trust store."
         )
         self.reconcile_errors = counter("reconcile_errors_total", "Reconciles that ended in an error.")
+        # Not per object: a key's generation time says how busy the operator's cores are, not how one
+        # object fares. The sum over a window, divided by the keys generated at once, is the least time
+        # issuing that many keys can take (benchmarks/scale.py reads it so).
+        self.key_generation = prometheus_client.Histogram(
+            f"{PREFIX}_key_generation_seconds",
+            "Time to generate one private key and its certificate (the wait for a free key-generation slot excluded).",
+            buckets=KEY_GENERATION_BUCKETS,
+            registry=reg,
+        )
         self._lock = threading.Lock()
         # The environment each object's series carry, so that forgetting an object needs only its name.
         self._environments: dict[tuple[str, str], str] = {}
@@ -133,6 +145,9 @@ class Metrics:
     def reconcile_failed(self, namespace: str, name: str, environment: str) -> None:
         self._remember(namespace, name, environment)
         self.reconcile_errors.labels(name, namespace, environment).inc()
+
+    def key_generated(self, seconds: float) -> None:
+        self.key_generation.observe(seconds)
 
     def _remember(self, namespace: str, name: str, environment: str) -> None:
         with self._lock:

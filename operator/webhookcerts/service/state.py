@@ -15,6 +15,7 @@ import datetime
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -34,46 +35,68 @@ class SecretConflict(Exception):
 
 
 class CheckCache:
-    """Key-pair checks by Secret uid and resourceVersion: an unchanged Secret is never verified again."""
+    """Key-pair checks by Secret uid and resourceVersion: an unchanged Secret is never verified again.
+
+    One entry per Secret, its latest version: an older version is never asked about again (the view
+    only moves forward), and each entry holds the certificate's PEM, so keeping every version a Secret
+    went through would cost a few kB per version and object (docs/benchmarks.md, scale).
+    """
 
     def __init__(self, size: int = 8192) -> None:
         self._size = size
         self._lock = threading.Lock()
-        self._seen: collections.OrderedDict[tuple[str, str], policy.SecretObservation] = collections.OrderedDict()
+        self._seen: collections.OrderedDict[str, tuple[str, policy.SecretObservation]] = collections.OrderedDict()
         self.misses = 0
 
     def observe(self, secret: secrets.SecretData | None) -> policy.SecretObservation:
         if secret is None:
             return policy.SecretObservation.missing()
-        key = (secret.uid, secret.resource_version)
         with self._lock:
-            hit = self._seen.get(key)
-            if hit is not None:
-                self._seen.move_to_end(key)
-                return hit
+            hit = self._seen.get(secret.uid)
+            if hit is not None and hit[0] == secret.resource_version:
+                self._seen.move_to_end(secret.uid)
+                return hit[1]
             self.misses += 1
         seen = observe_secret(secret)
         with self._lock:
-            self._seen[key] = seen
+            self._seen[secret.uid] = (secret.resource_version, seen)
+            self._seen.move_to_end(secret.uid)
             while len(self._seen) > self._size:
                 self._seen.popitem(last=False)
         return seen
 
+    def __len__(self) -> int:
+        return len(self._seen)
+
 
 class BoundedKeygen:
-    """RSA key generation, at most one per core at a time.
+    """RSA key generation, at most one per core at a time, each one timed into ``metrics``.
 
     cryptography releases the GIL while OpenSSL generates, so threads reach the machine's bound; more
-    at once than there are cores would only make every one of them slower.
+    at once than there are cores would only make every one of them slower. The time recorded is the
+    generation's own, inside its slot: the wait for a slot is queueing, not key generation.
     """
 
-    def __init__(self, generate: KeyGenerator, slots: int | None = None) -> None:
+    def __init__(
+        self,
+        generate: KeyGenerator,
+        slots: int | None = None,
+        recorder: metrics.Metrics | None = None,
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self._generate = generate
-        self._slots = threading.BoundedSemaphore(slots or os.cpu_count() or 1)
+        self.slots = slots or os.cpu_count() or 1
+        self._slots = threading.BoundedSemaphore(self.slots)
+        self._metrics = recorder
+        self._timer = timer
 
     def __call__(self, subject: models.Subject, now: datetime.datetime, duration: datetime.timedelta) -> pki.KeyPair:
         with self._slots:
-            return self._generate(subject, now, duration)
+            started = self._timer()
+            pair = self._generate(subject, now, duration)
+            if self._metrics is not None:
+                self._metrics.key_generated(self._timer() - started)
+            return pair
 
 
 @dataclasses.dataclass(frozen=True)

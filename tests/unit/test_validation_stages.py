@@ -222,3 +222,18 @@ def test_the_ca_key_defaults_to_ca_crt_and_accept_status_cannot_name_a_refusal()
     assert models.ValidationSpec.model_validate({"url": "https://x/", "acceptStatus": [405]}).accept_status == [405]
     with pytest.raises(pydantic.ValidationError, match="acceptStatus may not name"):
         models.ValidationSpec.model_validate({"url": "https://x/", "acceptStatus": [405, 400]})
+
+
+def test_only_a_flights_first_plaintext_record_says_client_hello() -> None:
+    """A ClientHello is the first record of its flight (after a ChangeCipherSpec in TLS 1.3's second
+    ClientHello); a later, encrypted record whose first byte happens to be 1 is not one."""
+
+    def record(kind: int, body: bytes) -> bytes:
+        return bytes([kind, 3, 3]) + len(body).to_bytes(2, "big") + body
+
+    hello, certificate = record(22, b"\x01\x00\x00\x00"), record(22, b"\x0b\x00\x00\x00")
+    change_cipher_spec, encrypted_finished = record(20, b"\x01"), record(22, b"\x01\x9a\x33")
+    assert validation._carries_client_hello(hello)
+    assert validation._carries_client_hello(change_cipher_spec + hello)
+    assert not validation._carries_client_hello(certificate + change_cipher_spec + encrypted_finished)
+    assert not validation._carries_client_hello(change_cipher_spec + record(23, b"\x01\x02"))

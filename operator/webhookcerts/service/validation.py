@@ -44,7 +44,7 @@ from webhookcerts.domain import models
 # 496 (none sent) where error_page shows the internal codes. Never an acceptance, whatever is named.
 REFUSAL_STATUSES = models.CERTIFICATE_REFUSAL_STATUSES
 _MAX_HEAD = 8192  # bytes read while looking for the status line
-_RECORD_HANDSHAKE, _CLIENT_HELLO = 22, 1
+_RECORD_CHANGE_CIPHER_SPEC, _RECORD_HANDSHAKE, _CLIENT_HELLO = 20, 22, 1
 
 
 class Outcome(enum.Enum):
@@ -135,12 +135,16 @@ class _Conversation:
 
 
 def _carries_client_hello(flight: bytes) -> bool:
-    """Whether the records of one flight hold a ClientHello (the plaintext record header and type)."""
+    """Whether a flight is a ClientHello: its first record but ChangeCipherSpecs (TLS 1.3 sends one
+    before the second ClientHello after a HelloRetryRequest) is a plaintext handshake record of that
+    type. Only that record is looked at: the records after it may be encrypted, and an encrypted
+    Finished whose first byte happens to be 1 is no ClientHello (1 run in 256 of the TLS 1.2 refusal
+    test read the certificate as never sent, before this)."""
     at = 0
     while at + 5 < len(flight):
         kind, length = flight[at], int.from_bytes(flight[at + 3 : at + 5], "big")
-        if kind == _RECORD_HANDSHAKE and flight[at + 5] == _CLIENT_HELLO:
-            return True
+        if kind != _RECORD_CHANGE_CIPHER_SPEC:
+            return kind == _RECORD_HANDSHAKE and flight[at + 5] == _CLIENT_HELLO
         at += 5 + length
     return False
 

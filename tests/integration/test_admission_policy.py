@@ -18,17 +18,14 @@ import base64
 import datetime
 import json
 import pathlib
-import subprocess
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 import kubernetes
 import pytest
-import yaml
 
 from tests import conftest, whc
-from tests.integration import test_service
+from tests.integration import test_chart_rbac, test_service
 from tests.integration.test_service import Harness, condition
 from webhookcerts.devcluster import cluster as devcluster
 from webhookcerts.domain import clock, models, names, pki
@@ -37,10 +34,8 @@ from webhookcerts.service import reconcile
 
 pytestmark = pytest.mark.integration
 
-CHART = conftest.REPO / "charts" / "webhookcerts"
 APPLIED = {"ServiceAccount", "Role", "RoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
 TIMEOUT = 120
-CONSUMERS_ON = ("--set", "consumers.enabled=true")
 POLICY = "ValidatingAdmissionPolicy"
 
 
@@ -50,16 +45,7 @@ def b64(value: bytes) -> str:
 
 def apply_chart(bin_dir: pathlib.Path, kubectl: conftest.KubectlRunner, namespace: str) -> list[dict[str, Any]]:
     """The chart's RBAC and admission policies for watching ``namespace`` with consumers on; what was applied."""
-    release = f"vap-{uuid.uuid4().hex[:6]}"
-    watch = f"watchNamespaces={{{namespace}}}"
-    rendered = subprocess.run(
-        [str(bin_dir / "helm"), "template", release, str(CHART), "-n", namespace, "--set", watch, *CONSUMERS_ON],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    docs = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] in APPLIED]
+    docs = [d for d in test_chart_rbac.render_watching(bin_dir, namespace, "vap") if d["kind"] in APPLIED]
     assert {d["kind"] for d in docs} == APPLIED
     kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
     return docs

@@ -233,6 +233,21 @@ def test_the_operator_runs_the_lifecycle_with_the_charts_rbac(
 # --- one rule less ------------------------------------------------------------------------------
 
 
+def render_watching(bin_dir: pathlib.Path, namespace: str, prefix: str) -> list[dict[str, Any]]:
+    """The chart rendered (`helm template`) for watching ``namespace`` with consumers on, under a release
+    name of its own (``prefix`` and a random suffix): every document."""
+    release = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    watch = f"watchNamespaces={{{namespace}}}"
+    rendered = subprocess.run(
+        [str(bin_dir / "helm"), "template", release, str(CHART), "-n", namespace, "--set", watch, *CONSUMERS_ON],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    return [d for d in yaml.safe_load_all(rendered) if d]
+
+
 def restricted_rbac(
     bin_dir: pathlib.Path,
     kubectl: conftest.KubectlRunner,
@@ -243,16 +258,7 @@ def restricted_rbac(
 
     A rule naming several resources (deployments and statefulsets) is split: the others keep the verb.
     """
-    release = f"neg-{uuid.uuid4().hex[:6]}"
-    watch = f"watchNamespaces={{{namespace}}}"
-    rendered = subprocess.run(
-        [str(bin_dir / "helm"), "template", release, str(CHART), "-n", namespace, "--set", watch, *CONSUMERS_ON],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
-    docs = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] in RBAC_KINDS]
+    docs = [d for d in render_watching(bin_dir, namespace, "neg") if d["kind"] in RBAC_KINDS]
     resource, verb = drop
     removed = 0
     for role in (d for d in docs if d["kind"] == "Role"):

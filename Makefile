@@ -76,7 +76,7 @@ test-e2e: setup
 # The chart renders the WebhookCertificate CRD from its own copy of crds/ (Helm reads no file outside
 # the chart); tests/unit/test_chart.py fails until this has been run after a CRD change.
 chart-crds:
-	cp crds/webhookcertificates.webhookcerts.io.yaml charts/webhookcerts/files/crds/
+	cp crds/*.yaml charts/webhookcerts/files/crds/
 
 bench: setup
 	$(BIN)/python benchmarks/run.py

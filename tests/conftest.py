@@ -184,13 +184,14 @@ wait_for = processes.wait_for
 
 
 CRD_FILE = REPO / "crds" / "webhookcertificates.webhookcerts.io.yaml"
+REPORT_CRD_FILE = REPO / "crds" / "presentationreports.webhookcerts.io.yaml"
 
 
 @pytest.fixture(scope="session")
 def crd_installed(cluster: devcluster.DevCluster, bin_dir: pathlib.Path) -> None:
-    """The WebhookCertificate CRD applied with the pinned kubectl, as users apply it, and serving."""
+    """The project's CRDs applied with the pinned kubectl, as users apply them, and serving."""
     run = KubectlRunner(bin_dir / "kubectl", cluster.kubeconfig)
-    run("apply", "-f", str(CRD_FILE))
+    run("apply", "-f", str(CRD_FILE), "-f", str(REPORT_CRD_FILE))
     # kubectl wait fails at once ("accessor error") while the CRD has no status yet: ask again.
     wait_for(
         lambda: (
@@ -207,7 +208,9 @@ def crd_installed(cluster: devcluster.DevCluster, bin_dir: pathlib.Path) -> None
         what="the CRD to be established",
     )
     # Established comes a moment before the resource is served: wait until a list answers.
-    wait_for(lambda: run("get", "whc", "-A", check=False).returncode == 0, timeout=30, what="the CRD to serve")
+    wait_for(
+        lambda: run("get", "whc,whcreport", "-A", check=False).returncode == 0, timeout=30, what="the CRDs to serve"
+    )
 
 
 class HelmRunner:

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from pydantic import fields as pydantic_fields
 
-from webhookcerts.domain import durations, models
+from webhookcerts.domain import durations, models, reports
 
 CRD_PATH = pathlib.Path(__file__).resolve().parents[2] / "crds" / "webhookcertificates.webhookcerts.io.yaml"
 
@@ -210,6 +210,21 @@ def walk(schema: Schema, path: str = "") -> Iterator[tuple[str, Schema]]:
 
 def test_the_crd_and_the_models_agree() -> None:
     assert compare(load_crd()) == []
+
+
+REPORT_CRD_PATH = CRD_PATH.parent / "presentationreports.webhookcerts.io.yaml"
+
+
+def test_the_report_crd_and_its_model_agree() -> None:
+    crd: Schema = yaml.safe_load(REPORT_CRD_PATH.read_text())
+    problems: list[str] = []
+    spec = normalize(openapi(crd)["properties"]["spec"], "spec", problems)
+    problems.extend(differences(model_schema(reports.PresentationReportSpec), spec, "spec"))
+    assert problems == []
+    assert crd["metadata"]["name"] == f"{reports.PLURAL}.{models.GROUP}"
+    assert crd["spec"]["names"]["kind"] == reports.KIND
+    (version,) = crd["spec"]["versions"]
+    assert version["name"] == models.VERSION
 
 
 def test_the_crd_names_the_resource_the_models_use() -> None:

@@ -151,6 +151,14 @@ def fingerprint(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
+def sha1_fingerprint(cert_pem: bytes | str) -> str:
+    """Lower-case hex SHA-1 of the DER encoding: what nginx and HAProxy log for a client certificate.
+
+    Never used to decide trust (SHA-256 is), only to recognise a certificate in a server's access log.
+    """
+    return _load_certificate(cert_pem).fingerprint(hashes.SHA1()).hex()  # noqa: S303 - a log key, not trust
+
+
 def normalize_fingerprint(text: str) -> str:
     """Accept ``AB:CD:...`` as openssl prints it, and the plain lower-case form."""
     return re.sub(r"[^0-9a-f]", "", text.lower())

@@ -1,0 +1,288 @@
+"""PresentationReports: which client certificates the provider presents, as the endpoints saw them.
+
+The provider holds the key and decides alone when it starts presenting the next certificate; the
+operator cannot see that moment except through the servers that terminate the provider's TLS. Each such
+server (the reference receiver, or trust-sync reading nginx's or HAProxy's access log) writes one
+PresentationReport named after its pod: per certificate fingerprint, presentations accepted and refused
+with first and last seen, and a heartbeat. Only fingerprints and counts: a report never carries a
+certificate, a header or a body.
+
+Here, pure: the report's shape (mirrored by ``crds/presentationreports.webhookcerts.io.yaml``), how the
+reports of one trust store add up for one object's certificates, and when that is proof enough for an
+observed cut-over. A report the operator could not tie to a running pod that serves the object's trust
+store never reaches this module (``ReportSource.counted``): a stray pod cannot forge a cut-over.
+
+Counts are since the reporter's ``startTime`` (a restarted reporter starts again from zero); a reporter
+that has not been reporting for a whole quiet period proves nothing about that period, and a reporter
+whose heartbeat stopped is named as stale, never read as silence.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Iterable, Sequence
+
+import pydantic
+
+from webhookcerts.domain import models, pki
+
+KIND = "PresentationReport"
+PLURAL = "presentationreports"
+MAX_CERTIFICATES = 64
+# A heartbeat is late after this many intervals (and a grace for the API server and clocks).
+STALE_AFTER_INTERVALS = 3
+STALE_GRACE = datetime.timedelta(seconds=10)
+
+SHA256 = r"^[0-9a-f]{64}$"
+SHA1 = r"^[0-9a-f]{40}$"
+REPORTER = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class ReportedCertificate(models.Model):
+    """One client certificate a server saw since the reporter started, by fingerprint."""
+
+    sha256: str | None = pydantic.Field(default=None, pattern=SHA256)
+    sha1: str | None = pydantic.Field(default=None, pattern=SHA1)
+    accepted: int = pydantic.Field(ge=0)
+    refused: int = pydantic.Field(ge=0)
+    first_seen: datetime.datetime
+    last_seen: datetime.datetime
+    last_accepted: datetime.datetime | None = None
+    last_refused: datetime.datetime | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _has_a_fingerprint(self) -> ReportedCertificate:
+        if self.sha256 is None and self.sha1 is None:
+            raise ValueError("a certificate entry needs its sha256 or sha1 fingerprint")
+        return self
+
+
+class PresentationReportSpec(models.Model):
+    trust_secret_name: models.SecretName
+    trust_hash: str | None = pydantic.Field(default=None, max_length=128)
+    reporter: str = pydantic.Field(min_length=1, max_length=63, pattern=REPORTER)
+    start_time: datetime.datetime
+    heartbeat_time: datetime.datetime
+    heartbeat_interval_seconds: int = pydantic.Field(ge=1, le=3600)
+    certificates: list[ReportedCertificate] = pydantic.Field(default_factory=list, max_length=MAX_CERTIFICATES)
+
+    def stale(self, now: datetime.datetime) -> bool:
+        late = datetime.timedelta(seconds=STALE_AFTER_INTERVALS * self.heartbeat_interval_seconds) + STALE_GRACE
+        return now - self.heartbeat_time > late
+
+    def stale_at(self) -> datetime.datetime:
+        """When this report turns stale if no heartbeat comes: the moment to look again."""
+        late = datetime.timedelta(seconds=STALE_AFTER_INTERVALS * self.heartbeat_interval_seconds) + STALE_GRACE
+        return self.heartbeat_time + late
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportSource:
+    """A report as the operator found it: its pod's name and whether that pod may be counted.
+
+    ``counted`` is the operator's check, not the report's word: the pod exists with the report's owner
+    uid, runs, and serves the trust Secret the report names (a volume of it, or trust-sync pointed at
+    it). ``why_not`` says what failed, for a condition message.
+    """
+
+    pod: str
+    spec: PresentationReportSpec
+    counted: bool = True
+    why_not: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Fingerprints:
+    """The two fingerprints a server may log for one certificate."""
+
+    sha256: str
+    sha1: str | None = None
+
+    def matches(self, entry: ReportedCertificate) -> bool:
+        return entry.sha256 == self.sha256 or (self.sha1 is not None and entry.sha1 == self.sha1)
+
+    @classmethod
+    def of(cls, cert_pem: str) -> Fingerprints:
+        info = pki.inspect(cert_pem)
+        return cls(info.fingerprint, pki.sha1_fingerprint(cert_pem))
+
+
+@dataclasses.dataclass(frozen=True)
+class Usage:
+    """What every counted reporter saw of one certificate, added up."""
+
+    presentations: int = 0  # accepted
+    refused: int = 0
+    first_presented: datetime.datetime | None = None  # first accepted presentation
+    last_presented: datetime.datetime | None = None  # last accepted presentation
+    last_seen: datetime.datetime | None = None  # last presentation of any verdict
+
+
+@dataclasses.dataclass(frozen=True)
+class Sighting:
+    """A revoked certificate presented to one reporter (its fingerprint as the reporter gave it)."""
+
+    fingerprint: str
+    sha256: str
+    pod: str
+    presentations: int
+    last_seen: datetime.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Reporter:
+    pod: str
+    reporter: str
+    heartbeat_time: datetime.datetime
+    start_time: datetime.datetime
+    stale: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Presentations:
+    reporters: tuple[Reporter, ...]
+    current: Usage
+    next: Usage | None
+    revoked: tuple[Sighting, ...]
+    ignored: tuple[ReportSource, ...] = ()  # reports of this trust store that could not be counted
+
+    @property
+    def live(self) -> tuple[Reporter, ...]:
+        return tuple(r for r in self.reporters if not r.stale)
+
+    @property
+    def stale(self) -> tuple[Reporter, ...]:
+        return tuple(r for r in self.reporters if r.stale)
+
+
+def _usage(entries: Sequence[ReportedCertificate]) -> Usage:
+    accepted = [e for e in entries if e.accepted > 0]
+    return Usage(
+        presentations=sum(e.accepted for e in entries),
+        refused=sum(e.refused for e in entries),
+        first_presented=min((e.first_seen for e in accepted), default=None),
+        last_presented=max((e.last_accepted or e.last_seen for e in accepted), default=None),
+        last_seen=max((e.last_seen for e in entries), default=None),
+    )
+
+
+def aggregate(
+    sources: Iterable[ReportSource],
+    *,
+    current: Fingerprints | None,
+    next_: Fingerprints | None,
+    revoked: Iterable[Fingerprints],
+    now: datetime.datetime,
+) -> Presentations:
+    """Add up the reports of one trust store for one object's current, next and revoked certificates."""
+    counted: list[ReportSource] = []
+    ignored: list[ReportSource] = []
+    for source in sources:
+        (counted if source.counted else ignored).append(source)
+    revoked = tuple(revoked)
+    cur: list[ReportedCertificate] = []
+    nxt: list[ReportedCertificate] = []
+    sightings: list[Sighting] = []
+    for source in counted:
+        for entry in source.spec.certificates:
+            if current is not None and current.matches(entry):
+                cur.append(entry)
+            elif next_ is not None and next_.matches(entry):
+                nxt.append(entry)
+            else:
+                hit = next((r for r in revoked if r.matches(entry)), None)
+                if hit is not None:
+                    sightings.append(
+                        Sighting(
+                            fingerprint=entry.sha256 or entry.sha1 or "",
+                            sha256=hit.sha256,
+                            pod=source.pod,
+                            presentations=entry.accepted + entry.refused,
+                            last_seen=entry.last_seen,
+                        )
+                    )
+    reporters = tuple(
+        Reporter(
+            pod=s.pod,
+            reporter=s.spec.reporter,
+            heartbeat_time=s.spec.heartbeat_time,
+            start_time=s.spec.start_time,
+            stale=s.spec.stale(now),
+        )
+        for s in sorted(counted, key=lambda s: s.pod)
+    )
+    return Presentations(
+        reporters=reporters,
+        current=_usage(cur),
+        next=_usage(nxt) if next_ is not None else None,
+        revoked=tuple(sightings),
+        ignored=tuple(ignored),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """Whether the reports prove the provider switched to the next certificate, and why (not)."""
+
+    ready: bool
+    reason: str
+    message: str
+    # When time alone may change the verdict (a quiet period ending, a reporter turning stale).
+    recheck_at: datetime.datetime | None = None
+
+
+def _at(moment: datetime.datetime) -> str:
+    return f"{moment:%Y-%m-%dT%H:%M:%SZ}"
+
+
+def observed_switch(
+    seen: Presentations,
+    *,
+    min_presentations: int,
+    quiet_period: datetime.timedelta,
+    now: datetime.datetime,
+) -> Verdict:
+    """The proof an observed cut-over needs: the next accepted often enough, the current quiet.
+
+    Never with no reporter, never while one is stale, and a reporter counts for the quiet period only
+    if it has been reporting for all of it.
+    """
+    if not seen.reporters:
+        why = f" ({len(seen.ignored)} report(s) not counted: {seen.ignored[0].why_not})" if seen.ignored else ""
+        return Verdict(False, "NoReporters", f"no endpoint reports which certificate the provider presents{why}")
+    stale = seen.stale
+    if stale:
+        names = ", ".join(r.pod for r in stale)
+        return Verdict(False, "ReportersStale", f"reporter(s) without a recent heartbeat: {names}")
+    nxt = seen.next or Usage()
+    if nxt.presentations < min_presentations:
+        return Verdict(
+            False,
+            "AwaitingNextPresentations",
+            f"the next certificate was accepted {nxt.presentations} of the {min_presentations} times required",
+        )
+    started = max(r.start_time for r in seen.reporters)
+    if started > now - quiet_period:
+        return Verdict(
+            False,
+            "ReporterTooRecent",
+            f"a reporter has been counting only since {_at(started)}; the quiet period of {quiet_period} "
+            f"can be proven from {_at(started + quiet_period)}",
+            recheck_at=started + quiet_period,
+        )
+    last = seen.current.last_seen
+    if last is not None and last > now - quiet_period:
+        return Verdict(
+            False,
+            "CurrentStillPresented",
+            f"the provider presented the current certificate at {_at(last)}; cut-over once none is seen "
+            f"until {_at(last + quiet_period)}",
+            recheck_at=last + quiet_period,
+        )
+    return Verdict(
+        True,
+        "ProviderSwitched",
+        f"the next certificate was accepted {nxt.presentations} times and the current not presented "
+        f"for {quiet_period} at {len(seen.reporters)} reporter(s)",
+    )

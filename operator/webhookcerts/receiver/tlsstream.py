@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import ssl
 
+from webhookcerts.receiver.cleartext import CertificateWitness
 from webhookcerts.receiver.http1 import LineTooLong
 
 _CHUNK = 64 * 1024
@@ -29,6 +30,8 @@ class TlsStream:
         self.ssl = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         self._buffer = bytearray()
         self._eof = False
+        # Reads the client's certificate if it comes in the clear (TLS 1.2), to name a refused one.
+        self.witness: CertificateWitness | None = CertificateWitness()
 
     async def _flush(self) -> None:
         data = self._outgoing.read()
@@ -39,6 +42,8 @@ class TlsStream:
     async def _receive(self) -> None:
         data = await self._reader.read(_CHUNK)
         if data:
+            if self.witness is not None:
+                self.witness.feed(data)
             self._incoming.write(data)
         else:
             self._incoming.write_eof()
@@ -57,6 +62,7 @@ class TlsStream:
                     await self._flush()
                 raise
             await self._flush()
+            self.witness = None  # past the handshake: nothing more to watch, nothing kept
             return
 
     async def _fill(self) -> bool:

@@ -8,6 +8,7 @@ variables; the Pod is an object in the API (no node runs here), which is all an 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import http.client
@@ -118,7 +119,37 @@ def reporter_kubeconfig(
     return conftest.token_kubeconfig(kubectl, cluster, "reporter", namespace, path)
 
 
-def test_the_receivers_report_names_its_pod_and_counts_what_was_presented(
+@dataclasses.dataclass
+class Site:
+    """A namespace with a reporter's ServiceAccount, a trust directory of alpha, and Pod objects."""
+
+    core_v1: kubernetes.client.CoreV1Api
+    custom: kubernetes.client.CustomObjectsApi
+    namespace: str
+    kubeconfig: pathlib.Path
+    trust_dir: pathlib.Path
+    pki: mtls_pki.Pki
+    tmp_path: pathlib.Path
+    procs: list[subprocess.Popen[bytes]]
+
+    def start(self, name: str, *flags: str) -> tuple[subprocess.Popen[bytes], int, str]:
+        """``webhookcerts receiver`` with ``flags`` as pod ``name`` (created here): (process, port, pod uid)."""
+        uid = pod(self.core_v1, self.namespace, name)
+        log = self.tmp_path / f"{name}.log"
+        env = {"POD_NAME": name, "POD_NAMESPACE": self.namespace, "POD_UID": uid, "KUBECONFIG": str(self.kubeconfig)}
+        proc = processes.receiver(
+            self.pki.server.cert_path, self.pki.server.key_path, self.trust_dir, log, *flags, env=env
+        )
+        self.procs.append(proc)
+        port = processes.wait_for(lambda: processes.listening_port(proc, log), timeout=60, what=f"{name} listening")
+        return proc, port, uid
+
+    def report(self, name: str) -> dict[str, Any] | None:
+        return report(self.custom, self.namespace, name)
+
+
+@pytest.fixture
+def site(
     cluster: devcluster.DevCluster,
     crd_installed: None,
     api_client: kubernetes.client.ApiClient,
@@ -128,24 +159,25 @@ def test_the_receivers_report_names_its_pod_and_counts_what_was_presented(
     pki: mtls_pki.Pki,
     tmp_path: pathlib.Path,
     stop_later: list[subprocess.Popen[bytes]],
-) -> None:
-    custom = kubernetes.client.CustomObjectsApi(api_client)
-    kubeconfig = reporter_kubeconfig(kubectl, cluster, namespace, tmp_path / "kubeconfig")
+) -> Site:
     trust_dir = tmp_path / "trust"
     trustdir.write_atomic(trust_dir, {"ca.crt": pki.alpha.cert_pem})
-    uid = pod(core_v1, namespace, "rx-0")
-    pod(core_v1, namespace, "rx-1")
+    return Site(
+        core_v1=core_v1,
+        custom=kubernetes.client.CustomObjectsApi(api_client),
+        namespace=namespace,
+        kubeconfig=reporter_kubeconfig(kubectl, cluster, namespace, tmp_path / "kubeconfig"),
+        trust_dir=trust_dir,
+        pki=pki,
+        tmp_path=tmp_path,
+        procs=stop_later,
+    )
 
-    def start(name: str, *flags: str) -> tuple[subprocess.Popen[bytes], int]:
-        log = tmp_path / f"{name}.log"
-        env = {"POD_NAME": name, "POD_NAMESPACE": namespace, "POD_UID": uid, "KUBECONFIG": str(kubeconfig)}
-        proc = processes.receiver(pki.server.cert_path, pki.server.key_path, trust_dir, log, *flags, env=env)
-        stop_later.append(proc)
-        port = processes.wait_for(lambda: processes.listening_port(proc, log), timeout=60, what=f"{name} listening")
-        return proc, port
 
-    proc, port = start("rx-0", "--report-trust-secret", "trust", "--report-interval", "1")
-    quiet, _ = start("rx-1")  # reporting is off without the flag, whatever the environment holds
+def test_the_receivers_report_names_its_pod_and_counts_what_was_presented(site: Site, pki: mtls_pki.Pki) -> None:
+    custom, namespace, trust_dir = site.custom, site.namespace, site.trust_dir
+    proc, port, uid = site.start("rx-0", "--report-trust-secret", "trust", "--report-interval", "1")
+    quiet, _, _ = site.start("rx-1")  # reporting is off without the flag, whatever the environment holds
 
     # The heartbeat comes with nothing presented yet.
     first = processes.wait_for(lambda: report(custom, namespace, "rx-0"), timeout=30, what="the first report")
@@ -261,3 +293,19 @@ def test_a_write_the_api_server_refuses_says_why_and_nothing_more(
     assert message.startswith(f"{namespace}/rx-0: 403 ")
     assert "presentationreports" in message
     assert "Bearer" not in message and "Authorization" not in message
+
+
+def test_the_receiver_writes_its_last_counts_when_it_stops(site: Site, pki: mtls_pki.Pki) -> None:
+    # An hour's heartbeat: after the early write for alpha, only the stop can write again.
+    proc, port, _ = site.start("rx-0", "--report-trust-secret", "trust", "--report-interval", "3600")
+    deliver(port, pki, pki.alpha, 1)
+    processes.wait_for(
+        lambda: counted(site.custom, site.namespace, "rx-0", pki.alpha.fingerprint, 1),
+        timeout=30,
+        what="alpha's new fingerprint written early",
+    )
+    deliver(port, pki, pki.alpha, 2)
+    assert counted(site.custom, site.namespace, "rx-0", pki.alpha.fingerprint, 1)  # not written yet
+    proc.terminate()
+    assert proc.wait(timeout=30) == 0
+    assert counted(site.custom, site.namespace, "rx-0", pki.alpha.fingerprint, 3)

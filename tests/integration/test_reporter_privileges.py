@@ -77,15 +77,13 @@ def apply_reporter_rbac_and_policy(bin_dir: pathlib.Path, kubectl: conftest.Kube
     docs = test_chart_rbac.render_watching(
         bin_dir, namespace, "rep", "--set-json", f"reporters.serviceAccounts={accounts}"
     )
+    policy_kinds = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
     wanted = [
         d
         for d in docs
-        if d["kind"] in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
-        and d["metadata"]["name"].endswith("-reports")
-        or d["kind"] == "ClusterRole"
-        and d["metadata"]["name"].endswith("-reporter")
-        or d["kind"] == "RoleBinding"
-        and d["roleRef"]["name"].endswith("-reporter")
+        if (d["kind"] in policy_kinds and d["metadata"]["name"].endswith("-reports"))
+        or (d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-reporter"))
+        or (d["kind"] == "RoleBinding" and d["roleRef"]["name"].endswith("-reporter"))
     ]
     assert len(wanted) == 4, [(d["kind"], d["metadata"]["name"]) for d in wanted]
     kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": wanted}))

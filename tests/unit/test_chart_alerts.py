@@ -68,7 +68,7 @@ def series(metric: str, values: str, **label_values: str) -> dict[str, str]:
     return {"series": f"{metric}{{{selector}}}", "values": values}
 
 
-def annotations(groups: RuleGroups, alert: str, alert_labels: dict[str, str], value: str = "") -> dict[str, str]:
+def filled_annotations(groups: RuleGroups, alert: str, alert_labels: dict[str, str], value: str = "") -> dict[str, str]:
     """The rule's annotations as Prometheus fills them in for ``alert_labels``: what promtool compares."""
     (rule,) = (r for g in groups for r in g["rules"] if r.get("alert") == alert)
 
@@ -83,7 +83,7 @@ def fired(groups: RuleGroups, alert: str, alert_labels: dict[str, str], value: s
     severity = next(r["labels"]["severity"] for g in groups for r in g["rules"] if r.get("alert") == alert)
     return {
         "exp_labels": {**alert_labels, "severity": severity},
-        "exp_annotations": annotations(groups, alert, alert_labels, value),
+        "exp_annotations": filled_annotations(groups, alert, alert_labels, value),
     }
 
 

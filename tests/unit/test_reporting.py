@@ -128,6 +128,21 @@ def test_a_full_tally_drops_the_certificate_least_recently_seen_never_the_newest
     assert tally.evicted == 1
 
 
+def test_a_flood_of_refused_certificates_never_pushes_out_an_accepted_one() -> None:
+    """The current certificate's entry is what an observed cut-over reads: strangers presenting many
+    certificates must not make it look quiet by pushing it out of a full tally."""
+    clock = FakeTime()
+    tally = reporting.Tally(clock=clock.now)
+    tally.record(sha256=sha256(0), sha1=None, accepted=True)  # the current, presented once
+    for n in range(1, 10 * reports.MAX_CERTIFICATES):
+        clock.seconds = n
+        tally.record(sha256=sha256(n), sha1=None, accepted=False)
+    held = {c.sha256: c for c in tally.snapshot()}
+    assert len(held) == reports.MAX_CERTIFICATES
+    assert sha256(0) in held and held[sha256(0)].accepted == 1
+    assert sha256(10 * reports.MAX_CERTIFICATES - 1) in held  # the newest refused one too
+
+
 def test_a_tally_stays_bounded_whatever_it_is_shown() -> None:
     tally = reporting.Tally()
     for n in range(20 * reports.MAX_CERTIFICATES):

@@ -6,8 +6,9 @@ fingerprint, ``Reporter`` writes the counts through a writer (kube/reports.py) o
 
 Both are built for a server under load, not for a test: the tally holds at most
 ``reports.MAX_CERTIFICATES`` entries whatever the rate or the number of distinct certificates (past it,
-the entry least recently seen goes: a certificate presented now is never the one dropped, and an
-evicted one that comes back starts again from zero), and recording is a dictionary update under a lock,
+the entry least recently seen of those never accepted goes, so a flood of strangers' certificates
+cannot push out the current certificate's entry and make it look quiet; a certificate presented now is
+never the one dropped, and an evicted one that comes back starts again from zero), and recording is a dictionary update under a lock,
 so the server's event loop never waits for the API server. The reporter writes a heartbeat every
 ``interval`` (even when nothing was presented: silence must be told from a dead reporter), and sooner,
 but at most once per ``min_gap``, when a fingerprint appears that the last written report did not hold
@@ -159,8 +160,7 @@ class Tally:
             entry = self._entries.get(key)
             if entry is None:
                 if len(self._entries) >= self._limit:
-                    self._entries.popitem(last=False)
-                    self.evicted += 1
+                    self._evict()
                 entry = self._entries[key] = _Entry(sha256, sha1, moment, moment)
                 unreported = key not in self._reported
                 fresh = unreported and not self._new  # tell the listeners once, not per certificate
@@ -180,6 +180,20 @@ class Tally:
         if fresh:
             for callback in self._listeners:
                 callback()
+
+    def _evict(self) -> None:
+        # A certificate the server accepted is in its trust store (a handful at most) and is what an
+        # observed cut-over reads: dropping the current's entry would make it look quiet. So the entry
+        # to go is the least recently seen of those never accepted (strangers, revoked ones: anyone
+        # can present as many of those as they like) but the newest, and only if there is none the
+        # least recently seen.
+        newest = next(reversed(self._entries))
+        victim = next((k for k, e in self._entries.items() if e.accepted == 0 and k != newest), None)
+        if victim is None:
+            self._entries.popitem(last=False)
+        else:
+            del self._entries[victim]
+        self.evicted += 1
 
     def snapshot(self) -> list[reports.ReportedCertificate]:
         """Every entry as a report holds it, the one seen last first."""

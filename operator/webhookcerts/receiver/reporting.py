@@ -6,16 +6,17 @@ fingerprint, ``Reporter`` writes the counts through a writer (kube/reports.py) o
 
 Both are built for a server under load, not for a test: the tally holds at most
 ``reports.MAX_CERTIFICATES`` entries whatever the rate or the number of distinct certificates (past it,
-the entry least recently seen of those never accepted goes, so a flood of strangers' certificates
-cannot push out the current certificate's entry and make it look quiet; a certificate presented now is
-never the one dropped, and an evicted one that comes back starts again from zero), and recording is a dictionary update under a lock,
-so the server's event loop never waits for the API server. The reporter writes a heartbeat every
-``interval`` (even when nothing was presented: silence must be told from a dead reporter), and sooner,
-but at most once per ``min_gap``, when a fingerprint appears that the last written report did not hold
-(the provider starting to present the next certificate is news). Writes are therefore bounded by
-construction: one per ``interval`` in the steady state, however many deliveries arrive, and never more
-than one per ``min_gap``. A failed write is logged and tried again at the next heartbeat, not sooner: an
-unreachable API server must not turn into a write storm from every reporter at once.
+the entry least recently seen of those never accepted goes, so a flood of strangers' certificates cannot
+push out the current certificate's entry and make it look quiet; a certificate presented now is never
+the one dropped, and an evicted one that comes back starts again from zero), and recording is a
+dictionary update under a lock, so the server's event loop never waits for the API server. The reporter
+writes a heartbeat every ``interval`` (even when nothing was presented: silence must be told from a dead
+reporter), and sooner, but at most once per ``min_gap``, when a fingerprint appears that the last
+written report did not hold (the provider starting to present the next certificate is news). Writes are
+therefore bounded by construction: one per ``interval`` in the steady state, however many deliveries
+arrive, and never more than one per ``min_gap``. A failed write is logged and tried again at the next
+heartbeat, not sooner: an unreachable API server must not turn into a write storm from every reporter at
+once.
 
 Only fingerprints and counts pass through here: no certificate, key, header or body ever reaches the
 tally, so none can reach a report or a log line.

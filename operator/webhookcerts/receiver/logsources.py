@@ -57,12 +57,12 @@ def _file_chunks(path: str, stop: threading.Event, poll: float, from_end: bool) 
                     stop.wait(poll)
                     yield b""
                     continue
-                if said is not None:
-                    _log.info(json.dumps({"event": "access_log_opened", "path": path}))
-                    said = None
+                said = None
                 identity = _identity(os.fstat(fd))
                 if from_end:
                     os.lseek(fd, 0, os.SEEK_END)
+                record = {"event": "access_log_opened", "path": path, "from": "end" if from_end else "start"}
+                _log.info(json.dumps(record))
                 from_end = False
                 yield None
             chunk = os.read(fd, _READ_SIZE)
@@ -70,7 +70,11 @@ def _file_chunks(path: str, stop: threading.Event, poll: float, from_end: bool) 
                 yield chunk
                 continue
             if os.fstat(fd).st_size < os.lseek(fd, 0, os.SEEK_CUR):
-                os.lseek(fd, 0, os.SEEK_SET)  # truncated (copytruncate): the new content starts at 0
+                # Truncated (copytruncate): the new content starts at 0. Seen only while the file is shorter
+                # than what was read: what is written between the truncation and the next look (one
+                # ``poll``) beyond that length is read from the old offset, as ``tail -F`` does.
+                os.lseek(fd, 0, os.SEEK_SET)
+                _log.info(json.dumps({"event": "access_log_truncated", "path": path}))
                 yield None
                 continue
             with contextlib.suppress(OSError):

@@ -58,7 +58,10 @@ def test_nginx_lines(line: str, expected: accesslog.Presentation | None) -> None
     ],
 )
 def test_haproxy_lines(tail: str, expected: accesslog.Presentation | None) -> None:
-    assert accesslog.parse_haproxy(f"127.0.0.1:35492 [06/Dec/2026:10:45:37.125] webhooks~ 200 webhookcerts {tail}") == expected
+    assert (
+        accesslog.parse_haproxy(f"127.0.0.1:35492 [06/Dec/2026:10:45:37.125] webhooks~ 200 webhookcerts {tail}")
+        == expected
+    )
 
 
 @pytest.mark.parametrize(
@@ -67,7 +70,8 @@ def test_haproxy_lines(tail: str, expected: accesslog.Presentation | None) -> No
         (f"webhookcerts-presentation sha256={SHA256_A} verdict=accepted", accesslog.Presentation(True, SHA256_A)),
         (f"webhookcerts-presentation sha1={SHA1_A} verdict=refused", accesslog.Presentation(False, sha1=SHA1_A)),
         (
-            f"2026-12-06T10:00:00Z envoy: webhookcerts-presentation sha256={SHA256_A.upper()} sha1={SHA1_A} verdict=accepted",
+            f"2026-12-06T10:00:00Z envoy: webhookcerts-presentation sha256={SHA256_A.upper()} sha1={SHA1_A} "
+            "verdict=accepted",
             accesslog.Presentation(True, SHA256_A, SHA1_A),
         ),
     ],
@@ -233,7 +237,7 @@ def test_a_fifo_is_read_as_a_stream_and_survives_its_writer_leaving(
 
 @pytest.mark.parametrize("source", ["udp://10.0.0.1:5140", "udp://0.0.0.0:5140", "udp://localhost", "udp://x:1"])
 def test_syslog_is_taken_only_on_the_loopback(source: str) -> None:
-    with pytest.raises(ValueError, match="loopback|expected"):
+    with pytest.raises(ValueError, match=r"loopback|expected"):
         logsources.udp_address(source)
     assert logsources.udp_address("udp://127.0.0.1:5140") == ("127.0.0.1", 5140)
     assert logsources.udp_address("/var/log/nginx/access.log") is None

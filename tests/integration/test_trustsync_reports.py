@@ -120,6 +120,14 @@ def test_trust_sync_reports_what_the_server_logged(
     argv += ["--dir", str(directory), "--access-log", source, "--access-log-format", server]
     argv += ["--report-interval", "1"]
     sync = workspace.spawn("trust-sync", argv, env=env)
+    # The reader is ready before the server starts: nginx's log seen missing (so read from its start when
+    # it appears), trust-sync's UDP port bound (HAProxy's datagrams are not queued for a later listener).
+    ready = '"access_log_unavailable"' if server == "nginx" else '"access_log_listening"'
+    processes.wait_for(
+        lambda: ready in workspace.logs["trust-sync"].read_text() or sync.poll() is not None,
+        timeout=60,
+        what="the log reader",
+    )
     processes.wait_for(lambda: (directory / "ca.crt").exists() or sync.poll() is not None, timeout=60, what="ca.crt")
     assert sync.poll() is None
 

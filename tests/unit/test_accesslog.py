@@ -187,10 +187,14 @@ def test_a_file_is_read_from_its_end_and_followed_across_rotation_and_truncation
     assert reader.seen[3] == accesslog.Presentation(True, sha1=SHA1_A)
 
 
-def test_a_log_that_appears_later_is_read_from_its_start(tmp_path: pathlib.Path, following: list[Following]) -> None:
+def test_a_log_that_appears_later_is_read_from_its_start(
+    tmp_path: pathlib.Path, following: list[Following], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="webhookcerts.trust_sync.access_log")
     log = tmp_path / "later.log"
     reader = Following(str(log))
     following.append(reader)
+    assert conftest.poll(lambda: any('"access_log_unavailable"' in r.getMessage() for r in caplog.records), 30)
     log.write_bytes(line(SHA1_A) + line(SHA1_B, "refused"))
     assert conftest.poll(lambda: len(reader.seen) == 2, timeout=30)
 
@@ -198,11 +202,12 @@ def test_a_log_that_appears_later_is_read_from_its_start(tmp_path: pathlib.Path,
 def test_an_overlong_line_is_cut_and_counted_and_memory_stays_bounded(
     tmp_path: pathlib.Path, following: list[Following], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="webhookcerts.trust_sync.access_log")
+    caplog.set_level(logging.INFO, logger="webhookcerts.trust_sync.access_log")
     log = tmp_path / "access.log"
     log.touch()
     reader = Following(str(log), line_cap=256)
     following.append(reader)
+    assert conftest.poll(lambda: opened(caplog, "end") == 1, timeout=30)
     append(log, line(SHA1_A))
     assert conftest.poll(lambda: len(reader.seen) == 1, timeout=30)
     # One megabyte without a newline, in pieces, then a good line: the good line still counts.

@@ -6,6 +6,7 @@ tests/integration/test_trustsync_reports.py runs the same with a real API server
 
 from __future__ import annotations
 
+import logging
 import pathlib
 import signal
 import threading
@@ -98,7 +99,7 @@ def test_reporting_that_cannot_work_is_refused_at_start(
 
 
 def test_a_log_line_reaches_the_report_through_the_cli(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path, pod_env: None
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path, pod_env: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The CLI wires the log reader, the tally, the reporter and the trust hash together; the watch is
     scripted, the API writer replaced by a recorder; the sync returns once the report holds the line."""
@@ -120,13 +121,14 @@ def test_a_log_line_reaches_the_report_through_the_cli(
     ) -> int:
         assert callable(on_synced)
         on_synced("hash-1")
-        # The log is read from its end: a line is appended once a first (empty) report shows it runs.
-        assert conftest.poll(lambda: bool(written), timeout=30)
+        # The log is read from its end: a line is appended once the reader has it open.
+        assert conftest.poll(lambda: '"access_log_opened"' in caplog.text, timeout=30)
         log.write_text(f"webhookcerts-presentation sha1={SHA1} verdict=accepted\n")
         assert conftest.poll(lambda: any(s.certificates for s in written), timeout=30)
         return 0
 
     log.touch()
+    caplog.set_level(logging.INFO, logger="webhookcerts.trust_sync.access_log")
     monkeypatch.setattr(kube_client, "load", lambda kubeconfig, context: CLIENTS)
     monkeypatch.setattr(kube_reports, "Writer", Recorder)
     monkeypatch.setattr(trustsync, "sync", fake_sync)

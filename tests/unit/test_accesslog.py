@@ -87,6 +87,7 @@ def test_line_format(line: str, expected: accesslog.Presentation) -> None:
         ("nginx", nginx("xyz", "SUCCESS")),
         ("nginx", nginx(SHA1_A, "MAYBE")),
         ("nginx", f'webhookcerts fp={SHA1_A} verify="SUCCESS'),
+        ("nginx", f'webhookcerts fp={SHA1_A} verify=SUCCESS 127.0.0.1="x'),
         ("haproxy", f"webhookcerts fp={SHA1_A} err=0"),
         ("haproxy", f"webhookcerts fp={SHA1_A} verify=zero err=0 ca_err=0"),
         ("line", f"webhookcerts-presentation verdict=accepted sha256={SHA1_A}"),  # a sha1 is not a sha256

@@ -72,6 +72,7 @@ def report(
     heartbeat: datetime.datetime | None = None,
     start: datetime.datetime | None = None,
     trust: str = TRUST,
+    interval: int = INTERVAL,
 ) -> None:
     """Write (create or replace) the report of ``pod``, owned by the pod of ``uid``."""
     now = h.fake.now()
@@ -80,7 +81,7 @@ def report(
         "reporter": "receiver",
         "startTime": _time(start or _STARTS.get((h.api.namespace, pod), now)),
         "heartbeatTime": _time(heartbeat or now),
-        "heartbeatIntervalSeconds": INTERVAL,
+        "heartbeatIntervalSeconds": interval,
         "certificates": certificates,
     }
     owner = {"apiVersion": "v1", "kind": "Pod", "name": pod, "uid": uid}

@@ -165,7 +165,7 @@ def _reporters(p: Pass, seen: reports.Presentations) -> None:
         )
     same = [(r.pod, r.reporter, r.stale) for r in kept] == [(r.pod, r.reporter, r.stale) for r in p.status.reporters]
     if same:
-        # The same reporters in the same state: the heartbeats are left as recorded, and ``hold``
+        # The same reporters in the same state: the heartbeats are left as recorded, and ``hold_heartbeats``
         # takes the new ones only if something else changes in this save.
         kept = [before[r.pod] for r in kept]
     p.status.reporters = kept

@@ -144,26 +144,9 @@ def alert_names() -> set[str]:
     return set(re.findall(r"alert: (\w+)", (CHART / "templates" / "prometheusrule.yaml").read_text()))
 
 
-# Issue 24's series (names and labels fixed by its contract), which the chart's alerts and dashboard
-# read and which the operator's reading of PresentationReports exposes. Until that code is merged they
-# are known here by name, each only while the operator does not expose it; test_chart.py fails once it
-# exposes them all, to have this deleted.
-ISSUE_24_SERIES: dict[str, dict[str, set[str]]] = {
-    "webhookcerts_certificate_presentations": {"role": {"current", "next"}},
-    "webhookcerts_certificate_last_presented_timestamp_seconds": {"role": {"current", "next"}},
-    "webhookcerts_reporters": {"state": {"live", "stale"}},
-    "webhookcerts_reporter_heartbeat_timestamp_seconds": {"pod": set()},
-    "webhookcerts_revoked_certificate_presentations_total": {"fingerprint": set()},
-}
-
-
 def series() -> dict[str, dict[str, set[str]]]:
-    """Each series name a scrape carries, with its labels and the values each label takes; and issue
-    24's that the operator does not expose yet (ISSUE_24_SERIES)."""
-    found = {name: {k: set(v) for k, v in labels.items()} for name, labels in exposed_series().items()}
-    for name, labels in ISSUE_24_SERIES.items():
-        found.setdefault(name, {**{label: set() for label in FREE_LABELS}, **labels})
-    return found
+    """Each series name a scrape carries, with its labels and the values each label takes."""
+    return {name: {k: set(v) for k, v in labels.items()} for name, labels in exposed_series().items()}
 
 
 @functools.cache
@@ -183,6 +166,17 @@ def exposed_series() -> dict[str, dict[str, set[str]]]:
     m.cut_over("ns", "obj", "live")
     m.trust_reloaded("ns", "obj", "live", 1)
     m.reconcile_failed("ns", "obj", "live")
+    # Issue 24: what the endpoints report (presentations per role, reporters, heartbeats, revoked).
+    seen = test_metrics.status("Rotating", pending="Planned")
+    assert seen.current is not None and seen.next is not None
+    for record in (seen.current, seen.next):
+        record.presentations, record.last_presented = 1, seen.next.issued_at
+    seen.reporters = [
+        models.ReporterStatus(pod="recv-0", reporter="receiver", heartbeat_time=seen.next.issued_at, stale=False)
+    ]
+    m.observe("ns", "obj-seen", "live", seen)
+    m.heartbeats_seen("ns", "obj-seen", "live", {"recv-0": seen.next.issued_at})
+    m.revoked_presented("ns", "obj-seen", "live", "ab" * 32, 1)
     found: dict[str, dict[str, set[str]]] = {}
     for family in registry.collect():
         for suffix in SUFFIXES[family.type]:

@@ -289,6 +289,11 @@ class CertificateRecord(StatusModel):
     secret_name: str
     revision: int
     compromised_by: str | None = None
+    # What the endpoints' reports say of this certificate: accepted presentations summed over the
+    # counted reporters (counts restart with a reporter), first and last accepted presentation seen.
+    first_presented: datetime.datetime | None = None
+    last_presented: datetime.datetime | None = None
+    presentations: int | None = None
 
 
 class NextCertificate(CertificateRecord):
@@ -305,6 +310,8 @@ class HistoryEntry(StatusModel):
     reason: RetireReason
     retired_at: datetime.datetime
     incident: str | None = None
+    # nginx and HAProxy log the SHA-1 fingerprint: a revoked certificate is recognised by it too.
+    sha1: str | None = None
 
 
 class EmergencyRecord(StatusModel):
@@ -344,6 +351,35 @@ class BundleStatus(StatusModel):
     files: list[str] = pydantic.Field(default_factory=list)
 
 
+REPORTERS_MAX = 32
+REVOKED_PRESENTATIONS_MAX = 16
+
+
+class ReporterStatus(StatusModel):
+    """One counted endpoint reporting on the object's trust store."""
+
+    pod: str
+    reporter: str
+    heartbeat_time: datetime.datetime  # as of the last status change: a heartbeat alone writes nothing
+    stale: bool
+
+
+class RevokedCount(StatusModel):
+    pod: str
+    since: datetime.datetime  # the report's startTime: a restarted reporter counts from zero again
+    presentations: int
+
+
+class RevokedPresentations(StatusModel):
+    """What has been counted and alarmed of one revoked certificate presented: a restart of the
+    operator neither alarms again nor counts again what is recorded here."""
+
+    fingerprint: str
+    burst_started: datetime.datetime
+    last_seen: datetime.datetime
+    reporters: list[RevokedCount] = pydantic.Field(default_factory=list)
+
+
 class WebhookCertificateStatus(StatusModel):
     observed_generation: int | None = None
     stage: Stage | None = None
@@ -359,3 +395,5 @@ class WebhookCertificateStatus(StatusModel):
     trust: TrustStatus | None = None
     consumers: list[ConsumerStatus] = pydantic.Field(default_factory=list)
     bundle: BundleStatus | None = None
+    reporters: list[ReporterStatus] = pydantic.Field(default_factory=list)
+    revoked_presentations: list[RevokedPresentations] = pydantic.Field(default_factory=list)

@@ -54,6 +54,7 @@ def _history_entry(
         "reason": reason,
         "retired_at": p.now,
         "incident": incident,
+        "sha1": pki.sha1_fingerprint(record.certificate),
     }
 
 

@@ -90,7 +90,8 @@ def test_observed_never_cuts_over_with_the_only_reporter_stale(harness: Harness)
     assert status.current is not None and status.next is not None
     current, nxt = status.current.certificate, status.next.certificate
     uid = reporter_pod(h, "recv-0")
-    last = h.fake.now() - 2 * QUIET
+    # Quiet for the period even up to the old heartbeat: only its staleness stands in the way.
+    last = h.fake.now() - 5 * QUIET
     lines = [entry(current, accepted=50, last=last), entry(nxt, accepted=50, last=last)]
     report(h, "recv-0", uid, lines, heartbeat=h.fake.now() - 3 * QUIET + SECOND)
     # Everything but the heartbeat says the provider switched long ago.

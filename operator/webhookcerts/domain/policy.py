@@ -15,7 +15,8 @@ first decision wins. The order encodes the lifecycle's priorities:
    (``domain.incidents``) is not a new incident;
 3. a current Secret that is missing, corrupt or changed stops everything (never auto-replaced: the
    provider holds a copy of that key) but a cut-over the user asks for, which is the way out;
-4. a cut-over asked for by annotation, then one forced by expiry;
+4. a cut-over asked for by annotation, then one the endpoints' reports prove safe
+   (``spec.cutover.policy: Observed``, ``domain.cutover``), then one forced by expiry;
 5. the planned renewal at ``renewalTime``.
 
 Nothing here performs I/O; ``webhookcerts.service`` carries decisions out, one small step at a time.
@@ -27,29 +28,15 @@ import dataclasses
 import datetime
 from collections.abc import Sequence
 
-from webhookcerts.domain import incidents, models, names, renewal
+from webhookcerts.domain import cutover, incidents, models, names, renewal
+from webhookcerts.domain.incidents import MAX_REFERENCE_LENGTH as MAX_REFERENCE_LENGTH
+from webhookcerts.domain.incidents import validate_reference as validate_reference
 from webhookcerts.domain.observations import MUTATING as MUTATING
 from webhookcerts.domain.observations import Action as Action
 from webhookcerts.domain.observations import Check as Check
 from webhookcerts.domain.observations import Decision as Decision
 from webhookcerts.domain.observations import Observation as Observation
 from webhookcerts.domain.observations import SecretObservation as SecretObservation
-
-MAX_REFERENCE_LENGTH = 128
-
-
-def validate_reference(reference: str) -> str | None:
-    """Why an emergency reference is unusable, or None when it is fine."""
-    if not reference.strip():
-        return "the emergency-rotation annotation is empty: set it to an incident reference, e.g. INC-1234"
-    if len(reference) > MAX_REFERENCE_LENGTH:
-        return (
-            f"the emergency-rotation reference is {len(reference)} characters long; "
-            f"use an incident reference of at most {MAX_REFERENCE_LENGTH}"
-        )
-    if not reference.isprintable():
-        return "the emergency-rotation reference contains control characters; use a plain incident reference"
-    return None
 
 
 def emergency_pending(status: models.WebhookCertificateStatus, reference: str | None) -> bool:
@@ -296,6 +283,16 @@ def cutover_requested(obs: Observation) -> Decision | None:
     )
 
 
+def observed_cutover(obs: Observation) -> Decision | None:
+    """Policy Observed: cut over once the reports prove the provider presents the next certificate."""
+    verdict = cutover.verdict(obs)
+    if verdict is None or not verdict.ready or obs.status.next is None:
+        return None
+    return Decision(
+        Action.CUTOVER, "ObservedCutover", f"cutting over to serial {obs.status.next.serial}: {verdict.message}"
+    )
+
+
 def expired(obs: Observation) -> Decision | None:
     current = obs.status.current
     if current is None or obs.now < current.not_after:
@@ -332,6 +329,7 @@ CHAIN: Sequence[Check] = (
     current_secret_sound,
     next_secret_sound,
     cutover_requested,
+    observed_cutover,
     expired,
     nearing_expiry,
 )
@@ -368,14 +366,18 @@ def decide(obs: Observation, chain: Sequence[Check] = CHAIN) -> Decision:
 
 
 def next_wakeup(
-    spec: models.WebhookCertificateSpec, status: models.WebhookCertificateStatus
+    spec: models.WebhookCertificateSpec, status: models.WebhookCertificateStatus, obs: Observation | None = None
 ) -> datetime.datetime | None:
-    """When the chain's answer can next change on its own (renewal time, or expiry)."""
+    """When the chain's answer can next change on its own (renewal time, expiry, or the moment an
+    observed cut-over's quiet period can be proven, from ``obs``)."""
     current = status.current
     if current is None:
         return None
     if status.next is None:
         return renewal.renewal_time(current.not_after, spec.renew_before_delta)
+    verdict = cutover.verdict(obs) if obs is not None else None
+    if verdict is not None and verdict.recheck_at is not None:
+        return min(current.not_after, renewal.whole_second_after(verdict.recheck_at))
     return current.not_after
 
 

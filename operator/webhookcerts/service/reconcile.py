@@ -147,7 +147,7 @@ def run(
     if p.disputed and decision.action is not policy.Action.NOT_READY:
         decision = claims.refused(claims.message(p.disputed))
     _converge(p, decision, refusals, prober or probes.Prober(workers=0))
-    return Result(p.status, decision, policy.next_wakeup(p.spec, p.status), p.requeue_after)
+    return Result(p.status, decision, policy.next_wakeup(p.spec, p.status, p.last), p.requeue_after)
 
 
 def _converge(p: state.Pass, decision: policy.Decision, refusals: list[policy.Decision], prober: probes.Prober) -> None:

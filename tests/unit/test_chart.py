@@ -39,7 +39,7 @@ NAMESPACED_RULES: set[Rule] = {
     *{("", "configmaps", v) for v in ("get", "create", "patch")},
     ("", "events", "create"),
     # Issue 24: the reports the receiving endpoints write, and the pod each names (read by name).
-    *{("webhookcerts.io", "presentationreports", v) for v in ("get", "list", "watch")},
+    *{("webhookcerts.io", "presentationreports", v) for v in ("list", "watch")},
     ("", "pods", "get"),
 }
 # Only with consumers.enabled (tests/unit/test_chart_privilege.py).
@@ -51,7 +51,7 @@ CONSUMER_RULES: set[Rule] = {
 # What a reporter may do (ClusterRole <fullname>-reporter, bound per namespace by RoleBindings).
 REPORTER_ROLE = "r-webhookcerts-reporter"
 REPORTER_RULES: set[Rule] = {
-    ("webhookcerts.io", "presentationreports", v) for v in ("create", "get", "update", "patch")
+    ("webhookcerts.io", "presentationreports", v) for v in ("create", "patch")
 }
 KOPF_CLUSTER_RULES: set[Rule] = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
 NAMESPACE_WATCH_RULES: set[Rule] = {("", "namespaces", v) for v in ("list", "watch")}

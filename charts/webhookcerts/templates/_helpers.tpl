@@ -92,10 +92,10 @@ watched namespace. tests/integration/test_chart_rbac.py runs the operator with e
   resources: ["events"]
   verbs: ["create"]
 # PresentationReports (what the receiving endpoints saw the provider present): listed and watched into
-# the view, one read afresh by name. The operator never writes one: each reporter writes its own.
+# the view (a namespace's listed afresh when a pass must read afresh). The operator never writes one.
 - apiGroups: ["webhookcerts.io"]
   resources: ["presentationreports"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 # A report counts only while the pod it names runs with the report's uid and serves the trust store:
 # that pod is read by name when its report changes (never listed or watched).
 - apiGroups: [""]

@@ -27,7 +27,7 @@ async def logged_pages(**kwargs: Any) -> AsyncIterator[tuple[Collection[Any], st
 
 def main() -> None:
     rawbodies.LIST_PAGE = PAGE
-    fetching.fetch_objs = logged_pages  # type: ignore[assignment]
+    fetching.fetch_objs = logged_pages
     sys.argv = ["webhookcerts", *sys.argv[1:]]
     runpy.run_module("webhookcerts", run_name="__main__", alter_sys=True)
 

@@ -165,11 +165,14 @@ def section_lines(result: dict[str, Any]) -> list[str]:
                 f"object, {restart['mb_at_zero']:.0f} MB at none): Kopf lists every object and holds each one, "
                 "in a worker of its own, until all are indexed, then every object is passed once."
             )
-        text += (
-            f" After its start-up pass, which writes nothing, it held {result['restarted_rss_mb']:.0f} MB: the "
-            "burst's peak above that is what the burst adds (key generation, writes, the watch events they bring "
-            "back)."
-        )
+        text += f" After its start-up pass, which writes nothing, it held {result['restarted_rss_mb']:.0f} MB"
+        if result["burst_peak_rss_mb"] > result["restarted_rss_mb"]:
+            text += (
+                ": the burst's peak above that is what the burst adds (key generation, writes, the watch events "
+                "they bring back)."
+            )
+        else:
+            text += ": the start-up, not the burst, sets the peak."
         lines += [textwrap.fill(text, width=100, break_on_hyphens=False), ""]
     if profile:
         lines += [

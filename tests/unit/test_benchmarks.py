@@ -275,6 +275,10 @@ def test_scale_section_gives_the_bound_from_the_same_keys_and_where_the_memory_i
     ) in body
     prose = " ".join(body.split())  # the paragraphs are wrapped
     assert "peaks at 90 MB with 100 and 117 MB with 1000 (31 kB per object, 87 MB at none)" in prose
+    assert "it held 101 MB: the burst's peak above that is what the burst adds" in prose
+    restart_higher = {**scale_result(), "burst_peak_rss_mb": 100.0}
+    prose = " ".join(scale.section(restart_higher, "python benchmarks/run.py scale --write").split())
+    assert "it held 101 MB: the start-up, not the burst, sets the peak." in prose
     assert "The rest, 40.0 s: 3.0 s from the first create" in prose
     assert "`MALLOC_ARENA_MAX=2`" in prose
     assert "| `kopf` | 10.0 | 25 % | 12,345 |" in body

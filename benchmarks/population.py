@@ -55,7 +55,8 @@ def create_adopted(handle: harness.Cluster, n: int, first: int = 0) -> None:
     def one(i: int) -> None:
         name = name_of(i)
         subject = models.Subject.model_validate({"commonName": f"{name}.webhooks.example.com"})
-        cert = pki.issue_certificate(key, subject, now, datetime.timedelta(days=90))
+        # A year, as the spec's duration: adopted objects must not be due for renewal (renewBefore 2160h).
+        cert = pki.issue_certificate(key, subject, now, datetime.timedelta(days=365))
         cert_pem = cert.public_bytes(serialization.Encoding.PEM)
         data = {names.TLS_KEY: key_pem, names.TLS_CERT: cert_pem}
         handle.core.create_namespaced_secret(

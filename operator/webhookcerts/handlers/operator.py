@@ -32,6 +32,7 @@ from typing import Any
 import kopf
 
 from webhookcerts.domain import models, names, reports
+from webhookcerts.handlers import rawbodies
 from webhookcerts.kube import client as kube_client
 from webhookcerts.service import engine as engine_mod
 from webhookcerts.service import leader, reconcile
@@ -99,6 +100,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
+    settings.watching.chunk_size = rawbodies.LIST_PAGE
     settings.watching.label_selectors[SECRETS] = f"{kube_client.MANAGED_BY_LABEL}={kube_client.MANAGED_BY}"
     _get().start()
     if _elector is not None:
@@ -125,11 +127,13 @@ def threads(**_: Any) -> str:
 @kopf.index(*RESOURCE, id="certificates")
 async def index_certificate(body: kopf.Body, **_: Any) -> None:
     _get().certificate_seen(_plain(body))
+    rawbodies.release(body)
 
 
 @kopf.index(*SECRETS, id="owned-secrets")
 async def index_secret(body: kopf.Body, **_: Any) -> None:
     _get().secret_seen(_plain(body))
+    rawbodies.release(body)
 
 
 @kopf.on.event(*RESOURCE, id="certificate-events")

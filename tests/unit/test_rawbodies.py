@@ -1,0 +1,129 @@
+"""Kopf's raw bodies emptied once the view has read them (handlers/rawbodies.py): the view keeps every
+part a pass reads, while Kopf's copy, held per object until every object is indexed, loses its status,
+its Secret data and its managedFields."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+from collections.abc import Iterator
+from typing import Any, cast
+
+import kopf
+import kubernetes
+import pytest
+
+from webhookcerts.domain import names
+from webhookcerts.handlers import operator, rawbodies
+from webhookcerts.kube import client as kube_client
+from webhookcerts.service import engine, reconcile
+
+PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+MANAGED_FIELDS = [{"manager": "webhookcerts", "operation": "Update", "fieldsV1": {"f:status": {}}}]
+
+
+def certificate() -> dict[str, Any]:
+    return {
+        "apiVersion": "webhookcerts.io/v1alpha1",
+        "kind": "WebhookCertificate",
+        "metadata": {
+            "namespace": "ns",
+            "name": "a",
+            "uid": "u-a",
+            "resourceVersion": "7",
+            "annotations": {names.EMERGENCY_ANNOTATION: "INC-1"},
+            "managedFields": copy.deepcopy(MANAGED_FIELDS),
+        },
+        "spec": {
+            "environment": "live",
+            "subject": {"commonName": "webhooks.example.com"},
+            "secretName": "a-tls",
+            "trust": {"secretName": "webhook-trust"},
+        },
+        "status": {
+            "stage": "Active",
+            "revision": 1,
+            "current": {
+                "serial": "01",
+                "fingerprint": "ab" * 32,
+                "notBefore": "2026-01-01T00:00:00Z",
+                "notAfter": "2027-01-01T00:00:00Z",
+                "certificate": PEM,
+                "secretName": "a-tls",
+                "revision": 1,
+            },
+            "conditions": [
+                {"type": "Ready", "status": "True", "reason": "Issued", "lastTransitionTime": "2026-01-01T00:00:00Z"}
+            ],
+        },
+    }
+
+
+def secret() -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {
+            "namespace": "ns",
+            "name": "a-tls",
+            "uid": "u-s",
+            "resourceVersion": "8",
+            "labels": {kube_client.MANAGED_BY_LABEL: kube_client.MANAGED_BY, names.ROLE_LABEL: "key"},
+            "managedFields": copy.deepcopy(MANAGED_FIELDS),
+        },
+        "data": {"tls.crt": base64.b64encode(PEM.encode()).decode(), "tls.key": base64.b64encode(b"key").decode()},
+    }
+
+
+@pytest.fixture
+def eng() -> Iterator[engine.Engine]:
+    # Not started: the index functions only feed the view and the queue.
+    eng = engine.Engine(reconcile.Context(kube_client.Clients(kubernetes.client.ApiClient())), workers=1)
+    operator.configure(eng, None)
+    yield eng
+    operator.configure(None, None)  # type: ignore[arg-type]
+
+
+def test_a_certificate_is_in_the_view_whole_after_kopf_s_copy_lost_its_status(eng: engine.Engine) -> None:
+    raw = certificate()
+    # Called as Kopf calls it (the decorated function's type names every argument Kopf may pass).
+    asyncio.run(cast(Any, operator.index_certificate)(body=kopf.Body(raw)))
+
+    # Kopf's copy: the status and managedFields gone, what Kopf reads afterwards kept.
+    assert raw["status"] == {}
+    assert "managedFields" not in raw["metadata"]
+    assert raw["metadata"]["name"] == "a" and raw["spec"] == certificate()["spec"]
+    # The view: everything a pass reads, untouched by the emptying.
+    entry = eng.view.certificate("ns", "a")
+    assert entry is not None and entry.status is not None and entry.spec is not None
+    assert entry.status.current is not None and entry.status.current.certificate == PEM
+    assert [c.type for c in entry.status.conditions] == ["Ready"]
+    assert entry.annotations == {names.EMERGENCY_ANNOTATION: "INC-1"}
+    assert entry.resource_version == "7" and entry.trust_secret == "webhook-trust"
+
+
+def test_a_secret_is_in_the_view_whole_after_kopf_s_copy_lost_its_data(eng: engine.Engine) -> None:
+    raw = secret()
+    asyncio.run(cast(Any, operator.index_secret)(body=kopf.Body(raw)))
+
+    assert raw["data"] == {}
+    assert "managedFields" not in raw["metadata"]
+    held = eng.view.secret("ns", "a-tls")
+    assert held is not None
+    assert held.data == {"tls.crt": PEM.encode(), "tls.key": b"key"}
+    assert held.labels[names.ROLE_LABEL] == "key" and held.resource_version == "8"
+
+
+def test_only_the_parts_read_once_are_emptied() -> None:
+    # Another kind keeps its body (nothing here knows what reads it); spec and metadata are never emptied.
+    other = {"kind": "ConfigMap", "metadata": {"name": "x", "managedFields": []}, "data": {"k": "v"}}
+    rawbodies.release(other)
+    assert other == {"kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"k": "v"}}
+    raw = certificate()
+    rawbodies.release(raw)
+    expected = certificate()
+    del expected["metadata"]["managedFields"]
+    expected["status"] = {}
+    assert raw == expected

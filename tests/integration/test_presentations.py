@@ -312,3 +312,21 @@ def test_the_compromised_current_presented_after_an_emergency_says_so(harness: H
     assert len(alarms) == 1 and "compromised (incident INC-7)" in alarms[0].message
     alarm = h.api.condition("breach", presentations.REVOKED_PRESENTED)
     assert alarm is not None and alarm.status == "True" and "has not installed the replacement" in alarm.message
+
+
+def test_a_report_with_times_past_now_never_breaks_the_pass(harness: Harness) -> None:
+    """9999-12-31T23:59:59Z passes the CRD's date-time; the pass once added an interval to it and every
+    pass of every object on the trust store failed (OverflowError). Read as now, it proves nothing."""
+    h = harness
+    current = active(h, "far", environment="sandbox")
+    end = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)
+    report(h, "recv-0", reporter_pod(h, "recv-0"), [entry(current.certificate, accepted=3, last=end)], heartbeat=end)
+    h.api.emergency("far", "INC-9")
+    h.settle("far")
+    status = h.status("far")
+    assert current.fingerprint in status.revoked_fingerprints and status.next is not None
+    assert status.current is not None and status.current.last_presented is not None
+    assert status.current.last_presented <= h.fake.now()
+    assert [(r.pod, r.stale) for r in status.reporters] == [("recv-0", False)]
+    alarm = condition(status, presentations.REVOKED_PRESENTED)
+    assert alarm is not None and alarm.status == "True"

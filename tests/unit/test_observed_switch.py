@@ -190,3 +190,23 @@ def test_a_current_no_longer_trusted_needs_no_quiet_period_but_every_other_proof
     assert verdict(current_trusted=False).reason == "NoReporters"
     assert verdict(switched(heartbeat=NOW - HOUR), current_trusted=False).reason == "ReportersStale"
     assert verdict(switched(accepted=9), current_trusted=False).reason == "AwaitingNextPresentations"
+
+
+def test_times_past_now_are_read_as_now_and_never_break_the_pass() -> None:
+    """A report's times are the reporter's word: 9999-12-31T23:59:59Z is admitted by the CRD's
+    date-time, and the first interval added to it overflows (every pass of every object on that trust
+    store failed). Whatever lies after now is read as now: it proves no quiet period and no reporter is
+    live beyond its heartbeat interval from now."""
+    end = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    last_current = source("r", seen_cert(NEXT, 10, NOW - SECOND), seen_cert(CURRENT, 1, end, first=end))
+    found = verdict(last_current)
+    assert (found.reason, found.recheck_at) == ("CurrentStillPresented", NOW + QUIET)
+    assert verdict(switched(started=end)).reason == "ReporterTooRecent"
+    assert verdict(switched(started=end)).recheck_at == NOW + QUIET
+    ahead = switched(heartbeat=end)
+    seen = reports.aggregate([ahead], current=CURRENT, next_=NEXT, revoked=(CURRENT,), now=NOW)
+    [reporter] = seen.reporters
+    assert (reporter.heartbeat_time, reporter.stale, reporter.stale_at) == (NOW, False, NOW + STALE_AFTER)
+    knock = source("r", seen_cert(CURRENT, 0, end, refused=1, lastRefused=end))
+    seen = reports.aggregate([knock], current=None, next_=None, revoked=(CURRENT,), now=NOW)
+    assert [s.last_seen for s in seen.revoked] == [NOW]

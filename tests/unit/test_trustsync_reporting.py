@@ -10,6 +10,7 @@ import logging
 import pathlib
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from typing import cast
 
@@ -23,7 +24,7 @@ from webhookcerts.domain import names, reports
 from webhookcerts.kube import client as kube_client
 from webhookcerts.kube import reports as kube_reports
 from webhookcerts.kube import secretwatch
-from webhookcerts.receiver import trustsync
+from webhookcerts.receiver import logreporting, trustsync
 
 CLIENTS = cast(kube_client.Clients, object())
 SHA1 = "033e6098c61a4bb1589e95ccf167011dc31eaef0"
@@ -180,3 +181,36 @@ def test_a_report_write_that_hangs_never_holds_up_a_trust_update(
     argv = ["trust-sync", "--secret", "ns/trust", "--dir", str(directory), "--access-log", str(log)]
     assert cli_main.main([*argv, "--access-log-format", "nginx"]) == 0
     assert written == [(pems[1], True), (pems[2], True)]
+
+
+def test_a_reporter_whose_access_log_is_no_longer_read_stops_heartbeating(
+    tmp_path: pathlib.Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A heartbeat with counts frozen reads as "the current certificate is no longer presented": a log
+    reader that ended on its own (an I/O error; stdin closed) must leave the report to turn stale
+    (ReportersStale holds an observed cut-over), not keep it fresh. Its stop writes nothing either."""
+    # The positive control: a reader that goes on reading keeps heartbeating.
+    log = tmp_path / "access.log"
+    log.touch()
+    healthy: list[reports.PresentationReportSpec] = []
+    settings = logreporting.Settings(source=str(log), format="line", interval=0.2)
+    reading = logreporting.LogReporting(settings, healthy.append, "trust", poll=0.05).start()
+    try:
+        assert conftest.poll(lambda: len(healthy) >= 3, timeout=10)
+    finally:
+        reading.stop()
+
+    # A directory opens but cannot be read (EISDIR): the reader thread ends with access_log_failed.
+    caplog.set_level(logging.INFO, logger="webhookcerts.trust_sync.access_log")
+    written: list[reports.PresentationReportSpec] = []
+    settings = logreporting.Settings(source=str(tmp_path), format="line", interval=0.2)
+    ended = logreporting.LogReporting(settings, written.append, "trust", poll=0.05).start()
+    try:
+        assert conftest.poll(lambda: '"access_log_failed"' in caplog.text, timeout=10), "the reader never ended"
+        time.sleep(0.3)  # a write already under way when it ended
+        before = len(written)
+        time.sleep(1.0)  # five intervals
+        assert len(written) == before, "heartbeats went on with the access log no longer read"
+    finally:
+        ended.stop()
+    assert len(written) == before, "the last write at stop refreshed the heartbeat of a blind reporter"

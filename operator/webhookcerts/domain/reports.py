@@ -137,6 +137,7 @@ class Reporter:
     heartbeat_time: datetime.datetime
     start_time: datetime.datetime
     stale: bool
+    stale_at: datetime.datetime  # when it turns stale without another heartbeat
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +168,43 @@ def _usage(entries: Sequence[ReportedCertificate]) -> Usage:
     )
 
 
+def _no_later_than(spec: PresentationReportSpec, now: datetime.datetime) -> PresentationReportSpec:
+    """The report with none of its times after ``now``: nothing was seen, started or written after the
+    operator's now. A time past it is a reporter's clock ahead, or a report written to break the pass
+    (9999-12-31T23:59:59Z is admitted, and overflows the first interval added to it); either is read
+    as now, which proves no quiet period and turns no reporter stale later than it should."""
+
+    def capped(moment: datetime.datetime) -> datetime.datetime:
+        return min(moment, now)
+
+    def capped_or_none(moment: datetime.datetime | None) -> datetime.datetime | None:
+        return None if moment is None else min(moment, now)
+
+    times = [spec.start_time, spec.heartbeat_time]
+    for e in spec.certificates:
+        times.extend(t for t in (e.first_seen, e.last_seen, e.last_accepted, e.last_refused) if t is not None)
+    if all(t <= now for t in times):
+        return spec
+    certificates = [
+        e.model_copy(
+            update={
+                "first_seen": capped(e.first_seen),
+                "last_seen": capped(e.last_seen),
+                "last_accepted": capped_or_none(e.last_accepted),
+                "last_refused": capped_or_none(e.last_refused),
+            }
+        )
+        for e in spec.certificates
+    ]
+    return spec.model_copy(
+        update={
+            "start_time": capped(spec.start_time),
+            "heartbeat_time": capped(spec.heartbeat_time),
+            "certificates": certificates,
+        }
+    )
+
+
 def aggregate(
     sources: Iterable[ReportSource],
     *,
@@ -179,7 +217,10 @@ def aggregate(
     counted: list[ReportSource] = []
     ignored: list[ReportSource] = []
     for source in sources:
-        (counted if source.counted else ignored).append(source)
+        if source.counted:
+            counted.append(dataclasses.replace(source, spec=_no_later_than(source.spec, now)))
+        else:
+            ignored.append(source)
     revoked = tuple(revoked)
     cur: list[ReportedCertificate] = []
     nxt: list[ReportedCertificate] = []
@@ -209,6 +250,7 @@ def aggregate(
             heartbeat_time=s.spec.heartbeat_time,
             start_time=s.spec.start_time,
             stale=s.spec.stale(now),
+            stale_at=s.spec.stale_at(),
         )
         for s in sorted(counted, key=lambda s: s.pod)
     )

@@ -275,14 +275,19 @@ def start(
     stop: threading.Event,
     line_cap: int = DEFAULT_LINE_CAP,
     poll: float = 0.5,
+    on_end: Callable[[], None] | None = None,
 ) -> threading.Thread:
-    """``follow`` on a daemon thread of its own; an unexpected error is logged (by type) and ends it."""
+    """``follow`` on a daemon thread of its own; an unexpected error is logged (by type) and ends it.
+    ``on_end`` is called when the thread ends, however it ends (asked to stop, stdin closed, an error)."""
 
     def run() -> None:
         try:
             follow(source, format, record, stop=stop, line_cap=line_cap, poll=poll)
         except Exception as exc:  # the thread's last word; trust-sync goes on syncing
             _log.error(json.dumps({"event": "access_log_failed", "error": type(exc).__name__}))
+        finally:
+            if on_end is not None:
+                on_end()
 
     thread = threading.Thread(target=run, name="trust-sync-access-log", daemon=True)
     thread.start()

@@ -14,9 +14,14 @@ not this module).
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 import threading
 
+from webhookcerts.domain import reports
 from webhookcerts.receiver import accesslog, logsources, reporting
+
+_log = logging.getLogger("webhookcerts.trust_sync.access_log")
 
 # What a report says reported for each format, unless told otherwise: the server's name.
 DEFAULT_REPORTERS = {"nginx": "nginx", "haproxy": "haproxy", "line": "server"}
@@ -52,9 +57,14 @@ class LogReporting:
         self.settings, self._poll = settings, poll
         self.tally = reporting.Tally(clock=clock)
         self._trust_hash: str | None = None
+        self._write = write
+        # The log reader ended on its own (stdin closed, an error): nothing more is counted, so no more
+        # heartbeats either. A heartbeat says "I see what the server sees"; with frozen counts it would
+        # read as the current certificate gone quiet, which is what an observed cut-over waits for.
+        self.blind = threading.Event()
         self.reporter = reporting.Reporter(
             self.tally,
-            write,
+            self._write_while_reading,
             trust_secret_name=trust_secret_name,
             reporter=settings.reporter,
             trust_hash=lambda: self._trust_hash,
@@ -71,9 +81,29 @@ class LogReporting:
     def record(self, presentation: accesslog.Presentation) -> None:
         self.tally.record(sha256=presentation.sha256, sha1=presentation.sha1, accepted=presentation.accepted)
 
+    def _reader_ended(self) -> None:
+        if self._stop.is_set():
+            return  # asked to stop: the last report goes out with what was counted
+        self.blind.set()
+        record = {
+            "event": "access_log_not_read",
+            "action": "no more report writes: the operator sees this reporter as stale, never as quiet",
+        }
+        _log.error(json.dumps(record))
+
+    def _write_while_reading(self, spec: reports.PresentationReportSpec) -> None:
+        if self.blind.is_set():
+            raise reporting.ReportingError("the access log is no longer read; the report is left to turn stale")
+        self._write(spec)
+
     def start(self) -> LogReporting:
         self._reader = accesslog.start(
-            self.settings.source, self.settings.format, self.record, stop=self._stop, poll=self._poll
+            self.settings.source,
+            self.settings.format,
+            self.record,
+            stop=self._stop,
+            poll=self._poll,
+            on_end=self._reader_ended,
         )
         self.reporter.start()
         return self

@@ -126,7 +126,7 @@ def record(p: Pass, seen: reports.Presentations | None) -> Outcome:
     _usage(status.next, seen.next if seen.reporters else None)
     _reporters(p, seen)
     outcome.wake_at = _earliest(
-        min((s.stale_at() for s in _live_specs(p, seen)), default=None),
+        min((r.stale_at for r in seen.live), default=None),
         _in_use_conditions(p, seen),
     )
     _stale_condition(p, seen)
@@ -149,11 +149,6 @@ def _usage(record_: models.CertificateRecord | None, usage: reports.Usage | None
     if usage.last_presented is not None:
         known = record_.last_presented
         record_.last_presented = max(known, usage.last_presented) if known else usage.last_presented
-
-
-def _live_specs(p: Pass, seen: reports.Presentations) -> list[reports.PresentationReportSpec]:
-    live = {r.pod for r in seen.live}
-    return [r.spec for r in p.view.reports_for(p.resource.namespace, p.spec.trust.secret_name) if r.pod in live]
 
 
 def _reporters(p: Pass, seen: reports.Presentations) -> None:

@@ -92,15 +92,17 @@ def test_observed_never_cuts_over_with_the_only_reporter_stale(harness: Harness)
     uid = reporter_pod(h, "recv-0")
     # Quiet for the period even up to the old heartbeat: only its staleness stands in the way.
     last = h.fake.now() - 5 * QUIET
-    lines = [entry(current, accepted=50, last=last), entry(nxt, accepted=50, last=last)]
-    report(h, "recv-0", uid, lines, heartbeat=h.fake.now() - 3 * QUIET + SECOND)
+    heartbeat = h.fake.now() - 3 * QUIET + SECOND
+    lines = [entry(current, accepted=50, last=last), entry(nxt, accepted=50, last=heartbeat - SECOND)]
+    report(h, "recv-0", uid, lines, heartbeat=heartbeat)
     # Everything but the heartbeat says the provider switched long ago.
     h.run("stale")
     assert h.status("stale").stage == "Rotating"
     ready = condition(h.status("stale"), names.CUTOVER_READY)
     assert ready is not None and (ready.status, ready.reason) == ("False", "ReportersStale")
     assert "recv-0" in ready.message
-    # The positive control: the same report with a fresh heartbeat cuts over.
+    # The positive control: the same reporter heartbeating again, the next still presented, cuts over.
+    lines = [entry(current, accepted=50, last=last), entry(nxt, accepted=51, last=h.fake.now())]
     report(h, "recv-0", uid, lines, heartbeat=h.fake.now())
     h.run("stale")
     assert h.status("stale").stage == "Active"

@@ -210,3 +210,23 @@ def test_times_past_now_are_read_as_now_and_never_break_the_pass() -> None:
     knock = source("r", seen_cert(CURRENT, 0, end, refused=1, lastRefused=end))
     seen = reports.aggregate([knock], current=None, next_=None, revoked=(CURRENT,), now=NOW)
     assert [s.last_seen for s in seen.revoked] == [NOW]
+
+
+def test_a_fresh_report_that_cannot_be_counted_holds_the_switch_off() -> None:
+    """It may be a real endpoint that still sees the current certificate (its pod could not be read):
+    it can block the cut-over, never enable it; once stale it no longer blocks."""
+    uncounted = source("other-0", seen_cert(CURRENT, 5, NOW - SECOND), counted=False, why_not="pod not read")
+    found = verdict(switched(), uncounted)
+    assert (found.ready, found.reason) == (False, "ReportsNotCounted")
+    assert "other-0 (pod not read)" in found.message
+    gone = source("other-0", counted=False, why_not="pod gone", heartbeat=NOW - STALE_AFTER - SECOND)
+    assert verdict(switched(), gone).ready
+
+
+def test_silence_is_no_proof_the_next_must_be_presented_inside_the_quiet_period() -> None:
+    """The next accepted often enough, then nothing at all for the quiet period: no switch."""
+    quiet = source("receiver-0", seen_cert(NEXT, 10, NOW - QUIET - SECOND), seen_cert(CURRENT, 500, NOW - 2 * HOUR))
+    found = verdict(quiet)
+    assert (found.ready, found.reason) == (False, "NextNotPresentedLately")
+    lately = source("receiver-0", seen_cert(NEXT, 10, NOW - QUIET + SECOND), seen_cert(CURRENT, 500, NOW - 2 * HOUR))
+    assert verdict(lately).ready

@@ -304,6 +304,13 @@ def observed_switch(
     if stale:
         names = ", ".join(r.pod for r in stale)
         return Verdict(False, "ReportersStale", f"reporter(s) without a recent heartbeat: {names}")
+    # A report that cannot be counted (its pod unread, or serving the store in a way not recognised)
+    # may be a real endpoint that still sees the current certificate: it can hold the cut-over off,
+    # never bring it on. A stray pod can only block Observed, the safe direction.
+    uncounted = [s for s in seen.ignored if not s.spec.stale(now)]
+    if uncounted:
+        names = ", ".join(f"{s.pod} ({s.why_not})" for s in uncounted)
+        return Verdict(False, "ReportsNotCounted", f"report(s) that cannot be counted hold the cut-over: {names}")
     nxt = seen.next or Usage()
     if nxt.presentations < min_presentations:
         return Verdict(
@@ -337,11 +344,21 @@ def observed_switch(
             f"{_at(last + quiet_period)} show it no more",
             recheck_at=_later(last + quiet_period, now),
         )
+    # Silence is no proof: a provider that sent nothing for the quiet period (a night, a sender of the
+    # current that sends less often) would look switched. The next must have been presented inside it.
+    if nxt.last_presented is None or nxt.last_presented <= proven_until - quiet_period:
+        since = f"since {_at(nxt.last_presented)}" if nxt.last_presented else "yet"
+        return Verdict(
+            False,
+            "NextNotPresentedLately",
+            f"the current certificate was not presented for {quiet_period}, but neither was the next {since}: "
+            "silence proves nothing; cut-over once the next is presented again",
+        )
     return Verdict(
         True,
         "ProviderSwitched",
-        f"the next certificate was accepted {nxt.presentations} times and the current not presented "
-        f"for {quiet_period} at {len(seen.reporters)} reporter(s)",
+        f"the next certificate was accepted {nxt.presentations} times, last at {_at(nxt.last_presented)}, and the "
+        f"current not presented for {quiet_period} at {len(seen.reporters)} reporter(s)",
     )
 
 

@@ -50,9 +50,7 @@ CONSUMER_RULES: set[Rule] = {
 }
 # What a reporter may do (ClusterRole <fullname>-reporter, bound per namespace by RoleBindings).
 REPORTER_ROLE = "r-webhookcerts-reporter"
-REPORTER_RULES: set[Rule] = {
-    ("webhookcerts.io", "presentationreports", v) for v in ("create", "patch")
-}
+REPORTER_RULES: set[Rule] = {("webhookcerts.io", "presentationreports", v) for v in ("create", "patch")}
 KOPF_CLUSTER_RULES: set[Rule] = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
 NAMESPACE_WATCH_RULES: set[Rule] = {("", "namespaces", v) for v in ("list", "watch")}
 

@@ -182,6 +182,13 @@ def test_a_reporter_writes_its_own_pods_report_and_nothing_else(
         )
     )
     assert message is not None and POLICY in message and "exactly one owner" in message
+    # A finalizer would keep the report past its pod.
+    message = refusal(
+        lambda: custom.patch_namespaced_custom_object(
+            models.GROUP, models.VERSION, namespace, PLURAL, "receiver-a", {"metadata": {"finalizers": ["x.io/keep"]}}
+        )
+    )
+    assert message is not None and POLICY in message and "finalizer" in message
     kept = admin_custom.get_namespaced_custom_object(models.GROUP, models.VERSION, namespace, PLURAL, "receiver-a")
     assert [o["uid"] for o in kept["metadata"]["ownerReferences"]] == [uid_a]
     assert kept["spec"]["heartbeatTime"] == "2030-01-01T00:00:00Z"

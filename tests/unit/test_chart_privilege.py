@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import subprocess
 from typing import Any
 
 import pytest
@@ -117,6 +118,15 @@ def test_the_reporter_role_writes_reports_only_and_is_bound_only_where_asked(hel
     assert not of_kind(render(helm, "--set", "rbac.create=false"), "RoleBinding")
 
 
+def test_reporters_are_bound_only_with_the_policy_that_holds_them_to_their_own_report(helm: pathlib.Path) -> None:
+    failing = subprocess.run(
+        [str(helm), "template", "r", str(CHART), "--set", "admissionPolicy.enabled=false",
+         "--set", "reporters.serviceAccounts[0].namespace=payments", "--set", "reporters.serviceAccounts[0].name=rx"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert failing.returncode != 0 and "reporters.serviceAccounts needs admissionPolicy.enabled" in failing.stderr
+
+
 def test_the_reports_policy_holds_every_service_accounts_report_writes(helm: pathlib.Path) -> None:
     docs = render(helm)
     policy = policies(docs)[REPORTS_POLICY]["spec"]
@@ -129,10 +139,16 @@ def test_the_reports_policy_holds_every_service_accounts_report_writes(helm: pat
             "resources": ["presentationreports"],
         }
     ]
-    # Every ServiceAccount, not only the operator's (which writes no report); people are not matched.
+    # Every ServiceAccount, not only the operator's (which writes no report), but the cluster's own
+    # controllers (the garbage collector removing an owner reference); people are not matched.
     assert policy["matchConditions"] == [
-        {"name": "a-service-account", "expression": "request.userInfo.username.startsWith('system:serviceaccount:')"}
+        {"name": "a-service-account", "expression": "request.userInfo.username.startsWith('system:serviceaccount:')"},
+        {
+            "name": "not-a-cluster-controller",
+            "expression": "!request.userInfo.username.startsWith('system:serviceaccount:kube-system:')",
+        },
     ]
+    assert any("finalizers" in v["expression"] for v in policy["validations"]), "a report goes with its pod"
     text = json.dumps(policy)
     for claim in ("authentication.kubernetes.io/pod-name", "authentication.kubernetes.io/pod-uid"):
         assert claim in text

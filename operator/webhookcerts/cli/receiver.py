@@ -1,4 +1,8 @@
-"""``webhookcerts receiver``: run the reference mTLS webhook receiver."""
+"""``webhookcerts receiver``: run the reference mTLS webhook receiver.
+
+With ``--report-trust-secret`` it also writes its PresentationReport (receiver/reporting.py): the only
+time it talks to the API server. Without it, it needs no Kubernetes access at all.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,17 @@ import sys
 import threading
 from types import FrameType
 
-from webhookcerts.receiver import provider_scheme, server, signatures, signing, tlscontexts
+from webhookcerts.cli import common
+from webhookcerts.kube import client as kube_client
+from webhookcerts.kube import reports as kube_reports
+from webhookcerts.receiver import provider_scheme, reporting, server, signatures, signing, tlscontexts
+
+
+def _interval(text: str) -> float:
+    value = float(text)
+    if not 1 <= value <= 3600:
+        raise argparse.ArgumentTypeError("expected seconds between 1 and 3600")
+    return value
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -83,8 +97,41 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=server.IDLE_TIMEOUT,
         help=f"seconds a connection may wait for its next request (default {server.IDLE_TIMEOUT:g})",
     )
+    report = parser.add_argument_group(
+        "reporting",
+        "write a PresentationReport (which client certificates were presented, counts and a heartbeat) for "
+        "the operator; the pod's identity comes from POD_NAME, POD_NAMESPACE and POD_UID (the downward API)",
+    )
+    report.add_argument(
+        "--report-trust-secret",
+        metavar="NAME",
+        help="report, naming the trust Secret (in the pod's namespace) whose ca.crt --trust-dir holds; "
+        "default: no report and no API access",
+    )
+    report.add_argument(
+        "--report-interval",
+        type=_interval,
+        default=reporting.DEFAULT_INTERVAL,
+        metavar="SECONDS",
+        help=f"the heartbeat: write the report at least this often (default {reporting.DEFAULT_INTERVAL:g}); "
+        f"a new certificate is written sooner, at most every {reporting.DEFAULT_MIN_GAP:g} s",
+    )
+    common.add_cluster_arguments(parser, namespace=False)
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     parser.set_defaults(func=run)
+
+
+def _reporting(args: argparse.Namespace) -> tuple[reporting.Tally, kube_reports.Writer] | None:
+    """The tally and the report's writer, or None when not reporting; raises ReportingError."""
+    if args.report_trust_secret is None:
+        return None
+    pod = reporting.PodIdentity.from_env()
+    try:
+        clients = kube_client.load(args.kubeconfig, args.context)
+    except kube_client.ConfigError as exc:
+        raise reporting.ReportingError(str(exc)) from None
+    writer = kube_reports.Writer(clients, namespace=pod.namespace, pod_name=pod.name, pod_uid=pod.uid)
+    return reporting.Tally(), writer
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,8 +155,18 @@ def run(args: argparse.Namespace) -> int:
         idle_timeout=args.idle_timeout,
     )
     try:
-        receiver = server.Receiver(config)
-    except (tlscontexts.ReceiverError, OSError) as exc:
+        wanted = _reporting(args)
+        receiver = server.Receiver(config, tally=wanted[0] if wanted else None)
+        reporter = None
+        if wanted is not None:
+            reporter = reporting.Reporter(
+                wanted[0],
+                wanted[1],
+                trust_secret_name=args.report_trust_secret,
+                trust_hash=receiver.served_trust_hash,
+                interval=args.report_interval,
+            )
+    except (tlscontexts.ReceiverError, reporting.ReportingError, OSError) as exc:
         print(f"webhookcerts receiver: {exc}", file=sys.stderr)
         return 1
 
@@ -119,5 +176,11 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    receiver.serve_forever()
+    if reporter is not None:
+        reporter.start()
+    try:
+        receiver.serve_forever()
+    finally:
+        if reporter is not None:
+            reporter.stop()  # the last counts, bounded in time
     return 0

@@ -58,6 +58,7 @@ class Peer:
     client_cn: str | None
     tls_version: str | None
     trust_generation: int
+    client_sha1: str | None = None
 
 
 def _common_name(cert: x509.Certificate) -> str | None:
@@ -209,6 +210,7 @@ class Listener:
             client_cn=_common_name(x509.load_der_x509_certificate(der)),
             tls_version=sslobj.version(),
             trust_generation=self._rx.trust.generation_of(verified_by),
+            client_sha1=tlscontexts.sha1_fingerprint(der),
         )
 
     async def run_blocking(self, call: functools.partial[Any]) -> Any:
@@ -262,7 +264,11 @@ class _Conversation:
     async def _one(self, line: bytes, started: float) -> None:
         request = self._request = await http1.read_head(self._stream, line)
         self._close = not request.keep_alive
-        if not self._still_trusted():
+        trusted = self._still_trusted()
+        # One presentation per request, as nginx and HAProxy log them: a keep-alive connection
+        # presents its certificate with every delivery, and the last one is what a cut-over waits on.
+        self._rx.presented(self._peer, accepted=trusted)
+        if not trusted:
             self._rx.stats.stale_closed()
             self._close = True
             reason = "the trust store changed since this connection was made; retry on a new connection"

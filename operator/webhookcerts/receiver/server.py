@@ -27,7 +27,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from webhookcerts.receiver import connections, provider_scheme, signatures, signing, tlscontexts, trustdir
+from webhookcerts.domain import trust
+from webhookcerts.receiver import connections, provider_scheme, reporting, signatures, signing, tlscontexts, trustdir
 
 _log = logging.getLogger("webhookcerts.receiver")
 
@@ -128,8 +129,11 @@ class Stats:
 class Receiver:
     """The server, its trust store and its watcher; start() for tests, serve_forever() for the CLI."""
 
-    def __init__(self, config: Config, *, on_delivery: DeliveryHandler | None = None) -> None:
+    def __init__(
+        self, config: Config, *, on_delivery: DeliveryHandler | None = None, tally: reporting.Tally | None = None
+    ) -> None:
         self.config = config
+        self.tally = tally  # counts presentations for a PresentationReport (reporting.py); None: not reporting
         self.stats = Stats()
         self.trust = tlscontexts.TrustStore(config.cert, config.key, config.trust_dir / config.trust_file)
         self._on_delivery = on_delivery
@@ -157,6 +161,22 @@ class Receiver:
 
     def reload(self) -> bool:
         return self.trust.reload()
+
+    def presented(self, peer: connections.Peer, *, accepted: bool) -> None:
+        """A request came with ``peer``'s certificate: accepted, or refused as no longer trusted."""
+        if self.tally is not None:
+            self.tally.record(sha256=peer.client_fingerprint, sha1=peer.client_sha1, accepted=accepted)
+
+    def served_trust_hash(self) -> str | None:
+        """The trust Secret's trust-hash annotation for the ca.crt served now, when this receiver can know it.
+
+        The operator's annotation is the SHA-256 of ca.crt's bytes (domain.trust.trust_hash), which the
+        kubelet and trust-sync copy unchanged: the hash of the file the current trust was built from.
+        Another file (``--trust-file``) is not ca.crt, and its hash would be no annotation's value.
+        """
+        if self.config.trust_file != trust.KEY:
+            return None
+        return self.trust.current.source_hash or None
 
     def start(self) -> Receiver:
         """Serve on a background thread (tests, benchmarks); returns once connections are accepted."""

@@ -47,6 +47,9 @@ class TrustState:
     context: ssl.SSLContext
     trusted: tuple[TrustedCert, ...]
     cadata: str = dataclasses.field(repr=False, default="")
+    # SHA-256 of the trust file's bytes this generation was built from: for ca.crt written by the
+    # operator, the trust Secret's webhookcerts.io/trust-hash annotation (domain.trust.trust_hash).
+    source_hash: str = ""
 
     @property
     def fingerprints(self) -> frozenset[str]:
@@ -65,6 +68,11 @@ def fingerprint(der: bytes) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
+def sha1_fingerprint(der: bytes) -> str:
+    """The SHA-1 fingerprint nginx and HAProxy log; only ever a name for a certificate, never a check."""
+    return hashlib.sha1(der, usedforsecurity=False).hexdigest()
+
+
 class TrustStore:
     """Builds a fresh server SSLContext per change of the trust directory or of the serving pair.
 
@@ -80,9 +88,9 @@ class TrustStore:
         self.last_error: str | None = None  # the trust store's
         self.serving_error: str | None = None
         self._generations: weakref.WeakKeyDictionary[ssl.SSLContext, int] = weakref.WeakKeyDictionary()
-        cadata, trusted = self._read_trust()
+        cadata, trusted, source_hash = self._read_trust()
         self._serving = _read_serving(cert, key)
-        self._state = self._build(1, cadata, trusted, self._serving)
+        self._state = self._build(1, cadata, trusted, self._serving, source_hash)
 
     @property
     def current(self) -> TrustState:
@@ -98,10 +106,10 @@ class TrustStore:
         with self._lock:
             old = self._state
             try:
-                cadata, trusted = self._read_trust()
+                cadata, trusted, source_hash = self._read_trust()
                 trust_error = None
             except ReceiverError as exc:
-                cadata, trusted, trust_error = old.cadata, old.trusted, str(exc)
+                cadata, trusted, source_hash, trust_error = old.cadata, old.trusted, old.source_hash, str(exc)
             try:
                 serving = _read_serving(self._cert, self._key)
                 serving_error = None
@@ -113,8 +121,10 @@ class TrustStore:
                 _log.error(json.dumps({"event": "serving_pair_reload_failed", "error": serving_error}))
             self.last_error, self.serving_error = trust_error, serving_error
             if cadata == old.cadata and serving == self._serving:
+                # Other bytes, the same certificates: nothing to rebuild, but the hash is the file's.
+                self._state = dataclasses.replace(old, source_hash=source_hash)
                 return trust_error is None
-            state = self._build(old.generation + 1, cadata, trusted, serving)
+            state = self._build(old.generation + 1, cadata, trusted, serving, source_hash)
             self._state, self._serving = state, serving
         record = {
             "event": "trust_reloaded",
@@ -126,7 +136,7 @@ class TrustStore:
         _log.info(json.dumps(record))
         return trust_error is None
 
-    def _read_trust(self) -> tuple[str, tuple[TrustedCert, ...]]:
+    def _read_trust(self) -> tuple[str, tuple[TrustedCert, ...], str]:
         try:
             pem = self.trust_path.read_bytes()
         except OSError as exc:
@@ -150,10 +160,15 @@ class TrustStore:
             ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=cadata)
         except ssl.SSLError as exc:
             raise ReceiverError(f"cannot use the trust store {self.trust_path}: {exc}") from None
-        return cadata, trusted
+        return cadata, trusted, hashlib.sha256(pem).hexdigest()
 
     def _build(
-        self, generation: int, cadata: str, trusted: tuple[TrustedCert, ...], serving: servingpair.Pair
+        self,
+        generation: int,
+        cadata: str,
+        trusted: tuple[TrustedCert, ...],
+        serving: servingpair.Pair,
+        source_hash: str,
     ) -> TrustState:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -167,7 +182,7 @@ class TrustStore:
         ctx.load_verify_locations(cadata=cadata)
         ctx.sni_callback = self._on_client_hello
         self._generations[ctx] = generation
-        return TrustState(generation=generation, context=ctx, trusted=trusted, cadata=cadata)
+        return TrustState(generation=generation, context=ctx, trusted=trusted, cadata=cadata, source_hash=source_hash)
 
     def _on_client_hello(
         self, sock: ssl.SSLSocket | ssl.SSLObject, server_name: str | None, ctx: ssl.SSLContext

@@ -29,10 +29,12 @@ _BACKOFF_MAX = 30.0
 
 @dataclasses.dataclass(frozen=True)
 class SecretVersion:
-    """One observed state of the Secret: its decoded data, or None while it does not exist."""
+    """One observed state of the Secret: its decoded data, or None while it does not exist, and its
+    annotations (the operator's ``webhookcerts.io/trust-hash`` names the version a reporter serves)."""
 
     resource_version: str
     data: dict[str, bytes] | None = dataclasses.field(repr=False)
+    annotations: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __repr__(self) -> str:
         keys = None if self.data is None else sorted(self.data)
@@ -41,6 +43,11 @@ class SecretVersion:
 
 def _decode(secret: kubernetes.client.V1Secret) -> dict[str, bytes]:
     return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+
+
+def _annotations(secret: kubernetes.client.V1Secret) -> dict[str, str]:
+    metadata = secret.metadata
+    return dict((metadata.annotations if metadata is not None else None) or {})
 
 
 def _resource_version(obj: object) -> str:
@@ -69,7 +76,10 @@ def watch_secret(
             listed = core.list_namespaced_secret(namespace, field_selector=selector)
             version = _resource_version(listed)
             items = listed.items or []
-            yield SecretVersion(version, _decode(items[0]) if items else None)
+            if items:
+                yield SecretVersion(version, _decode(items[0]), _annotations(items[0]))
+            else:
+                yield SecretVersion(version, None)
             backoff = _BACKOFF_INITIAL
             while not stop.is_set():
                 watcher = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
@@ -86,7 +96,7 @@ def watch_secret(
                     obj = event["object"]
                     version = _resource_version(obj) or version
                     if kind in ("ADDED", "MODIFIED"):
-                        yield SecretVersion(version, _decode(obj))
+                        yield SecretVersion(version, _decode(obj), _annotations(obj))
                     elif kind == "DELETED":
                         yield SecretVersion(version, None)
                     if stop.is_set():

@@ -46,7 +46,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from webhookcerts.domain import names, privatekeys, trust, truststores
 from webhookcerts.kube import client as kube_client
@@ -279,15 +279,19 @@ def sync(
     *,
     stop: threading.Event | None = None,
     once: bool = False,
+    on_synced: Callable[[str | None], None] | None = None,
 ) -> int:
     """Write every new version of the Secret until ``stop`` (or after the first, with ``once``).
 
+    ``on_synced`` is told, after each version is in the directory, the version's
+    ``webhookcerts.io/trust-hash`` annotation: the trust a reporter beside the server says it serves
+    (None when the Secret has none, or when what was written is not the version as it is: a key refused).
     Returns the number of writes.
     """
     stop = stop or threading.Event()
     reloads = Reloads(config.exec_argv, config.exec_timeout) if config.exec_argv else None
     try:
-        writes = _follow(clients, config, stop, once, reloads)
+        writes = _follow(clients, config, stop, once, reloads, on_synced or (lambda _hash: None))
     except BaseException:
         if reloads is not None:
             reloads.kill()
@@ -298,7 +302,12 @@ def sync(
 
 
 def _follow(
-    clients: kube_client.Clients, config: Config, stop: threading.Event, once: bool, reloads: Reloads | None
+    clients: kube_client.Clients,
+    config: Config,
+    stop: threading.Event,
+    once: bool,
+    reloads: Reloads | None,
+    on_synced: Callable[[str | None], None],
 ) -> int:
     writes = 0
     for version in secretwatch.watch_secret(clients, config.namespace, config.name, stop=stop):
@@ -314,7 +323,9 @@ def _follow(
                 )
             )
             continue
-        files = without_private_keys(config, select(version.data, config.keys), version.resource_version)
+        selected = select(version.data, config.keys)
+        files = without_private_keys(config, selected, version.resource_version)
+        as_it_is = files == selected
         missing = sorted(set(config.keys) - set(version.data))
         if missing:
             _log.warning(json.dumps({"event": "keys_missing", "keys": missing}))
@@ -351,6 +362,7 @@ def _follow(
                 }
             )
         )
+        on_synced(version.annotations.get(names.TRUST_HASH_ANNOTATION) if as_it_is else None)
         if written and reloads is not None:
             reloads.start(version.resource_version)
         if once:

@@ -217,6 +217,26 @@ INVALID: dict[str, tuple[Callable[[Manifest], None], str]] = {
         _set("trust.additionalFormats", {"jks": {"key": "ca.crt"}, "passwordSecretRef": {"name": "pw"}}),
         "ca.crt holds the PEM bundle; name the truststore differently",
     ),
+    "unknown cut-over policy": (
+        _set("cutover", {"policy": "Automatic"}),
+        'supported values: "Manual", "Observed"',
+    ),
+    "no presentations required": (
+        _set("cutover", {"policy": "Observed", "observed": {"minPresentations": 0}}),
+        "should be greater than or equal to 1",
+    ),
+    "quiet period not a duration": (
+        _set("cutover", {"policy": "Observed", "observed": {"quietPeriod": "1 hour"}}),
+        "cutover.observed.quietPeriod must be a Go duration with units h, m, s or ms, for example 1h",
+    ),
+    "quiet period below a minute": (
+        _set("cutover", {"policy": "Observed", "observed": {"quietPeriod": "59s"}}),
+        "cutover.observed.quietPeriod must be at least 1m",
+    ),
+    "quiet period as long as renewBefore": (
+        _both(_set("renewBefore", "2h"), _set("cutover", {"policy": "Observed", "observed": {"quietPeriod": "120m"}})),
+        "cutover.observed.quietPeriod must be shorter than renewBefore",
+    ),
     "truststores without a password": (
         _set("trust.additionalFormats", {"jks": {"key": "t.jks"}}),
         "spec.trust.additionalFormats.passwordSecretRef: Required value",
@@ -249,9 +269,30 @@ def test_a_valid_spec_is_stored_with_the_defaults(
     assert spec["consumers"] == [
         {"selector": {"matchLabels": {"app": "receiver"}, "matchExpressions": []}, "reload": "Hot"}
     ]
+    # Nobody cuts over but a person unless asked.
+    assert spec["cutover"] == {"policy": "Manual", "observed": {"minPresentations": 10, "quietPeriod": "1h"}}
     # What the API server stored, the operator parses; and parsing adds nothing the server lacks.
     parsed = models.WebhookCertificateSpec.model_validate(spec)
     assert parsed.to_api() == spec
+
+
+def test_observed_cutover_fills_in_what_it_leaves_out_and_binds_the_quiet_period_only_under_observed(
+    kubectl: conftest.KubectlRunner, namespace: str, crd_installed: None
+) -> None:
+    body = manifest()
+    body["spec"]["cutover"] = {"policy": "Observed", "observed": {"minPresentations": 3}}
+    apply(kubectl, namespace, body)
+    spec = json.loads(kubectl("get", "whc", "acme", "-n", namespace, "-o", "json").stdout)["spec"]
+    assert spec["cutover"] == {"policy": "Observed", "observed": {"minPresentations": 3, "quietPeriod": "1h"}}
+    assert models.WebhookCertificateSpec.model_validate(spec).to_api() == spec
+    # Under Manual the quiet period is never used: a renewBefore shorter than its default is fine.
+    manual = manifest("manual")
+    manual["spec"]["renewBefore"] = "30m"
+    apply(kubectl, namespace, manual)
+    manual["spec"]["cutover"] = {"policy": "Observed"}
+    assert "cutover.observed.quietPeriod must be shorter than renewBefore" in apply(
+        kubectl, namespace, manual, check=False
+    )
 
 
 def test_a_bundle_sealed_to_recipients_needs_no_password(
@@ -411,4 +452,5 @@ def test_kubectl_get_shows_the_printer_columns(
     assert wide_row.split()[-3:-1] == ["0A1B", "acme-client"]
     # The category is what users type to see everything the operator manages.
     by_category = kubectl("get", "webhookcerts", "-n", namespace).stdout.splitlines()
-    assert by_category[1].split()[:2] == ["acme", "sandbox"]
+    # PresentationReports share the category, so kubectl names each row with its kind.
+    assert by_category[1].split()[:2] == [f"{models.KIND.lower()}.{models.GROUP}/acme", "sandbox"]

@@ -246,7 +246,7 @@ def test_the_crd_names_the_resource_the_models_use() -> None:
 def test_the_printer_columns_are_the_ones_the_issue_asks_for() -> None:
     (version,) = load_crd()["spec"]["versions"]
     columns = {c["name"]: c for c in version["additionalPrinterColumns"] if c.get("priority", 0) == 0}
-    assert list(columns) == ["Environment", "Ready", "Stage", "Expires", "Renewal", "Age"]
+    assert list(columns) == ["Environment", "Ready", "Stage", "Expires", "Renewal", "Current-Seen", "Next-Seen", "Age"]
     assert columns["Environment"]["jsonPath"] == ".spec.environment"
     assert columns["Ready"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].status'
     assert columns["Stage"]["jsonPath"] == ".status.stage"
@@ -254,6 +254,13 @@ def test_the_printer_columns_are_the_ones_the_issue_asks_for() -> None:
     assert columns["Expires"] == {"name": "Expires", "type": "string", "jsonPath": ".status.current.notAfter"}
     assert columns["Renewal"] == {"name": "Renewal", "type": "string", "jsonPath": ".status.renewalTime"}
     assert columns["Age"]["jsonPath"] == ".metadata.creationTimestamp"
+    # Past times (issue 24): when the provider last presented each certificate, as an age.
+    assert columns["Current-Seen"] == {
+        "name": "Current-Seen",
+        "type": "date",
+        "jsonPath": ".status.current.lastPresented",
+    }
+    assert columns["Next-Seen"] == {"name": "Next-Seen", "type": "date", "jsonPath": ".status.next.lastPresented"}
 
 
 def test_every_field_is_described() -> None:

@@ -32,6 +32,7 @@ ConditionStatus = Literal["True", "False", "Unknown"]
 NextReason = Literal["Planned", "Emergency"]
 RetireReason = Literal["Superseded", "Compromised", "Discarded"]
 DeletionPolicy = Literal["Retain", "Delete"]
+CutoverPolicy = Literal["Manual", "Observed"]
 
 SecretName = Annotated[str, pydantic.Field(min_length=1, max_length=SECRET_NAME_MAX, pattern=SECRET_NAME)]
 # Bounded so the CRD's CEL rules (duration(), matches()) fit the API server's cost budget.
@@ -176,6 +177,37 @@ class ValidationSpec(Model):
         return value
 
 
+# A quiet period shorter than this proves nothing: reporters write in batches and the provider retries a
+# failed delivery after up to 600 s, so a minute without the current certificate is noise, not a switch.
+QUIET_PERIOD_MIN = datetime.timedelta(minutes=1)
+MIN_PRESENTATIONS_MAX = 1_000_000
+
+
+class ObservedCutoverSpec(Model):
+    """When the reports prove the provider switched: the next accepted often enough, the current quiet."""
+
+    min_presentations: int = pydantic.Field(default=10, ge=1, le=MIN_PRESENTATIONS_MAX)
+    quiet_period: Duration = "1h"
+
+    @pydantic.field_validator("quiet_period")
+    @classmethod
+    def _long_enough(cls, value: str) -> str:
+        if durations.parse(value) < QUIET_PERIOD_MIN:
+            raise ValueError(f"cutover.observed.quietPeriod {value} is shorter than the minimum of 1m")
+        return value
+
+    @property
+    def quiet_period_delta(self) -> datetime.timedelta:
+        return durations.parse(self.quiet_period)
+
+
+class CutoverSpec(Model):
+    """Who cuts over a planned or emergency rotation: a person (``Manual``), or the reports (``Observed``)."""
+
+    policy: CutoverPolicy = "Manual"
+    observed: ObservedCutoverSpec = pydantic.Field(default_factory=ObservedCutoverSpec)
+
+
 class WebhookCertificateSpec(Model):
     environment: str = pydantic.Field(min_length=1, max_length=63, pattern=DNS_LABEL)
     subject: Subject
@@ -189,6 +221,7 @@ class WebhookCertificateSpec(Model):
     bundle: BundleSpec | None = None
     consumers: list[Consumer] = pydantic.Field(default_factory=list)
     validation: ValidationSpec | None = None
+    cutover: CutoverSpec = pydantic.Field(default_factory=CutoverSpec)
 
     @pydantic.model_validator(mode="after")
     def _renew_before_shorter_than_duration(self) -> WebhookCertificateSpec:
@@ -199,6 +232,13 @@ class WebhookCertificateSpec(Model):
             raise ValueError(
                 f"renewBefore ({self.renew_before}) must be shorter than duration ({self.duration}), "
                 "or the certificate would renew in a loop"
+            )
+        # Only under Observed: the quiet period's default must not refuse a Manual object's short renewBefore.
+        observed = self.cutover.observed
+        if self.cutover.policy == "Observed" and observed.quiet_period_delta >= self.renew_before_delta:
+            raise ValueError(
+                f"cutover.observed.quietPeriod ({observed.quiet_period}) must be shorter than "
+                f"renewBefore ({self.renew_before}), or the current certificate expires before it can be proven quiet"
             )
         return self
 
@@ -249,6 +289,11 @@ class CertificateRecord(StatusModel):
     secret_name: str
     revision: int
     compromised_by: str | None = None
+    # What the endpoints' reports say of this certificate: accepted presentations summed over the
+    # counted reporters (counts restart with a reporter), first and last accepted presentation seen.
+    first_presented: datetime.datetime | None = None
+    last_presented: datetime.datetime | None = None
+    presentations: int | None = None
 
 
 class NextCertificate(CertificateRecord):
@@ -265,6 +310,8 @@ class HistoryEntry(StatusModel):
     reason: RetireReason
     retired_at: datetime.datetime
     incident: str | None = None
+    # nginx and HAProxy log the SHA-1 fingerprint: a revoked certificate is recognised by it too.
+    sha1: str | None = None
 
 
 class EmergencyRecord(StatusModel):
@@ -304,6 +351,35 @@ class BundleStatus(StatusModel):
     files: list[str] = pydantic.Field(default_factory=list)
 
 
+REPORTERS_MAX = 32
+REVOKED_PRESENTATIONS_MAX = 16
+
+
+class ReporterStatus(StatusModel):
+    """One counted endpoint reporting on the object's trust store."""
+
+    pod: str
+    reporter: str
+    heartbeat_time: datetime.datetime  # as of the last status change: a heartbeat alone writes nothing
+    stale: bool
+
+
+class RevokedCount(StatusModel):
+    pod: str
+    since: datetime.datetime  # the report's startTime: a restarted reporter counts from zero again
+    presentations: int
+
+
+class RevokedPresentations(StatusModel):
+    """What has been counted and alarmed of one revoked certificate presented: a restart of the
+    operator neither alarms again nor counts again what is recorded here."""
+
+    fingerprint: str
+    burst_started: datetime.datetime
+    last_seen: datetime.datetime
+    reporters: list[RevokedCount] = pydantic.Field(default_factory=list)
+
+
 class WebhookCertificateStatus(StatusModel):
     observed_generation: int | None = None
     stage: Stage | None = None
@@ -319,3 +395,5 @@ class WebhookCertificateStatus(StatusModel):
     trust: TrustStatus | None = None
     consumers: list[ConsumerStatus] = pydantic.Field(default_factory=list)
     bundle: BundleStatus | None = None
+    reporters: list[ReporterStatus] = pydantic.Field(default_factory=list)
+    revoked_presentations: list[RevokedPresentations] = pydantic.Field(default_factory=list)

@@ -56,6 +56,8 @@ ROTATION_IN_PROGRESS = "RotationInProgress"
 SHORT_VALIDITY = "ShortValidity"
 COMPROMISED = "Compromised"
 CUTOVER_REFUSED = "CutoverRefused"
+# Under spec.cutover.policy Observed, while a next is pending: whether the reports prove the switch.
+CUTOVER_READY = "CutoverReady"
 EMERGENCY_REFUSED = "EmergencyRefused"
 DISCARD_REFUSED = "DiscardRefused"
 SECRET_CONFLICT = "SecretConflict"  # noqa: S105 - a condition type

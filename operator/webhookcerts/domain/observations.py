@@ -11,7 +11,7 @@ import datetime
 import enum
 from collections.abc import Callable
 
-from webhookcerts.domain import models, pki
+from webhookcerts.domain import models, pki, reports
 
 
 class Action(enum.Enum):
@@ -76,6 +76,9 @@ class Observation:
     emergency_reference: str | None = None
     cutover_serial: str | None = None
     discard_serial: str | None = None
+    # What the endpoints report of the object's trust store, added up for its certificates; None when
+    # not known (the operator does not read reports, or an older install has no PresentationReport CRD).
+    presentations: reports.Presentations | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,8 @@ first decision wins. The order encodes the lifecycle's priorities:
    (``domain.incidents``) is not a new incident;
 3. a current Secret that is missing, corrupt or changed stops everything (never auto-replaced: the
    provider holds a copy of that key) but a cut-over the user asks for, which is the way out;
-4. a cut-over asked for by annotation, then one forced by expiry;
+4. a cut-over asked for by annotation, then one the endpoints' reports prove safe
+   (``spec.cutover.policy: Observed``, ``domain.cutover``), then one forced by expiry;
 5. the planned renewal at ``renewalTime``.
 
 Nothing here performs I/O; ``webhookcerts.service`` carries decisions out, one small step at a time.
@@ -27,7 +28,7 @@ import dataclasses
 import datetime
 from collections.abc import Sequence
 
-from webhookcerts.domain import incidents, models, names, renewal
+from webhookcerts.domain import cutover, incidents, models, names, renewal
 from webhookcerts.domain.observations import MUTATING as MUTATING
 from webhookcerts.domain.observations import Action as Action
 from webhookcerts.domain.observations import Check as Check
@@ -296,6 +297,16 @@ def cutover_requested(obs: Observation) -> Decision | None:
     )
 
 
+def observed_cutover(obs: Observation) -> Decision | None:
+    """Policy Observed: cut over once the reports prove the provider presents the next certificate."""
+    verdict = cutover.verdict(obs)
+    if verdict is None or not verdict.ready or obs.status.next is None:
+        return None
+    return Decision(
+        Action.CUTOVER, "ObservedCutover", f"cutting over to serial {obs.status.next.serial}: {verdict.message}"
+    )
+
+
 def expired(obs: Observation) -> Decision | None:
     current = obs.status.current
     if current is None or obs.now < current.not_after:
@@ -332,6 +343,7 @@ CHAIN: Sequence[Check] = (
     current_secret_sound,
     next_secret_sound,
     cutover_requested,
+    observed_cutover,
     expired,
     nearing_expiry,
 )
@@ -368,15 +380,25 @@ def decide(obs: Observation, chain: Sequence[Check] = CHAIN) -> Decision:
 
 
 def next_wakeup(
-    spec: models.WebhookCertificateSpec, status: models.WebhookCertificateStatus
+    spec: models.WebhookCertificateSpec, status: models.WebhookCertificateStatus, obs: Observation | None = None
 ) -> datetime.datetime | None:
-    """When the chain's answer can next change on its own (renewal time, or expiry)."""
+    """When the chain's answer can next change on its own (renewal time, expiry, or the moment an
+    observed cut-over's quiet period can be proven, from ``obs``)."""
     current = status.current
     if current is None:
         return None
     if status.next is None:
         return renewal.renewal_time(current.not_after, spec.renew_before_delta)
+    verdict = cutover.verdict(obs) if obs is not None else None
+    if verdict is not None and verdict.recheck_at is not None:
+        # Rounded up: a wake-up a fraction early finds the period not over and waits for nothing.
+        return min(current.not_after, _whole_second_after(verdict.recheck_at))
     return current.not_after
+
+
+def _whole_second_after(moment: datetime.datetime) -> datetime.datetime:
+    whole = moment.replace(microsecond=0)
+    return whole if whole == moment else whole + datetime.timedelta(seconds=1)
 
 
 def stage_of(status: models.WebhookCertificateStatus) -> models.Stage:

@@ -242,11 +242,18 @@ def observed_switch(
     min_presentations: int,
     quiet_period: datetime.timedelta,
     now: datetime.datetime,
+    current_trusted: bool = True,
 ) -> Verdict:
     """The proof an observed cut-over needs: the next accepted often enough, the current quiet.
 
     Never with no reporter, never while one is stale, and a reporter counts for the quiet period only
-    if it has been reporting for all of it.
+    if it has been reporting for all of it. A report says nothing of what its server saw after it was
+    written: the quiet period is proven up to the oldest heartbeat of the reporters, not up to ``now``
+    (a reporter writes in batches, up to a heartbeat interval apart).
+
+    ``current_trusted=False`` (an emergency under ``RevokeImmediately``: the compromised current left
+    every trust form at containment) waives the quiet period: the cut-over then drops no trust, and
+    whoever holds the stolen key must not be able to hold it off by presenting the certificate.
     """
     if not seen.reporters:
         why = f" ({len(seen.ignored)} report(s) not counted: {seen.ignored[0].why_not})" if seen.ignored else ""
@@ -262,23 +269,31 @@ def observed_switch(
             "AwaitingNextPresentations",
             f"the next certificate was accepted {nxt.presentations} of the {min_presentations} times required",
         )
+    if not current_trusted:
+        return Verdict(
+            True,
+            "ProviderSwitched",
+            f"the next certificate was accepted {nxt.presentations} times at {len(seen.reporters)} reporter(s); "
+            "the current one is no longer trusted, so no quiet period is needed",
+        )
+    proven_until = min(now, *(r.heartbeat_time for r in seen.reporters))
     started = max(r.start_time for r in seen.reporters)
-    if started > now - quiet_period:
+    if started > proven_until - quiet_period:
         return Verdict(
             False,
             "ReporterTooRecent",
             f"a reporter has been counting only since {_at(started)}; the quiet period of {quiet_period} "
-            f"can be proven from {_at(started + quiet_period)}",
-            recheck_at=started + quiet_period,
+            f"can be proven by reports written from {_at(started + quiet_period)}",
+            recheck_at=_later(started + quiet_period, now),
         )
     last = seen.current.last_seen
-    if last is not None and last > now - quiet_period:
+    if last is not None and last > proven_until - quiet_period:
         return Verdict(
             False,
             "CurrentStillPresented",
-            f"the provider presented the current certificate at {_at(last)}; cut-over once none is seen "
-            f"until {_at(last + quiet_period)}",
-            recheck_at=last + quiet_period,
+            f"the current certificate was presented at {_at(last)}; cut-over once reports written from "
+            f"{_at(last + quiet_period)} show it no more",
+            recheck_at=_later(last + quiet_period, now),
         )
     return Verdict(
         True,
@@ -286,3 +301,9 @@ def observed_switch(
         f"the next certificate was accepted {nxt.presentations} times and the current not presented "
         f"for {quiet_period} at {len(seen.reporters)} reporter(s)",
     )
+
+
+def _later(moment: datetime.datetime, now: datetime.datetime) -> datetime.datetime | None:
+    """``moment`` when time alone may change the verdict then; None when only a new report can (its
+    watch event starts the pass; a reporter that stops writing turns stale at its own ``stale_at``)."""
+    return moment if moment > now else None

@@ -5,6 +5,9 @@ all indexed resources have been listed once. So the view is filled from the inde
 return None: the view, not a Kopf index, is what the workers read), and the first ``on.event`` call
 means the view is complete: only then may a pass assemble a trust store from it.
 
+PresentationReports are watched too (every one: a reporter cannot carry the operator's label, and a
+report is a few hundred bytes); each one's pod is read once per report change, never watched.
+
 Secrets are watched with the operator's label as a server-side selector (Kopf's
 ``settings.watching.label_selectors``): the operator sees the Secrets it wrote, never every Secret of
 the cluster (cert-manager #3748).
@@ -19,6 +22,7 @@ time, and Kopf writes no progress annotations, so an idle cluster costs no write
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Mapping
@@ -26,7 +30,7 @@ from typing import Any
 
 import kopf
 
-from webhookcerts.domain import models, names
+from webhookcerts.domain import models, names, reports
 from webhookcerts.kube import client as kube_client
 from webhookcerts.service import engine as engine_mod
 from webhookcerts.service import leader, reconcile
@@ -36,6 +40,7 @@ logger = logging.getLogger(__name__)
 KOPF_PREFIX = f"kopf.{names.PREFIX}"
 RESOURCE = (models.GROUP, models.VERSION, models.PLURAL)
 SECRETS = ("v1", "secrets")
+REPORTS = (models.GROUP, models.VERSION, reports.PLURAL)
 STOP_TIMEOUT = 5.0
 
 _engine: engine_mod.Engine | None = None
@@ -124,6 +129,22 @@ async def index_certificate(body: kopf.Body, **_: Any) -> None:
 @kopf.index(*SECRETS, id="owned-secrets")
 async def index_secret(body: kopf.Body, **_: Any) -> None:
     _get().secret_seen(_plain(body))
+
+
+@kopf.index(*REPORTS, id="presentation-reports")
+async def index_report(body: kopf.Body, **_: Any) -> None:
+    # The report's pod is read here, once per report change, off the event loop: the pass reads only
+    # the view. Without the report CRD (an older install) Kopf warns that it cannot watch it and goes
+    # on: the rest of the operator works, and no object has a reporter.
+    engine, plain = _get(), _plain(body)
+    facts = await asyncio.to_thread(engine.read_pod, plain["metadata"]["namespace"], plain["metadata"]["name"])
+    engine.report_seen(plain, facts)
+
+
+@kopf.on.event(*REPORTS, id="report-events")
+async def report_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    if type == "DELETED":
+        _get().report_gone(_plain(body))
 
 
 @kopf.on.event(*RESOURCE, id="certificate-events")

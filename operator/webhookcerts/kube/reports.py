@@ -12,10 +12,16 @@ field the spec no longer has is sent as null); a create when the report does not
 write, or after someone deleted it). Every call is bounded in time by the client (kube/client.py).
 Errors come out as ``ReportWriteError`` with the API server's status and message only: never the
 request, whose headers carry the token.
+
+The operator only reads them (merged here from the reports-ingest branch): a report names its pod; the
+pod is read once per report change (a few a minute per reporter), with a short timeout of its own,
+never listed or watched: the operator has no reason to hold every pod of the cluster in memory for the
+handful that report.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
 import kubernetes
@@ -126,3 +132,38 @@ class Writer:
             self.pod_name,
             merge_patch(self.pod_name, self.pod_uid, spec),
         )
+
+
+# --- reading (the operator) ---
+
+# (connect, read) seconds for the pod GET: it runs on each report change and must not hold the
+# watch that delivered it for long.
+POD_TIMEOUT = (3.0, 5.0)
+
+
+def list_namespace(clients: kube_client.Clients, namespace: str) -> list[dict[str, Any]] | None:
+    """The namespace's reports; None when the API server does not serve them (the CRD not installed)."""
+    try:
+        result = cast(
+            dict[str, Any],
+            clients.custom.list_namespaced_custom_object(models.GROUP, models.VERSION, namespace, reports.PLURAL),
+        )
+    except kubernetes.client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    items: list[dict[str, Any]] = result.get("items", [])
+    return items
+
+
+def read_pod(clients: kube_client.Clients, namespace: str, name: str) -> dict[str, Any] | None:
+    """The pod as a plain dict (camelCase, as the API sends it), or None when it does not exist."""
+    try:
+        response = clients.core.read_namespaced_pod(
+            name, namespace, _preload_content=False, _request_timeout=POD_TIMEOUT
+        )
+    except kubernetes.client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return cast(dict[str, Any], json.loads(response.data))  # type: ignore[attr-defined]

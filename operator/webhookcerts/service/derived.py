@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from webhookcerts.domain import conditions, names, policy, renewal
+from webhookcerts.domain import conditions, cutover, names, policy, renewal
 
 if TYPE_CHECKING:
     from webhookcerts.service.state import Pass
@@ -77,4 +77,19 @@ def conclude(p: Pass, decision: policy.Decision, refusals: list[policy.Decision]
             p.set_condition(type, "True", refusal.reason, refusal.message)
         else:
             p.drop_condition(type)
+    _cutover_ready(p)
     p.status.observed_generation = p.resource.generation
+
+
+def _cutover_ready(p: Pass) -> None:
+    """Under policy Observed, while a next is pending: what the reports prove, or what is still missing."""
+    verdict = cutover.verdict(p.last) if p.last is not None else None
+    if verdict is None:
+        p.drop_condition(names.CUTOVER_READY)
+        return
+    if verdict.ready:
+        p.set_condition(names.CUTOVER_READY, "True", verdict.reason, verdict.message)
+    elif verdict.reason == cutover.UNKNOWN:
+        p.set_condition(names.CUTOVER_READY, "Unknown", verdict.reason, verdict.message)
+    else:
+        p.set_condition(names.CUTOVER_READY, "False", verdict.reason, verdict.message)

@@ -29,8 +29,11 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from webhookcerts.domain import names, ownership, policy
+import pydantic
+
+from webhookcerts.domain import names, ownership, policy, reporters
 from webhookcerts.kube import client as kube_client
+from webhookcerts.kube import reports as kube_reports
 from webhookcerts.kube import resources, secrets
 from webhookcerts.service import probes, reconcile, state, view, workqueue
 
@@ -77,6 +80,8 @@ class Engine:
             trust_changed=self._trust_changed,
         )
         self.view = view.View()
+        # The handlers watch PresentationReports: "no report" means no reporter, not "not known".
+        self.view.reports_known = True
         self.queue: workqueue.WorkQueue[Item] = workqueue.WorkQueue()
         self.prober = probes.Prober(interval=probe_interval, on_done=self._probe_done)
         self.resync = resync
@@ -132,6 +137,42 @@ class Engine:
                 self.queue.add(("certificate", namespace, entry.name))
         if self.view.is_trust_secret(namespace, name):
             self.queue.add(("trust", namespace, name))
+
+    def read_pod(self, namespace: str, name: str) -> reporters.PodFacts | None:
+        """A report's pod, read once per report change (blocking: the handlers run it in a thread).
+        None when it could not be read: the report keeps the facts it had (or counts as unverified)."""
+        try:
+            return reporters.PodFacts.of(kube_reports.read_pod(self.ctx.clients, namespace, name))
+        except (kube_client.ApiError, kube_client.TransportError) as exc:
+            logger.warning(
+                "pod %s/%s of a PresentationReport could not be read (%s)", namespace, name, type(exc).__name__
+            )
+            return None
+
+    def report_seen(self, body: Mapping[str, Any], facts: reporters.PodFacts | None) -> None:
+        meta = body["metadata"]
+        namespace = str(meta["namespace"])
+        held = self.view.report(namespace, str(meta["name"]))
+        if facts is None:
+            facts = held.facts if held is not None else reporters.PodFacts.missing()
+        try:
+            report = reporters.Report.parse(body, facts)
+        except pydantic.ValidationError as exc:
+            logger.warning(
+                "%s/%s: unreadable PresentationReport ignored (%d error(s))", namespace, meta["name"], exc.error_count()
+            )
+            return
+        before = self.view.put_report(report)
+        if before is None:
+            return
+        for trust_secret in {report.spec.trust_secret_name, before} - {""}:
+            self._trust_changed(namespace, trust_secret)
+
+    def report_gone(self, body: Mapping[str, Any]) -> None:
+        meta = body["metadata"]
+        gone = self.view.drop_report(str(meta["namespace"]), str(meta["name"]))
+        if gone is not None:
+            self._trust_changed(gone.namespace, gone.spec.trust_secret_name)
 
     def synced(self) -> None:
         """Every watched object has been seen once: passes may start (a trust union is now complete)."""

@@ -27,6 +27,8 @@ CONDITION_STATUSES: tuple[models.ConditionStatus, ...] = ("True", "False", "Unkn
 STAGES: tuple[models.Stage, ...] = ("Issuing", "Active", "Rotating", "Compromised")
 RotationReason = Literal["planned", "emergency"]
 ROTATION_REASONS: tuple[RotationReason, ...] = ("planned", "emergency")
+ROLES = ("current", "next")
+REPORTER_STATES = ("live", "stale")
 # cert-manager serves on 9402; the next port keeps both scrapeable side by side on one host network.
 DEFAULT_PORT = 9403
 # An RSA-4096 key takes from a tenth of a second to several seconds (the search for primes), more on a
@@ -80,6 +82,27 @@ class Metrics:
             "trust_reloads_total", "Consumers (pods or workloads) told to reload a changed trust store."
         )
         self.reconcile_errors = counter("reconcile_errors_total", "Reconciles that ended in an error.")
+        # Issue 24: what the endpoints report of the provider's certificates.
+        self.presentations = gauge(
+            "certificate_presentations",
+            "Accepted presentations of the certificate, summed over the counted reporters; absent without "
+            "a certificate in the role or a reporter.",
+            ("role",),
+        )
+        self.last_presented = gauge(
+            "certificate_last_presented_timestamp_seconds",
+            "When an endpoint last accepted the certificate; absent until presented.",
+            ("role",),
+        )
+        self.reporters = gauge("reporters", "Counted reporters of the object's trust store, live or stale.", ("state",))
+        self.heartbeats = gauge(
+            "reporter_heartbeat_timestamp_seconds", "The last heartbeat of each counted reporter.", ("pod",)
+        )
+        self.revoked_presentations = counter(
+            "revoked_certificate_presentations_total",
+            "Presentations of a revoked certificate (compromised or superseded) the reports added.",
+            ("fingerprint",),
+        )
         # Not per object: a key's generation time says how busy the operator's cores are, not how one
         # object fares. The sum over a window, divided by the keys generated at once, is the least time
         # issuing that many keys can take (benchmarks/scale.py reads it so).
@@ -92,6 +115,9 @@ class Metrics:
         self._lock = threading.Lock()
         # The environment each object's series carry, so that forgetting an object needs only its name.
         self._environments: dict[tuple[str, str], str] = {}
+        # The label values each object's per-pod and per-fingerprint series carry, to remove them.
+        self._pods: dict[tuple[str, str], set[str]] = {}
+        self._fingerprints: dict[tuple[str, str], set[str]] = {}
 
     # -- gauges from status -------------------------------------------------------------------------
 
@@ -114,6 +140,14 @@ class Metrics:
             self.compromised.labels(*labels).set(1.0 if current is not None and current.compromised_by else 0.0)
             self._set_or_remove(self.next_expiration, labels, _seconds(pending.not_after) if pending else None)
             self._set_or_remove(self.next_issued, labels, _seconds(pending.issued_at) if pending else None)
+            for role, record in (("current", current), ("next", pending)):
+                count = record.presentations if record is not None else None
+                last = record.last_presented if record is not None else None
+                self._set_or_remove(self.presentations, (*labels, role), float(count) if count is not None else None)
+                self._set_or_remove(self.last_presented, (*labels, role), _seconds(last) if last else None)
+            stale = sum(1 for r in status.reporters if r.stale)
+            self.reporters.labels(*labels, "live").set(len(status.reporters) - stale)
+            self.reporters.labels(*labels, "stale").set(stale)
             # Counters start at zero, so that increase() sees the first rotation of a new object.
             for reason in ROTATION_REASONS:
                 self.rotations.labels(*labels, reason)
@@ -146,6 +180,28 @@ class Metrics:
         self._remember(namespace, name, environment)
         self.reconcile_errors.labels(name, namespace, environment).inc()
 
+    def heartbeats_seen(
+        self, namespace: str, name: str, environment: str, heartbeats: dict[str, datetime.datetime]
+    ) -> None:
+        """The counted reporters' latest heartbeats, from the reports (status keeps them only as of its
+        last change); a reporter no longer counted loses its series."""
+        with self._lock:
+            self._environments.setdefault((namespace, name), environment)
+            labels = (name, namespace, environment)
+            before = self._pods.get((namespace, name), set())
+            for pod in before - set(heartbeats):
+                self._discard(self.heartbeats, (*labels, pod))
+            for pod, moment in heartbeats.items():
+                self.heartbeats.labels(*labels, pod).set(_seconds(moment))
+            self._pods[(namespace, name)] = set(heartbeats)
+
+    def revoked_presented(self, namespace: str, name: str, environment: str, fingerprint: str, count: int) -> None:
+        """Presentations of a revoked certificate newly counted (status records what was counted)."""
+        self._remember(namespace, name, environment)
+        with self._lock:
+            self._fingerprints.setdefault((namespace, name), set()).add(fingerprint)
+        self.revoked_presentations.labels(name, namespace, environment, fingerprint).inc(count)
+
     def key_generated(self, seconds: float) -> None:
         self.key_generation.observe(seconds)
 
@@ -168,6 +224,11 @@ class Metrics:
             (self.ready, CONDITION_STATUSES),
             (self.stage, STAGES),
             (self.rotations, ROTATION_REASONS),
+            (self.presentations, ROLES),
+            (self.last_presented, ROLES),
+            (self.reporters, REPORTER_STATES),
+            (self.heartbeats, tuple(self._pods.pop((namespace, name), ()))),
+            (self.revoked_presentations, tuple(self._fingerprints.pop((namespace, name), ()))),
         ]
         for metric, values in extras:
             for value in values:

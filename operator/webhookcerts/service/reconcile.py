@@ -19,10 +19,11 @@ import datetime
 import logging
 from typing import Any
 
-from webhookcerts.domain import conditions, models, names, policy
+from webhookcerts.domain import conditions, models, names, policy, reporters
 from webhookcerts.kube import client as kube_client
 from webhookcerts.kube import events, resources, secrets
-from webhookcerts.service import bundles, claims, derived, probes, state, steps, trust_store, view
+from webhookcerts.kube import reports as kube_reports
+from webhookcerts.service import bundles, claims, derived, presentations, probes, state, steps, trust_store, view
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ def parse_status(body: dict[str, Any]) -> models.WebhookCertificateStatus:
 
 
 def snapshot(ctx: Context, namespace: str) -> view.View:
-    """A view filled by one LIST of the namespace's WebhookCertificates and the operator's Secrets.
+    """A view filled by one LIST of the namespace's WebhookCertificates, the operator's Secrets and the
+    PresentationReports (each report's pod read once).
 
     For callers without watches (the in-process tests): the operator's own view is fed by watches.
     """
@@ -54,6 +56,11 @@ def snapshot(ctx: Context, namespace: str) -> view.View:
         seen.put_certificate(body)
     for secret in secrets.list_managed(ctx.clients, namespace):
         seen.put_secret(namespace, secret)
+    found = kube_reports.list_namespace(ctx.clients, namespace)
+    seen.reports_known = found is not None
+    for report in found or ():
+        pod = reporters.PodFacts.of(kube_reports.read_pod(ctx.clients, namespace, report["metadata"]["name"]))
+        seen.put_report(reporters.Report.parse(report, pod))
     seen.mark_synced()
     return seen
 
@@ -140,7 +147,7 @@ def run(
     if p.disputed and decision.action is not policy.Action.NOT_READY:
         decision = claims.refused(claims.message(p.disputed))
     _converge(p, decision, refusals, prober or probes.Prober(workers=0))
-    return Result(p.status, decision, policy.next_wakeup(p.spec, p.status), p.requeue_after)
+    return Result(p.status, decision, policy.next_wakeup(p.spec, p.status, p.last), p.requeue_after)
 
 
 def _converge(p: state.Pass, decision: policy.Decision, refusals: list[policy.Decision], prober: probes.Prober) -> None:
@@ -156,7 +163,15 @@ def _converge(p: state.Pass, decision: policy.Decision, refusals: list[policy.De
             claims.report(p, p.disputed)
             derived.conclude(p, claims.refused(claims.message(p.disputed)), refusals)
     probes.validate(p, prober)
+    seen = p.last.presentations if p.last is not None else None
+    outcome = presentations.record(p, seen)
+    presentations.hold_heartbeats(p, seen)
     p.save()
+    presentations.announce(p, outcome, seen)
+    if outcome.wake_at is not None:
+        # A reporter turning stale, the current certificate's in-use window or a burst ending.
+        due = max(0.0, (outcome.wake_at - p.now).total_seconds())
+        p.requeue_after = due if p.requeue_after is None else min(p.requeue_after, due)
 
 
 def sync_trust(ctx: Context, seen: view.View, namespace: str, secret_name: str) -> str:

@@ -23,7 +23,7 @@ from webhookcerts.domain import clock as clock_mod
 from webhookcerts.domain import conditions, models, names, ownership, pki, policy
 from webhookcerts.kube import client as kube_client
 from webhookcerts.kube import events, resources, secrets
-from webhookcerts.service import derived, metrics, view
+from webhookcerts.service import derived, metrics, presentations, view
 
 logger = logging.getLogger(__name__)
 
@@ -234,6 +234,7 @@ class Pass:
             emergency_reference=self.resource.annotations.get(names.EMERGENCY_ANNOTATION),
             cutover_serial=self.resource.annotations.get(names.CUTOVER_ANNOTATION),
             discard_serial=self.resource.annotations.get(names.DISCARD_NEXT_ANNOTATION),
+            presentations=presentations.observe(self),
         )
         return self.last
 

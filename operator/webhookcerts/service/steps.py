@@ -54,6 +54,7 @@ def _history_entry(
         "reason": reason,
         "retired_at": p.now,
         "incident": incident,
+        "sha1": pki.sha1_fingerprint(record.certificate),
     }
 
 
@@ -319,12 +320,14 @@ def cutover(p: Pass, obs: policy.Observation, decision: policy.Decision) -> None
     trust_store.sync(p)
     # Only now, with the trust store no longer naming it, is the old key destroyed.
     p.delete_secret(p.spec.next_secret_name, resource_version=p.next_raw.resource_version if p.next_raw else None)
-    p.event(
-        "Normal",
-        "CutOver",
-        f"{decision.message}: serial {pending.serial} is now current"
-        f"{f'; serial {old.serial} retired and its key destroyed' if old else ''}",
+    done = (
+        f"serial {pending.serial} is now current{f'; serial {old.serial} retired and its key destroyed' if old else ''}"
     )
+    if decision.reason == "ObservedCutover":
+        # Nobody asked for this one: its own reason, so it can be told apart and alerted on.
+        p.event("Normal", "ObservedCutover", f"{done}; {decision.message}")
+    else:
+        p.event("Normal", "CutOver", f"{decision.message}: {done}")
 
 
 def discard_next(p: Pass, obs: policy.Observation, decision: policy.Decision) -> None:

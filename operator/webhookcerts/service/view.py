@@ -1,4 +1,5 @@
-"""The operator's in-memory view of the cluster: WebhookCertificates and the Secrets it owns.
+"""The operator's in-memory view of the cluster: WebhookCertificates, the Secrets it owns, and the
+PresentationReports of their trust stores (each with the facts of its pod, read when the report changed).
 
 Fed by watches (Kopf's indexing phase, which sees every object before any handler runs) and by the
 operator's own writes (write-through: what the API server answered goes in at once, so the next pass
@@ -24,7 +25,7 @@ from typing import Any
 
 import pydantic
 
-from webhookcerts.domain import models, names, ownership
+from webhookcerts.domain import models, names, ownership, reporters
 from webhookcerts.kube import secrets
 
 Key = tuple[str, str]
@@ -115,6 +116,11 @@ class View:
         # Every Secret name any object's spec claims, in any role: who else wants a Secret.
         self._by_claim: dict[Key, set[str]] = {}
         self._secrets: dict[Key, secrets.SecretData] = {}
+        # PresentationReports by (namespace, pod), each with its pod's facts as read at its last change.
+        self._reports: dict[Key, reporters.Report] = {}
+        # Whether reports are read at all: False leaves ``Observation.presentations`` unknown (None)
+        # rather than "no reporter" (an older install without the report CRD, a snapshot without it).
+        self.reports_known = False
         self._synced = threading.Event()
 
     # feeding --------------------------------------------------------------------------------------
@@ -184,6 +190,39 @@ class View:
                 return False
             del self._secrets[(namespace, name)]
             return True
+
+    def put_report(self, report: reporters.Report) -> str | None:
+        """Record a report unless the view holds it or a newer version. Returns None when nothing
+        changed, else the trust Secret it named before ("" if new or the same): who must look again."""
+        key = (report.namespace, report.pod)
+        with self._lock:
+            held = self._reports.get(key)
+            if held is not None and held.uid == report.uid:
+                version = report.resource_version
+                newer = _version(version) >= _version(held.resource_version)
+                if (held.resource_version == version and held.facts == report.facts) or not newer:
+                    return None
+            self._reports[key] = report
+            before = held.spec.trust_secret_name if held is not None else ""
+            return before if before != report.spec.trust_secret_name else ""
+
+    def drop_report(self, namespace: str, pod: str) -> reporters.Report | None:
+        with self._lock:
+            return self._reports.pop((namespace, pod), None)
+
+    def report(self, namespace: str, pod: str) -> reporters.Report | None:
+        with self._lock:
+            return self._reports.get((namespace, pod))
+
+    def reports_for(self, namespace: str, trust_secret: str) -> list[reporters.Report]:
+        """The reports of one trust store, by pod name."""
+        with self._lock:
+            found = [
+                r
+                for (ns, _), r in self._reports.items()
+                if ns == namespace and r.spec.trust_secret_name == trust_secret
+            ]
+        return sorted(found, key=lambda r: r.pod)
 
     def mark_synced(self) -> None:
         self._synced.set()

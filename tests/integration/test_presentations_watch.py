@@ -1,0 +1,61 @@
+"""The operator process reads PresentationReports from its watch: a report written, changed or deleted
+reaches the status of the objects whose trust Secret it names, with a resync interval of an hour, so
+nothing seen here comes from a timer.
+"""
+
+from __future__ import annotations
+
+import types
+from typing import cast
+
+import kubernetes
+import pytest
+
+from tests import conftest, whc
+from tests.integration import test_presentations as reported
+from tests.integration.test_service import Harness
+from webhookcerts.domain import clock, models, names, reports
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def api(api_client: kubernetes.client.ApiClient, namespace: str, crd_installed: None) -> whc.Api:
+    return whc.Api(api_client, namespace)
+
+
+@pytest.fixture
+def operator_args() -> list[str]:
+    return ["--resync-interval", "3600"]
+
+
+def test_a_report_written_and_deleted_reaches_status_from_the_watch(
+    api: whc.Api, operator: conftest.OperatorProcess
+) -> None:
+    # The helpers of the Harness tests, with the real clock the operator process runs on.
+    h = cast(Harness, types.SimpleNamespace(api=api, fake=clock.SystemClock()))
+    api.create("watched")
+
+    def ready() -> bool:
+        condition = api.condition("watched", names.READY)
+        return condition is not None and condition.status == "True"
+
+    conftest.wait_for(ready, what="Ready=True")
+    current = api.status("watched").current
+    assert current is not None
+    uid = reported.reporter_pod(h, "recv-0")
+    certificates = [reported.entry(current.certificate, accepted=4, last=h.fake.now())]
+    # A long interval: the reporter stays live however slow the machine.
+    reported.report(h, "recv-0", uid, certificates, interval=3600)
+
+    def counted() -> bool:
+        record = api.status("watched").current
+        return record is not None and record.presentations == 4
+
+    conftest.wait_for(counted, timeout=30, what="the report's presentations in status")
+    assert [r.pod for r in api.status("watched").reporters] == ["recv-0"]
+
+    api.custom.delete_namespaced_custom_object(models.GROUP, models.VERSION, api.namespace, reports.PLURAL, "recv-0")
+    conftest.wait_for(lambda: api.status("watched").reporters == [], timeout=30, what="the reporter gone from status")
+    record = api.status("watched").current
+    assert record is not None and record.presentations is None and record.last_presented is not None

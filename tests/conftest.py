@@ -241,10 +241,16 @@ def token_kubeconfig(
     *,
     duration: str | None = None,
     default_namespace: bool = False,
+    bound_pod: tuple[str, str] | None = None,
 ) -> pathlib.Path:
     """A kubeconfig that authenticates as the ServiceAccount ``namespace/account``, with nothing of the
-    admin's; ``default_namespace`` makes its context name that namespace, as a user's kubeconfig may."""
+    admin's; ``default_namespace`` makes its context name that namespace, as a user's kubeconfig may.
+    ``bound_pod`` (name, uid) binds the token to that Pod, as the kubelet's projected token is: its
+    user info then carries the pod's name and uid."""
     args = ["create", "token", account, "-n", namespace]
+    if bound_pod is not None:
+        pod, uid = bound_pod
+        args += ["--bound-object-kind=Pod", f"--bound-object-name={pod}", f"--bound-object-uid={uid}"]
     token = kubectl(*args, *([f"--duration={duration}"] if duration else [])).stdout.strip()
     context = {"cluster": "dev", "user": account, **({"namespace": namespace} if default_namespace else {})}
     path.write_text(

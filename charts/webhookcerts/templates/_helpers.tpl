@@ -91,6 +91,16 @@ watched namespace. tests/integration/test_chart_rbac.py runs the operator with e
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+# PresentationReports (what the receiving endpoints saw the provider present): listed and watched into
+# the view, one read afresh by name. The operator never writes one: each reporter writes its own.
+- apiGroups: ["webhookcerts.io"]
+  resources: ["presentationreports"]
+  verbs: ["get", "list", "watch"]
+# A report counts only while the pod it names runs with the report's uid and serves the trust store:
+# that pod is read by name when its report changes (never listed or watched).
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get"]
 {{- if .Values.consumers.enabled }}
 # Consumers (spec.consumers), only with consumers.enabled: patching a pod template is running any
 # image, so the admission policy (admissionPolicy.enabled) holds these patches to the trust-hash

@@ -93,7 +93,7 @@ class Switching:
 
     def __init__(self, endpoint: endpoints.TlsEndpoint, current: pathlib.Path, next_: pathlib.Path) -> None:
         self.endpoint, self.current, self.next = endpoint, current, next_
-        self.rate, self.seconds = 20.0, 2.0
+        self.rate, self.seconds = 10.0, 2.0
         self.share = 0.0
         self.campaigns: list[endpoints.Campaign] = []
         self._lock = threading.Lock()

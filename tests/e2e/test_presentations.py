@@ -68,11 +68,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 REPORT_CRD = "presentationreports.webhookcerts.io"
 REPORTER = "reporter"  # the receiver's ServiceAccount
 HEARTBEAT = 2.0  # s: a report turns stale after three missed heartbeats and 10 s
-QUIET = datetime.timedelta(seconds=15)
+QUIET = datetime.timedelta(minutes=1)  # the shortest the spec accepts
 MIN_PRESENTATIONS = 5
 OBSERVED: dict[str, Any] = {
     "policy": "Observed",
-    "observed": {"minPresentations": MIN_PRESENTATIONS, "quietPeriod": "15s"},
+    "observed": {"minPresentations": MIN_PRESENTATIONS, "quietPeriod": "1m"},
 }
 
 

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from tests import conftest
 from tests.unit import mtls_pki
 from tests.unit.test_receiver import client_context, post, trust_bundle
+from webhookcerts.cli import main as cli_main
 from webhookcerts.domain import trust
 from webhookcerts.receiver import reporting, server, trustdir
 
@@ -103,3 +104,15 @@ def test_no_trust_hash_for_a_file_that_is_not_ca_crt(pki: mtls_pki.Pki, tmp_path
     with server.Receiver(config) as rx:
         assert rx.trust.current.source_hash  # known to the receiver, but no annotation's value
         assert rx.served_trust_hash() is None
+
+
+def test_reporting_without_the_pods_identity_stops_at_start_naming_what_is_missing(
+    pki: mtls_pki.Pki, trust_dir: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in reporting.PodIdentity.ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("POD_NAME", "rx-0")
+    argv = ["receiver", "--cert", str(pki.server.cert_path), "--key", str(pki.server.key_path)]
+    argv += ["--trust-dir", str(trust_dir), "--host", "127.0.0.1", "--port", "0", "--report-trust-secret", "trust"]
+    assert cli_main.main(argv) == 1
+    assert "POD_NAMESPACE, POD_UID not set" in capsys.readouterr().err

@@ -101,6 +101,16 @@ def test_a_tally_counts_each_certificate_by_its_fingerprints() -> None:
     )
 
 
+def test_a_tally_takes_fingerprints_as_servers_log_them_and_ignores_what_is_not_one() -> None:
+    tally = reporting.Tally()
+    colons = ":".join(sha1(1)[i : i + 2] for i in range(0, 40, 2)).upper()
+    tally.record(sha256=None, sha1=colons, accepted=True)
+    tally.record(sha256="not-a-fingerprint", sha1=sha1(1), accepted=True)
+    tally.record(sha256=sha1(2), sha1=None, accepted=True)  # a sha1 given as a sha256: not one
+    [entry] = tally.snapshot()
+    assert (entry.sha256, entry.sha1, entry.accepted) == (None, sha1(1), 2)
+
+
 def test_a_full_tally_drops_the_certificate_least_recently_seen_never_the_newest() -> None:
     clock = FakeTime()
     tally = reporting.Tally(clock=clock.now)

@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -101,6 +102,17 @@ class _Entry:
         )
 
 
+_SHA256 = re.compile(reports.SHA256)
+_SHA1 = re.compile(reports.SHA1)
+
+
+def _fingerprint(value: str | None, pattern: re.Pattern[str]) -> str | None:
+    if value is None:
+        return None
+    value = value.replace(":", "").lower()
+    return value if pattern.fullmatch(value) else None
+
+
 class Tally:
     """Presentations per certificate since ``started``, at most ``limit`` certificates; thread-safe.
 
@@ -133,7 +145,12 @@ class Tally:
     def record(
         self, *, sha256: str | None, sha1: str | None, accepted: bool, at: datetime.datetime | None = None
     ) -> None:
-        """Count one presentation of the certificate with these fingerprints (lower-case hex of the DER)."""
+        """Count one presentation of the certificate with these fingerprints (hex of the DER).
+
+        Upper case and colons (as servers log them) are accepted; a value that is not a fingerprint of
+        its kind is ignored rather than kept, since one bad entry would make every report unwritable.
+        """
+        sha256, sha1 = _fingerprint(sha256, _SHA256), _fingerprint(sha1, _SHA1)
         key = sha256 or sha1
         if key is None:
             return  # nothing to tell the certificate by: nothing a report could say of it

@@ -23,7 +23,7 @@ RECEIVERS = REPO / "docs" / "receivers"
 # nginx (docs/receivers/nginx.md): the fields last, the verify result quoted (its reason has spaces).
 NGINX_LOG_FORMAT = (
     "log_format webhookcerts '$remote_addr [$time_iso8601] \"$request\" $status '\n"
-    "                        'webhookcerts fp=$ssl_client_fingerprint verify=\"$ssl_client_verify\"';"
+    "                            'webhookcerts fp=$ssl_client_fingerprint verify=\"$ssl_client_verify\"';"
 )
 # HAProxy (docs/receivers/haproxy.md): the same fields for requests and for handshakes it refused.
 HAPROXY_FIELDS = "webhookcerts fp=%[ssl_c_sha1,hex] verify=%[ssl_c_verify] err=%[ssl_c_err] ca_err=%[ssl_c_ca_err]"

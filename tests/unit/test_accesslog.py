@@ -58,7 +58,10 @@ def test_nginx_lines(line: str, expected: accesslog.Presentation | None) -> None
     ],
 )
 def test_haproxy_lines(tail: str, expected: accesslog.Presentation | None) -> None:
-    assert accesslog.parse_haproxy(f"127.0.0.1:35492 [06/Dec/2026:10:45:37.125] webhooks~ 200 webhookcerts {tail}") == expected
+    assert (
+        accesslog.parse_haproxy(f"127.0.0.1:35492 [06/Dec/2026:10:45:37.125] webhooks~ 200 webhookcerts {tail}")
+        == expected
+    )
 
 
 @pytest.mark.parametrize(
@@ -67,7 +70,8 @@ def test_haproxy_lines(tail: str, expected: accesslog.Presentation | None) -> No
         (f"webhookcerts-presentation sha256={SHA256_A} verdict=accepted", accesslog.Presentation(True, SHA256_A)),
         (f"webhookcerts-presentation sha1={SHA1_A} verdict=refused", accesslog.Presentation(False, sha1=SHA1_A)),
         (
-            f"2026-12-06T10:00:00Z envoy: webhookcerts-presentation sha256={SHA256_A.upper()} sha1={SHA1_A} verdict=accepted",
+            f"2026-12-06T10:00:00Z envoy: webhookcerts-presentation sha256={SHA256_A.upper()} sha1={SHA1_A} "
+            "verdict=accepted",
             accesslog.Presentation(True, SHA256_A, SHA1_A),
         ),
     ],
@@ -183,10 +187,14 @@ def test_a_file_is_read_from_its_end_and_followed_across_rotation_and_truncation
     assert reader.seen[3] == accesslog.Presentation(True, sha1=SHA1_A)
 
 
-def test_a_log_that_appears_later_is_read_from_its_start(tmp_path: pathlib.Path, following: list[Following]) -> None:
+def test_a_log_that_appears_later_is_read_from_its_start(
+    tmp_path: pathlib.Path, following: list[Following], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="webhookcerts.trust_sync.access_log")
     log = tmp_path / "later.log"
     reader = Following(str(log))
     following.append(reader)
+    assert conftest.poll(lambda: any('"access_log_unavailable"' in r.getMessage() for r in caplog.records), 30)
     log.write_bytes(line(SHA1_A) + line(SHA1_B, "refused"))
     assert conftest.poll(lambda: len(reader.seen) == 2, timeout=30)
 
@@ -194,11 +202,12 @@ def test_a_log_that_appears_later_is_read_from_its_start(tmp_path: pathlib.Path,
 def test_an_overlong_line_is_cut_and_counted_and_memory_stays_bounded(
     tmp_path: pathlib.Path, following: list[Following], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="webhookcerts.trust_sync.access_log")
+    caplog.set_level(logging.INFO, logger="webhookcerts.trust_sync.access_log")
     log = tmp_path / "access.log"
     log.touch()
     reader = Following(str(log), line_cap=256)
     following.append(reader)
+    assert conftest.poll(lambda: opened(caplog, "end") == 1, timeout=30)
     append(log, line(SHA1_A))
     assert conftest.poll(lambda: len(reader.seen) == 1, timeout=30)
     # One megabyte without a newline, in pieces, then a good line: the good line still counts.
@@ -233,7 +242,7 @@ def test_a_fifo_is_read_as_a_stream_and_survives_its_writer_leaving(
 
 @pytest.mark.parametrize("source", ["udp://10.0.0.1:5140", "udp://0.0.0.0:5140", "udp://localhost", "udp://x:1"])
 def test_syslog_is_taken_only_on_the_loopback(source: str) -> None:
-    with pytest.raises(ValueError, match="loopback|expected"):
+    with pytest.raises(ValueError, match=r"loopback|expected"):
         logsources.udp_address(source)
     assert logsources.udp_address("udp://127.0.0.1:5140") == ("127.0.0.1", 5140)
     assert logsources.udp_address("/var/log/nginx/access.log") is None

@@ -334,7 +334,9 @@ def parsed(monkeypatch: pytest.MonkeyPatch) -> list[trustsync.Config]:
     """Run ``webhookcerts trust-sync ...`` up to the sync, and keep the Config it would sync with."""
     seen: list[trustsync.Config] = []
 
-    def fake_sync(clients: kube_client.Clients, cfg: trustsync.Config, once: bool = False) -> int:
+    def fake_sync(
+        clients: kube_client.Clients, cfg: trustsync.Config, once: bool = False, on_synced: object = None
+    ) -> int:
         seen.append(cfg)
         return 0
 

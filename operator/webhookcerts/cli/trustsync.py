@@ -6,15 +6,18 @@ import argparse
 import contextlib
 import logging
 import pathlib
+import re
 import shlex
 import signal
 import sys
 from types import FrameType
 
 from webhookcerts.cli import common
-from webhookcerts.domain import trust, truststores
+from webhookcerts.domain import reports, trust, truststores
 from webhookcerts.kube import client as kube_client
-from webhookcerts.receiver import trustsync
+from webhookcerts.kube import reports as kube_reports
+from webhookcerts.receiver import accesslog, logreporting, trustsync
+from webhookcerts.receiver import reporting as reporting_core
 
 
 def _secret(text: str) -> tuple[str, str]:
@@ -50,6 +53,12 @@ def _seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError("expected a positive number of seconds")
     return value
+
+
+def _reporter(text: str) -> str:
+    if not re.fullmatch(reports.REPORTER, text) or len(text) > 63:
+        raise argparse.ArgumentTypeError("a lower-case name: letters, digits and '-' (at most 63)")
+    return text
 
 
 def _read_password(path: pathlib.Path) -> str:
@@ -125,6 +134,36 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="kill the command after this many seconds (default 60)",
     )
     parser.add_argument("--once", action="store_true", help="write the current version and exit")
+    reporting = parser.add_argument_group(
+        "reporting presentations",
+        "Read the server's own access log and write what it says of the client certificates presented (SHA-1, "
+        "accepted or refused) as this pod's PresentationReport (named after POD_NAME, owned by POD_UID, in "
+        "POD_NAMESPACE: the downward API). docs/receivers/ gives each server's log format.",
+    )
+    reporting.add_argument(
+        "--access-log",
+        metavar="PATH",
+        help="the server's access log: a file (followed from its end, across rotation), a FIFO, - (stdin), or "
+        "udp://127.0.0.1:PORT (the server's syslog target; loopback only)",
+    )
+    reporting.add_argument(
+        "--access-log-format",
+        choices=accesslog.FORMATS,
+        help="nginx, haproxy, or line (webhookcerts-presentation sha256=...|sha1=... verdict=accepted|refused)",
+    )
+    reporting.add_argument(
+        "--reporter",
+        type=_reporter,
+        metavar="NAME",
+        help="the server's name in the report (default: nginx, haproxy; 'server' for --access-log-format line)",
+    )
+    reporting.add_argument(
+        "--report-interval",
+        type=_seconds,
+        default=reporting_core.DEFAULT_INTERVAL,
+        metavar="SECONDS",
+        help=f"write the report at least this often: its heartbeat (default {reporting_core.DEFAULT_INTERVAL:g})",
+    )
     # The Secret names its own namespace (--secret NS/NAME): no -n.
     common.add_cluster_arguments(parser, namespace=False)
     parser.set_defaults(func=run)
@@ -189,6 +228,9 @@ def run(args: argparse.Namespace) -> int:
     except kube_client.ConfigError as exc:
         print(f"webhookcerts trust-sync: {exc}", file=sys.stderr)
         return 1
+    log_reporting = _log_reporting(args, clients)
+    if isinstance(log_reporting, int):
+        return log_reporting
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         # The watch blocks in a socket read for minutes; only an exception gets out of it. A write cut
@@ -197,9 +239,49 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)
-    with contextlib.suppress(_Stopped):
-        trustsync.sync(clients, config, once=args.once)
+    on_synced = None
+    if log_reporting is not None:
+        log_reporting.start()
+        on_synced = log_reporting.synced
+    try:
+        with contextlib.suppress(_Stopped):
+            trustsync.sync(clients, config, once=args.once, on_synced=on_synced)
+    finally:
+        if log_reporting is not None:
+            log_reporting.stop()  # one last report: what was counted up to now
     return 0
+
+
+def _log_reporting(args: argparse.Namespace, clients: kube_client.Clients) -> logreporting.LogReporting | int | None:
+    """Reporting as asked (None: not asked), or the exit status after a message saying what is wrong."""
+    if args.access_log is None:
+        if args.access_log_format or args.reporter:
+            print("webhookcerts trust-sync: --access-log-format and --reporter need --access-log", file=sys.stderr)
+            return 2
+        return None
+    if args.access_log_format is None:
+        print("webhookcerts trust-sync: --access-log needs --access-log-format", file=sys.stderr)
+        return 2
+    if args.once:
+        print("webhookcerts trust-sync: --access-log reports while trust-sync runs: not with --once", file=sys.stderr)
+        return 2
+    namespace, name = args.secret
+    try:
+        pod = reporting_core.PodIdentity.from_env()
+        if pod.namespace != namespace:
+            # A report names its trust Secret without a namespace: it is the pod's own.
+            raise reporting_core.ReportingError(
+                f"the trust Secret is in {namespace}, the pod in {pod.namespace}: a report can name only a "
+                "trust Secret of its pod's namespace"
+            )
+        settings = logreporting.Settings(
+            args.access_log, args.access_log_format, args.reporter or "", args.report_interval
+        )
+        writer = kube_reports.Writer(clients, namespace=pod.namespace, pod_name=pod.name, pod_uid=pod.uid)
+        return logreporting.LogReporting(settings, writer, name)
+    except (reporting_core.ReportingError, ValueError) as exc:
+        print(f"webhookcerts trust-sync: {exc}", file=sys.stderr)
+        return 2
 
 
 class _Stopped(BaseException):

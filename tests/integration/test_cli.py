@@ -219,7 +219,18 @@ def test_emergency_rotation_then_cutover_then_history(
 
     text = ok(cli("history", "incident"))
     history_header, history = table(text.split("\n\n")[0])
-    assert history_header == ["SERIAL", "FINGERPRINT", "NOT", "AFTER", "REASON", "RETIRED", "AT", "INCIDENT"]
+    assert history_header == [
+        "SERIAL",
+        "FINGERPRINT",
+        "NOT",
+        "AFTER",
+        "REASON",
+        "RETIRED",
+        "AT",
+        "INCIDENT",
+        "LAST",
+        "PRESENTED",
+    ]
     entry = after.history[0]
     assert history == {
         compromised.serial: [
@@ -229,6 +240,7 @@ def test_emergency_rotation_then_cutover_then_history(
             "Compromised",
             stamp(entry.retired_at),
             "INC-4242",
+            "-",  # no endpoint reports: never seen presented after its retirement
         ]
     }
     revoked = text.split("\n\n")[1].splitlines()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import copy
 import datetime
+import itertools
 import json
+import re
 import subprocess
 from collections.abc import Callable
 from typing import Any
@@ -439,18 +441,42 @@ def test_kubectl_get_shows_the_printer_columns(
     kubectl: conftest.KubectlRunner, namespace: str, crd_installed: None
 ) -> None:
     apply(kubectl, namespace, manifest())
-    patch_status(kubectl, namespace, _status().to_api())
+    status = _status()
+    assert status.current is not None
+    # A past time (the provider presented it a while ago), whatever today's date.
+    status.current.last_presented = datetime.datetime.now(datetime.UTC).replace(microsecond=0) - datetime.timedelta(
+        hours=3
+    )
+    patch_status(kubectl, namespace, status.to_api())
     header, row = kubectl("get", "whc", "-n", namespace).stdout.splitlines()
-    assert header.split() == ["NAME", "ENVIRONMENT", "READY", "STAGE", "EXPIRES", "RENEWAL", "AGE"]
-    name, environment, ready, stage, expires, renewal, _age = row.split()
+    assert header.split() == [
+        "NAME",
+        "ENVIRONMENT",
+        "READY",
+        "STAGE",
+        "EXPIRES",
+        "RENEWAL",
+        "CURRENT-SEEN",
+        "NEXT-SEEN",
+        "AGE",
+    ]
+    # kubectl leaves an empty date column blank: cells are cut at the header's column starts.
+    starts = [header.index(word) for word in header.split()] + [len(row)]
+    name, environment, ready, stage, expires, renewal, current_seen, next_seen, _age = (
+        row[a:b].strip() for a, b in itertools.pairwise(starts)
+    )
     assert (name, environment, ready, stage) == ("acme", "sandbox", "True", "Rotating")
+    # When the provider last presented each: an age for the current, nothing yet for the next.
+    assert re.fullmatch(r"\d+h(\d+m)?", current_seen), current_seen
+    assert next_seen == ""
     # The times themselves: a date column would print these future times as "<invalid>".
     assert expires == "2027-03-01T09:30:00Z"
     assert renewal == "2026-12-01T09:30:00Z"
     wide_header, wide_row = kubectl("get", "whc", "-n", namespace, "-o", "wide").stdout.splitlines()
     assert wide_header.split()[-3:-1] == ["SERIAL", "SECRET"]
     assert wide_row.split()[-3:-1] == ["0A1B", "acme-client"]
-    # The category is what users type to see everything the operator manages.
+    # The category is what users type to see everything the operator manages; with the
+    # PresentationReports in it too, kubectl names each row by its kind.
     by_category = kubectl("get", "webhookcerts", "-n", namespace).stdout.splitlines()
     # PresentationReports share the category, so kubectl names each row with its kind.
     assert by_category[1].split()[:2] == [f"{models.KIND.lower()}.{models.GROUP}/acme", "sandbox"]

@@ -101,7 +101,8 @@ def test_wide_adds_columns_to_the_table(fake: cli_fakes.FakeCluster, capsys: pyt
     narrow = [line.split() for line in run(capsys, "status").splitlines()]
     wide = [line.split() for line in run(capsys, "status", "-o", "wide").splitlines()]
     assert narrow[0] == ["NAME", "ENVIRONMENT", "EXPIRES", "RENEWAL", "STAGE", "NEXT"]
-    assert wide[0] == [*narrow[0], "NEXT-REASON", "READY", "SERIAL", "SECRET", "TRUST", "REVISION"]
+    wide_columns = ["NEXT-REASON", "READY", "SERIAL", "SECRET", "TRUST", "REVISION", "CURRENT-SEEN", "NEXT-SEEN"]
+    assert wide[0] == [*narrow[0], *wide_columns]
     rows = {row[0]: dict(zip(wide[0], row, strict=True)) for row in wide[1:]}
     assert list(rows) == ["alpha", "zeta"]
     assert rows["zeta"] | {"EXPIRES": "", "RENEWAL": ""} == {
@@ -117,6 +118,8 @@ def test_wide_adds_columns_to_the_table(fake: cli_fakes.FakeCluster, capsys: pyt
         "SECRET": "key-aa01",
         "TRUST": "webhook-trust",
         "REVISION": "2",
+        "CURRENT-SEEN": "-",
+        "NEXT-SEEN": "-",
     }
     assert rows["alpha"]["NEXT"] == "-" and rows["alpha"]["NEXT-REASON"] == "-"
 
@@ -131,7 +134,7 @@ def test_name_prints_what_kubectl_takes_back(fake: cli_fakes.FakeCluster, capsys
 def test_history_as_yaml_is_the_json_document(fake: cli_fakes.FakeCluster, capsys: pytest.CaptureFixture[str]) -> None:
     fake.objects["webhooks", "zeta"]["status"]["revokedFingerprints"] = ["ab" * 32]
     as_json = json.loads(run(capsys, "history", "zeta", "-o", "json"))
-    assert as_json == {"history": [], "revokedFingerprints": ["ab" * 32]}
+    assert as_json == {"history": [], "revokedFingerprints": ["ab" * 32], "revokedPresentations": []}
     as_yaml = run(capsys, "history", "zeta", "-o", "yaml")
     assert yaml.safe_load(as_yaml) == as_json and as_yaml.startswith("history: []\n")
 
@@ -155,3 +158,31 @@ def test_no_output_carries_a_private_key(
     assert "PRIVATE KEY" not in captured.out + captured.err
     # Not even read: these verbs need no right to the key Secrets.
     assert fake.secrets_read == []
+
+
+def test_status_and_history_show_what_the_provider_presented(
+    fake: cli_fakes.FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = fake.objects["webhooks", "zeta"]["status"]
+    status["current"].update(lastPresented="2026-12-01T10:00:00Z", presentations=12)
+    status["revokedFingerprints"] = ["ab" * 32]
+    status["history"] = [
+        {
+            "serial": "0F",
+            "fingerprint": "ab" * 32,
+            "notBefore": "2025-01-01T00:00:00Z",
+            "notAfter": "2026-01-01T00:00:00Z",
+            "revision": 1,
+            "reason": "Superseded",
+            "retiredAt": "2025-12-01T00:00:00Z",
+        }
+    ]
+    status["revokedPresentations"] = [
+        {"fingerprint": "ab" * 32, "burstStarted": "2026-12-01T09:00:00Z", "lastSeen": "2026-12-01T09:01:00Z"}
+    ]
+    wide = [line.split() for line in run(capsys, "status", "-o", "wide").splitlines()]
+    rows = {row[0]: dict(zip(wide[0], row, strict=True)) for row in wide[1:]}
+    assert rows["zeta"]["CURRENT-SEEN"] == "2026-12-01T10:00:00Z(12)" and rows["zeta"]["NEXT-SEEN"] == "-"
+    history = run(capsys, "history", "zeta").splitlines()
+    assert history[0].split()[-2:] == ["LAST", "PRESENTED"] and history[1].split()[-1] == "2026-12-01T09:01:00Z"
+    assert f"  presented after revocation: {'ab' * 32}, last at 2026-12-01T09:01:00Z" in history

@@ -38,6 +38,8 @@ def _row(obj: dict[str, Any]) -> dict[str, Any]:
             "notAfter": objects.stamp(current.not_after),
             "secretName": current.secret_name,
             "compromisedBy": current.compromised_by,
+            "lastPresented": objects.stamp(current.last_presented),
+            "presentations": current.presentations,
         },
         "renewalTime": objects.stamp(status.renewal_time),
         "next": None
@@ -48,11 +50,19 @@ def _row(obj: dict[str, Any]) -> dict[str, Any]:
             "reason": pending.reason,
             "notAfter": objects.stamp(pending.not_after),
             "secretName": pending.secret_name,
+            "lastPresented": objects.stamp(pending.last_presented),
+            "presentations": pending.presentations,
         },
         "revision": status.revision,
         "trustSecret": (spec.get("trust") or {}).get("secretName"),
         "bundleSecret": status.bundle.secret_name if status.bundle else None,
     }
+
+
+def _seen(record: dict[str, Any]) -> str | None:
+    if not record.get("lastPresented"):
+        return None
+    return f"{record['lastPresented']}({record.get('presentations') or 0})"
 
 
 def _place(obj: dict[str, Any]) -> tuple[str, str]:
@@ -83,7 +93,7 @@ def run_status(args: argparse.Namespace) -> int:
         return 0
     header = ["NAME", "ENVIRONMENT", "EXPIRES", "RENEWAL", "STAGE", "NEXT"]
     if args.output == "wide":
-        header += ["NEXT-REASON", "READY", "SERIAL", "SECRET", "TRUST", "REVISION"]
+        header += ["NEXT-REASON", "READY", "SERIAL", "SECRET", "TRUST", "REVISION", "CURRENT-SEEN", "NEXT-SEEN"]
     if args.all_namespaces:
         header.insert(0, "NAMESPACE")
     table = []
@@ -98,6 +108,8 @@ def run_status(args: argparse.Namespace) -> int:
             secret = current.get("secretName")
             cells += [pending.get("reason"), ready, current.get("serial"), secret, row["trustSecret"]]
             cells.append(str(row["revision"]))
+            # When an endpoint last accepted each certificate, with how often (issue 24's reports).
+            cells += [_seen(current), _seen(pending)]
         if args.all_namespaces:
             cells.insert(0, row["namespace"])
         table.append(cells)
@@ -113,11 +125,14 @@ def run_history(args: argparse.Namespace) -> int:
         document = {
             "history": [h.model_dump(by_alias=True, mode="json") for h in status.history],
             "revokedFingerprints": status.revoked_fingerprints,
+            "revokedPresentations": [r.model_dump(by_alias=True, mode="json") for r in status.revoked_presentations],
         }
         print(output.dump(document, args.output))
         return 0
     if status.history:
-        header = ["SERIAL", "FINGERPRINT", "NOT AFTER", "REASON", "RETIRED AT", "INCIDENT"]
+        # A retired certificate presented again (the provider late, or someone holding its key).
+        presented = {r.fingerprint: r.last_seen for r in status.revoked_presentations}
+        header = ["SERIAL", "FINGERPRINT", "NOT AFTER", "REASON", "RETIRED AT", "INCIDENT", "LAST PRESENTED"]
         rows = [
             [
                 h.serial,
@@ -126,6 +141,7 @@ def run_history(args: argparse.Namespace) -> int:
                 h.reason,
                 objects.stamp(h.retired_at),
                 h.incident,
+                objects.stamp(presented.get(h.fingerprint)),
             ]
             for h in status.history
         ]
@@ -138,6 +154,8 @@ def run_history(args: argparse.Namespace) -> int:
         print(f"Revoked fingerprints ({len(status.revoked_fingerprints)}), never trusted again:")
         for fingerprint in status.revoked_fingerprints:
             print(f"  {fingerprint}")
+        for record in status.revoked_presentations:
+            print(f"  presented after revocation: {record.fingerprint}, last at {objects.stamp(record.last_seen)}")
     else:
         print("Revoked fingerprints: none.")
     return 0

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.integration.test_presentations import entry, report, reporter_pod
-from tests.integration.test_service import Harness, condition, harness, rotating
+from tests.integration.test_service import Harness, active, condition, harness, rotating
 from webhookcerts.domain import names
 
 pytestmark = pytest.mark.integration
@@ -90,7 +90,8 @@ def test_observed_never_cuts_over_with_the_only_reporter_stale(harness: Harness)
     assert status.current is not None and status.next is not None
     current, nxt = status.current.certificate, status.next.certificate
     uid = reporter_pod(h, "recv-0")
-    last = h.fake.now() - 2 * QUIET
+    # Quiet for the period even up to the old heartbeat: only its staleness stands in the way.
+    last = h.fake.now() - 5 * QUIET
     lines = [entry(current, accepted=50, last=last), entry(nxt, accepted=50, last=last)]
     report(h, "recv-0", uid, lines, heartbeat=h.fake.now() - 3 * QUIET + SECOND)
     # Everything but the heartbeat says the provider switched long ago.
@@ -121,3 +122,53 @@ def test_manual_never_cuts_over_on_the_reports(harness: Harness) -> None:
     h.run("manual")
     assert h.status("manual").stage == "Active"
     assert h.events("manual", "ObservedCutover")
+
+
+@pytest.mark.parametrize("emergency_policy", ["RevokeImmediately", "KeepUntilCutover"])
+def test_after_an_emergency_a_compromised_certificate_still_presented_holds_off_only_what_it_keeps_trusted(
+    harness: Harness, emergency_policy: str
+) -> None:
+    h = harness
+    name = f"inc-{emergency_policy.lower()}"
+    active(h, name, cutover=OBSERVED, emergencyPolicy=emergency_policy)
+    old = h.status(name).current
+    assert old is not None
+    h.api.emergency(name, "INC-7")
+    h.settle(name)
+    status = h.status(name)
+    assert status.stage == "Compromised" and status.next is not None
+    # The replacement is accepted, and the compromised certificate is still presented (the provider's
+    # slow instance, or whoever stole the key), refused or not.
+    uid = reporter_pod(h, "recv-0")
+    now = h.fake.now()
+    report(
+        h,
+        "recv-0",
+        uid,
+        [entry(old.certificate, accepted=3, refused=7, last=now), entry(status.next.certificate, accepted=5, last=now)],
+    )
+    h.run(name)
+    status = h.status(name)
+    if emergency_policy == "KeepUntilCutover":
+        # Still trusted: the cut-over would drop trust, so it waits, and says how to revoke it now.
+        assert status.stage == "Compromised"
+        ready = condition(status, names.CUTOVER_READY)
+        assert ready is not None and ready.reason == "CurrentStillPresented"
+        assert "someone else holds its key" in ready.message
+        # The positive control: quiet for the period, the same object cuts over.
+        h.fake.advance(QUIET)
+        report(
+            h,
+            "recv-0",
+            uid,
+            [
+                entry(old.certificate, accepted=3, refused=7, last=now),
+                entry(status.next.certificate, accepted=9, last=h.fake.now()),
+            ],
+        )
+        h.run(name)
+        status = h.status(name)
+    # Under RevokeImmediately it left every trust form at containment: no quiet period to wait for.
+    assert status.stage == "Active"
+    assert [(e.serial, e.reason, e.incident) for e in status.history][:1] == [(old.serial, "Compromised", "INC-7")]
+    assert h.events(name, "ObservedCutover")

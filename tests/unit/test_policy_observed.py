@@ -106,9 +106,13 @@ def test_nothing_to_cut_over_to_is_no_verdict() -> None:
 
 def test_an_asked_for_cutover_goes_first_and_an_expired_current_still_cuts_over() -> None:
     asked = tp.observe(tp.status(pending=tp.NEXT), now=NOW, sp=tp.spec(**OBSERVED), cutover=tp.NEXT.serial)
+    # Asked for by a person while the reports prove it too: the person's reason and Event.
+    asked = policy.Observation(**{**asked.__dict__, "presentations": SWITCHED})
     assert tp.decided(asked) == (Action.CUTOVER, "CutoverRequested")
     # Expired and the provider still presenting the current: expiry cuts over, as without reports.
-    expired = observe(presentations=STILL_PRESENTED, now=tp.CURRENT.not_after, **OBSERVED)
+    end = tp.CURRENT.not_after
+    still = seen(entry(NEXT, 10, end - SECOND), entry(CURRENT, 100, end - 10 * SECOND), now=end)
+    expired = observe(presentations=still, now=end, **OBSERVED)
     assert tp.decided(expired) == (Action.CUTOVER, "Expired")
     assert tp.decided(observe(presentations=None, now=tp.CURRENT.not_after, **OBSERVED)) == (Action.CUTOVER, "Expired")
 
@@ -130,6 +134,9 @@ def test_an_emergency_replacement_under_revoke_immediately_needs_no_quiet_period
         "ObservedCutover",
     )
     assert tp.decided(observe(contained, presentations=seen(entry(NEXT, 9, NOW)), **OBSERVED))[0] is Action.UP_TO_DATE
+    # Status that does not list it as revoked (written before the fingerprint was): the policy says it.
+    unlisted = tp.status(pending=tp.NEXT, reason="Emergency", compromised_by="INC-1")
+    assert tp.decided(observe(unlisted, presentations=STILL_PRESENTED, **OBSERVED))[1] == "ObservedCutover"
 
 
 def test_an_emergency_replacement_under_keep_until_cutover_waits_and_says_how_to_revoke_now() -> None:

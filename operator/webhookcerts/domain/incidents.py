@@ -11,7 +11,8 @@ carries would read as a new incident. So each key Secret carries (lifecycle inva
 - ``webhookcerts.io/emergency-rotations``: the emergency references handled, and the last one with
   when it was handled (JSON).
 
-The marks are a function of status (``marks``); what a re-created object reads back is ``recorded``.
+The marks are a function of status (``marks``); what a re-created object reads back is ``recorded``;
+``validate_reference`` says whether an incident reference is usable at all (``policy`` re-exports it).
 Values written by hand that cannot be read count as no record: the record only ever adds revocations
 and handled references, never trust. Pure: no I/O here.
 """
@@ -130,3 +131,20 @@ def recorded(annotations: Mapping[str, str]) -> Recorded:
     if last is not None:
         references = _unique([*references, last.reference])
     return Recorded(compromised, revoked, references, last)
+
+
+MAX_REFERENCE_LENGTH = 128
+
+
+def validate_reference(reference: str) -> str | None:
+    """Why an emergency reference is unusable, or None when it is fine."""
+    if not reference.strip():
+        return "the emergency-rotation annotation is empty: set it to an incident reference, e.g. INC-1234"
+    if len(reference) > MAX_REFERENCE_LENGTH:
+        return (
+            f"the emergency-rotation reference is {len(reference)} characters long; "
+            f"use an incident reference of at most {MAX_REFERENCE_LENGTH}"
+        )
+    if not reference.isprintable():
+        return "the emergency-rotation reference contains control characters; use a plain incident reference"
+    return None

@@ -29,28 +29,14 @@ import datetime
 from collections.abc import Sequence
 
 from webhookcerts.domain import cutover, incidents, models, names, renewal
+from webhookcerts.domain.incidents import MAX_REFERENCE_LENGTH as MAX_REFERENCE_LENGTH
+from webhookcerts.domain.incidents import validate_reference as validate_reference
 from webhookcerts.domain.observations import MUTATING as MUTATING
 from webhookcerts.domain.observations import Action as Action
 from webhookcerts.domain.observations import Check as Check
 from webhookcerts.domain.observations import Decision as Decision
 from webhookcerts.domain.observations import Observation as Observation
 from webhookcerts.domain.observations import SecretObservation as SecretObservation
-
-MAX_REFERENCE_LENGTH = 128
-
-
-def validate_reference(reference: str) -> str | None:
-    """Why an emergency reference is unusable, or None when it is fine."""
-    if not reference.strip():
-        return "the emergency-rotation annotation is empty: set it to an incident reference, e.g. INC-1234"
-    if len(reference) > MAX_REFERENCE_LENGTH:
-        return (
-            f"the emergency-rotation reference is {len(reference)} characters long; "
-            f"use an incident reference of at most {MAX_REFERENCE_LENGTH}"
-        )
-    if not reference.isprintable():
-        return "the emergency-rotation reference contains control characters; use a plain incident reference"
-    return None
 
 
 def emergency_pending(status: models.WebhookCertificateStatus, reference: str | None) -> bool:
@@ -391,14 +377,8 @@ def next_wakeup(
         return renewal.renewal_time(current.not_after, spec.renew_before_delta)
     verdict = cutover.verdict(obs) if obs is not None else None
     if verdict is not None and verdict.recheck_at is not None:
-        # Rounded up: a wake-up a fraction early finds the period not over and waits for nothing.
-        return min(current.not_after, _whole_second_after(verdict.recheck_at))
+        return min(current.not_after, renewal.whole_second_after(verdict.recheck_at))
     return current.not_after
-
-
-def _whole_second_after(moment: datetime.datetime) -> datetime.datetime:
-    whole = moment.replace(microsecond=0)
-    return whole if whole == moment else whole + datetime.timedelta(seconds=1)
 
 
 def stage_of(status: models.WebhookCertificateStatus) -> models.Stage:

@@ -19,6 +19,12 @@ def renewal_time(not_after: datetime.datetime, renew_before: datetime.timedelta)
     return (not_after - renew_before).astimezone(datetime.UTC).replace(microsecond=0)
 
 
+def whole_second_after(moment: datetime.datetime) -> datetime.datetime:
+    """``moment`` rounded up to the second: a wake-up a fraction early would find nothing due."""
+    whole = moment.replace(microsecond=0)
+    return whole if whole == moment else whole + datetime.timedelta(seconds=1)
+
+
 def is_due(now: datetime.datetime, not_after: datetime.datetime, renew_before: datetime.timedelta) -> bool:
     return now >= renewal_time(not_after, renew_before)
 

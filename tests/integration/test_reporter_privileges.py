@@ -71,24 +71,25 @@ def other_namespace(core_v1: kubernetes.client.CoreV1Api) -> Iterator[str]:
     core_v1.delete_namespace(name)
 
 
-def apply_reporter_rbac_and_policy(bin_dir: pathlib.Path, kubectl: conftest.KubectlRunner, namespace: str) -> None:
-    """The chart's reporter ClusterRole, its RoleBinding for ``namespace``/reporter, and the reports policy."""
+def apply_reporter_rbac_and_policy(bin_dir: pathlib.Path, kubectl: conftest.KubectlRunner, namespace: str) -> str:
+    """The chart's reporter ClusterRole, its RoleBinding for ``namespace``/reporter, and the reports policy;
+    the ClusterRole's name."""
     accounts = json.dumps([{"namespace": namespace, "name": ACCOUNT}])
     docs = test_chart_rbac.render_watching(
         bin_dir, namespace, "rep", "--set-json", f"reporters.serviceAccounts={accounts}"
     )
+    policy_kinds = ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
     wanted = [
         d
         for d in docs
-        if d["kind"] in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
-        and d["metadata"]["name"].endswith("-reports")
-        or d["kind"] == "ClusterRole"
-        and d["metadata"]["name"].endswith("-reporter")
-        or d["kind"] == "RoleBinding"
-        and d["roleRef"]["name"].endswith("-reporter")
+        if (d["kind"] in policy_kinds and d["metadata"]["name"].endswith("-reports"))
+        or (d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-reporter"))
+        or (d["kind"] == "RoleBinding" and d["roleRef"]["name"].endswith("-reporter"))
     ]
     assert len(wanted) == 4, [(d["kind"], d["metadata"]["name"]) for d in wanted]
     kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": wanted}))
+    (role,) = (d["metadata"]["name"] for d in wanted if d["kind"] == "ClusterRole")
+    return str(role)
 
 
 def test_a_reporter_writes_its_own_pods_report_and_nothing_else(
@@ -104,7 +105,7 @@ def test_a_reporter_writes_its_own_pods_report_and_nothing_else(
     admin = kubernetes.client.CoreV1Api(api_client)
     admin.create_namespaced_service_account(namespace, {"metadata": {"name": ACCOUNT}})
     uid_a, uid_b = pod(admin, namespace, "receiver-a"), pod(admin, namespace, "receiver-b")
-    apply_reporter_rbac_and_policy(bin_dir, kubectl, namespace)
+    role = apply_reporter_rbac_and_policy(bin_dir, kubectl, namespace)
 
     kubeconfig = conftest.token_kubeconfig(
         kubectl, cluster, ACCOUNT, namespace, tmp_path / "bound", bound_pod=("receiver-a", uid_a)
@@ -192,6 +193,31 @@ def test_a_reporter_writes_its_own_pods_report_and_nothing_else(
     for what, call in forbidden_by_rbac.items():
         message = refusal(call)
         assert message is not None and "forbidden" in message and POLICY not in message, f"{what}: {message}"
+
+    # A ClusterRoleBinding (a shortcut a user may take) lets RBAC allow every namespace: the policy still
+    # holds the token to its pod's own.
+    rbac = kubernetes.client.RbacAuthorizationV1Api(api_client)
+    everywhere = f"{namespace}-reporter-everywhere"
+    rbac.create_cluster_role_binding(
+        {
+            "metadata": {"name": everywhere},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": ACCOUNT, "namespace": namespace}],
+        }
+    )
+    try:
+        elsewhere = create(report("receiver-a", [("receiver-a", uid_a)]), other_namespace)
+
+        def refused_by_the_policy() -> bool:
+            message = refusal(elsewhere)
+            assert message is not None, "a report written in another namespace"
+            return POLICY in message  # a 403 from RBAC until the binding is in force
+
+        conftest.wait_for(refused_by_the_policy, timeout=TIMEOUT, what="the ClusterRoleBinding in force")
+        message = refusal(elsewhere)
+        assert message is not None and f"in its own namespace, {namespace}, not {other_namespace}" in message
+    finally:
+        rbac.delete_cluster_role_binding(everywhere)
 
 
 def test_a_token_bound_to_no_pod_writes_no_report(

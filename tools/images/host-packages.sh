@@ -4,13 +4,17 @@
 # mmdebstrap build the images without a registry or a Docker engine. tests/e2e/test_servers.py runs
 # nginx, HAProxy and a Java server (it needs javac) behind trust-sync; each is installed only when its
 # command is missing, so a machine's own nginx or JDK (any 11 or later) is kept. gpg is the judge of
-# the bundles sealed with OpenPGP (tests/provider_keys.py), as a provider would open them.
+# the bundles sealed with OpenPGP (tests/provider_keys.py), as a provider would open them. Debian's
+# prometheus brings promtool, which unit-tests the chart's alerts (tests/unit/test_chart_alerts.py), and
+# the server one test runs against the operator's metrics (tests/integration/test_prometheus.py); the
+# tests start their own on loopback (a machine with systemd may also start the packaged service).
 set -euo pipefail
 packages=(containerd runc buildah mmdebstrap)
 command -v nginx >/dev/null 2>&1 || packages+=(nginx-light)
 command -v haproxy >/dev/null 2>&1 || packages+=(haproxy)
 command -v javac >/dev/null 2>&1 || packages+=(default-jdk-headless)
 command -v gpg >/dev/null 2>&1 || packages+=(gnupg)
+command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
 missing=()
 for pkg in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)

@@ -21,8 +21,11 @@ from __future__ import annotations
 import datetime
 import functools
 import json
+import os
 import pathlib
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -246,8 +249,9 @@ def test_no_observed_cutover_while_the_current_is_presented_nor_with_the_reporte
         # the provider still presents the current now and then, and no report says so any more. After a
         # quiet period of reports, a stale reporter is still no evidence.
         node_kubectl("delete", "rolebinding", REPORTER, "-n", api.namespace)
-        conftest.wait_for(lambda: waits_for(api, name, "ReportersStale"), timeout=120, what="ReportersStale")
-        assert condition(api, name, "ReportersStale").get("status") == "True"
+        conftest.wait_for(
+            lambda: condition(api, name, "ReportersStale").get("status") == "True", timeout=120, what="ReportersStale"
+        )
         last_reported = stamp(status(api, name)["current"]["lastPresented"])
         quiet_since(last_reported)
         settled(api, name, cutover=observed(4))
@@ -287,10 +291,31 @@ def test_no_observed_cutover_while_the_current_is_presented_nor_with_the_reporte
     assert len(api.events(name, "ObservedCutover")) == 1
 
 
+# The user the project's image runs as (operator/Dockerfile): trust-sync in the pod writes as it.
+IMAGE_UID = 10001
+
+
+@pytest.fixture
+def host_directory() -> Iterator[pathlib.Path]:
+    """What the host's nginx and the pod beside it share: ``trust/`` (trust-sync writes it, as the image's
+    user) and ``access.log`` (nginx writes it, trust-sync reads it). Not under pytest's temporary
+    directory, which only root may enter."""
+    directory = pathlib.Path(tempfile.mkdtemp(prefix="webhookcerts-e2e-host-"))
+    directory.chmod(0o755)
+    (directory / "trust").mkdir()
+    os.chown(directory / "trust", IMAGE_UID, IMAGE_UID)
+    (directory / "access.log").touch(mode=0o644)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 @pytest.mark.long
 def test_a_revoked_certificate_presented_to_nginx_raises_one_alarm_per_burst(
     node_api: whc.Api,  # noqa: F811
     operator: Operator,
+    host_directory: pathlib.Path,
     node_cluster: devcluster.DevCluster,
     node_kubectl: conftest.KubectlRunner,
     workspace: launchers.Workspace,
@@ -307,9 +332,7 @@ def test_a_revoked_certificate_presented_to_nginx_raises_one_alarm_per_burst(
     control = endpoints.client_from_secret(api, "control-tls", clients, "control")
     leaked = endpoints.client_from_secret(api, "leaked-tls", clients, "leaked")
 
-    host_dir = tmp_path / "host"
-    host_dir.mkdir()
-    (host_dir / "access.log").touch()
+    host_dir = host_directory
     e2e.apply(node_kubectl, *workloads.reporter_rbac(api.namespace, account, trust_secret=endpoints.TRUST_SECRET))
     e2e.apply(
         node_kubectl,

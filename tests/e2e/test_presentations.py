@@ -187,7 +187,22 @@ def test_an_observed_cutover_follows_the_provider_switching_with_no_failed_deliv
     history = status(api, name).get("history", [])
     assert [h["fingerprint"] for h in history] == [old.fingerprint]
     assert ep.serving_pod() == pod
-    assert ep.refuses(old)
+
+    # The old certificate left the provider a quiet period before the cut-over retired it: that is no
+    # revoked certificate knocking. Asked once the operator has counted a report written after it.
+    retired = stamp(history[0]["retiredAt"])
+    conftest.wait_for(
+        lambda: stamp(status(api, name)["current"].get("lastPresented") or "1970-01-01T00:00:00Z") > retired,
+        what="a report written after the cut-over, counted",
+    )
+    assert [e.message for e in api.events(name, "RevokedCertificatePresented")] == []
+    # The positive control: the old certificate knocking now, over TLS 1.2 (the receiver reads the
+    # refused certificate in the clear and reports it), is the alarm.
+    code, answer = ep.curl(old, "--tls-max", "1.2")
+    assert code != 0 and answer == "000", (code, answer)
+    conftest.wait_for(lambda: api.events(name, "RevokedCertificatePresented"), what="the alarm for the old")
+    [alarm] = api.events(name, "RevokedCertificatePresented")
+    assert old.fingerprint in (alarm.message or "") and pod in (alarm.message or ""), alarm.message
 
 
 def observed(min_presentations: int) -> dict[str, Any]:

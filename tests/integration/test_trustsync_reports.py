@@ -3,8 +3,9 @@
 The API server is real, the Pod is an API object only (no node here): what matters is that the report is
 named after it, owned by it, and counts each certificate the server saw by the SHA-1 the server logged,
 accepted and refused, without the request that carried no certificate. nginx writes a log file that
-does not exist yet when trust-sync starts (read from its start when it appears); HAProxy sends its log to
-trust-sync's loopback syslog port, as docs/receivers/haproxy.md says, refused handshakes included. The
+does not exist yet when trust-sync starts (read from its start when it appears), or sends it to
+trust-sync's loopback syslog port; HAProxy sends its log there, as docs/receivers/haproxy.md says,
+refused handshakes included. The
 report also names the trust Secret and the trust hash of the version trust-sync last wrote, and follows
 the Secret to the next one.
 """
@@ -91,9 +92,10 @@ def counts(found: dict[str, Any] | None) -> dict[str, tuple[int, int]]:
     return {e["sha1"]: (e["accepted"], e["refused"]) for e in entries}
 
 
-@pytest.mark.parametrize("server", ["nginx", "haproxy"])
+@pytest.mark.parametrize(("server", "via"), [("nginx", "file"), ("nginx", "syslog"), ("haproxy", "syslog")])
 def test_trust_sync_reports_what_the_server_logged(
     server: str,
+    via: str,
     cluster: devcluster.DevCluster,
     crd_installed: None,
     api_client: kubernetes.client.ApiClient,
@@ -106,8 +108,8 @@ def test_trust_sync_reports_what_the_server_logged(
     core_v1.create_namespaced_secret(namespace, trust_secret(pki.alpha.cert_pem, "hash-1"))
     endpoint = pod(core_v1, namespace)
     directory = tmp_path / "trust"
-    # nginx creates its log file when it starts, after trust-sync; HAProxy sends to trust-sync's port.
-    source = str(tmp_path / "nginx" / "access.log") if server == "nginx" else f"udp://127.0.0.1:{free_udp_port()}"
+    # nginx creates its log file when it starts, after trust-sync; a syslog target sends to trust-sync's port.
+    source = str(tmp_path / "nginx" / "access.log") if via == "file" else f"udp://127.0.0.1:{free_udp_port()}"
     env = {
         **os.environ,
         "KUBECONFIG": str(cluster.kubeconfig),
@@ -122,7 +124,7 @@ def test_trust_sync_reports_what_the_server_logged(
     sync = workspace.spawn("trust-sync", argv, env=env)
     # The reader is ready before the server starts: nginx's log seen missing (so read from its start when
     # it appears), trust-sync's UDP port bound (HAProxy's datagrams are not queued for a later listener).
-    ready = '"access_log_unavailable"' if server == "nginx" else '"access_log_listening"'
+    ready = '"access_log_unavailable"' if via == "file" else '"access_log_listening"'
     processes.wait_for(
         lambda: ready in workspace.logs["trust-sync"].read_text() or sync.poll() is not None,
         timeout=60,
@@ -132,7 +134,8 @@ def test_trust_sync_reports_what_the_server_logged(
     assert sync.poll() is None
 
     if server == "nginx":
-        launched = logging_servers.start_nginx(workspace, directory / "ca.crt")
+        target = None if via == "file" else f"syslog:server={source.removeprefix('udp://')},nohostname"
+        launched = logging_servers.start_nginx(workspace, directory / "ca.crt", access_log=target)
     else:
         launched = logging_servers.start_haproxy(
             workspace, directory / "ca.crt", log_target=source.removeprefix("udp://")

@@ -87,6 +87,7 @@ def test_line_format(line: str, expected: accesslog.Presentation) -> None:
         ("nginx", nginx("xyz", "SUCCESS")),
         ("nginx", nginx(SHA1_A, "MAYBE")),
         ("nginx", f'webhookcerts fp={SHA1_A} verify="SUCCESS'),
+        ("nginx", f'webhookcerts fp={SHA1_A} verify=SUCCESS 127.0.0.1="x'),
         ("haproxy", f"webhookcerts fp={SHA1_A} err=0"),
         ("haproxy", f"webhookcerts fp={SHA1_A} verify=zero err=0 ca_err=0"),
         ("line", f"webhookcerts-presentation verdict=accepted sha256={SHA1_A}"),  # a sha1 is not a sha256
@@ -228,16 +229,33 @@ def test_lines_lines_split_and_cut() -> None:
 
 
 def test_a_fifo_is_read_as_a_stream_and_survives_its_writer_leaving(
-    tmp_path: pathlib.Path, following: list[Following]
+    tmp_path: pathlib.Path, following: list[Following], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="webhookcerts.trust_sync.access_log")
     fifo = tmp_path / "access.fifo"
     os.mkfifo(fifo)
     reader = Following(str(fifo))
     following.append(reader)
+    assert conftest.poll(lambda: opened(caplog, "fifo") == 1, timeout=30)
     for expected in (1, 2):  # two writers, one after the other: the second is read too
-        with fifo.open("wb") as writer:
-            writer.write(line(SHA1_A))
+        # Non-blocking: with no reader left the open fails (ENXIO) instead of waiting for one.
+        writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(writer, line(SHA1_A))
+        finally:
+            os.close(writer)
         assert conftest.poll(lambda n=expected: len(reader.seen) == n, timeout=30)
+
+
+def test_a_pipe_is_read_until_it_ends() -> None:
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, line(SHA1_A) + b"partial")
+        os.close(write_end)
+        chunks = list(logsources._stream_chunks(read_end, threading.Event(), 0.02))
+    finally:
+        os.close(read_end)
+    assert b"".join(c for c in chunks if c) == line(SHA1_A) + b"partial"
 
 
 @pytest.mark.parametrize("source", ["udp://10.0.0.1:5140", "udp://0.0.0.0:5140", "udp://localhost", "udp://x:1"])

@@ -140,3 +140,43 @@ def test_a_log_line_reaches_the_report_through_the_cli(
     last = written[-1]  # the last write, at stop: what was counted up to then
     assert (last.reporter, last.trust_secret_name, last.trust_hash) == ("envoy", "trust", "hash-1")
     assert [(c.sha1, c.accepted, c.refused) for c in last.certificates] == [(SHA1, 1, 0)]
+
+
+def test_a_report_write_that_hangs_never_holds_up_a_trust_update(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path, pod_env: None
+) -> None:
+    """The API server hangs on the report (the writer blocks) while the Secret changes twice: both versions
+    reach the directory while the write is still stuck."""
+    directory, pems = tmp_path / "trust", [whc.self_signed_pem(f"client-{i}") for i in range(3)]
+    entered, inside, release = threading.Event(), threading.Event(), threading.Event()
+    written: list[tuple[bytes, bool]] = []  # each version in the directory, and whether the write was stuck then
+
+    class Stuck:
+        def __init__(self, clients: kube_client.Clients, **identity: str) -> None:
+            pass
+
+        def __call__(self, spec: reports.PresentationReportSpec) -> None:
+            inside.set()
+            entered.set()
+            release.wait(10)  # bounded: were the write in the watch's way, the test fails, not hangs
+            inside.clear()
+
+    def watch_secret(
+        clients: kube_client.Clients, namespace: str, name: str, *, stop: threading.Event | None = None
+    ) -> Iterator[secretwatch.SecretVersion]:
+        yield secretwatch.SecretVersion("1", {"ca.crt": pems[0]}, {names.TRUST_HASH_ANNOTATION: "one"})
+        assert entered.wait(30), "the reporter never wrote"
+        for number in (2, 3):
+            yield secretwatch.SecretVersion(str(number), {"ca.crt": pems[number - 1]})
+            written.append(((directory / "ca.crt").read_bytes(), inside.is_set()))
+        release.set()
+
+    monkeypatch.setattr(kube_client, "load", lambda kubeconfig, context: CLIENTS)
+    monkeypatch.setattr(kube_reports, "Writer", Stuck)
+    monkeypatch.setattr(secretwatch, "watch_secret", watch_secret)
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: None)
+    log = tmp_path / "access.log"
+    log.touch()
+    argv = ["trust-sync", "--secret", "ns/trust", "--dir", str(directory), "--access-log", str(log)]
+    assert cli_main.main([*argv, "--access-log-format", "nginx"]) == 0
+    assert written == [(pems[1], True), (pems[2], True)]

@@ -85,7 +85,7 @@ def _fields(line: str, marker: str, head: str) -> dict[str, str]:
         if rest.startswith('"'):
             value, closed, rest = rest[1:].partition('"')
             if not closed:
-                raise Malformed(f"an unclosed quote in {key}=")
+                raise Malformed("an unclosed quote")  # not the key: the line's text stays out
         else:
             value, _, rest = rest.partition(" ")
         fields.setdefault(key, value)

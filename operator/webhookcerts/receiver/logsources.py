@@ -152,6 +152,7 @@ def chunks(source: str, stop: threading.Event, poll: float, from_end: bool) -> I
             # Read and write: we hold a writer ourselves, so a server that restarts and reopens the FIFO
             # never makes it end (no EOF), and a writer never blocks on a FIFO with no reader.
             fd = os.open(source, os.O_RDWR | os.O_CLOEXEC)
+            _log.info(json.dumps({"event": "access_log_opened", "path": source, "from": "fifo"}))
             try:
                 yield from _stream_chunks(fd, stop, poll)
             finally:

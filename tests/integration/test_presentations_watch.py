@@ -5,6 +5,8 @@ nothing seen here comes from a timer. An older install without the report CRD st
 
 from __future__ import annotations
 
+import json
+import pathlib
 import types
 from collections.abc import Iterator
 from typing import cast
@@ -13,8 +15,10 @@ import kubernetes
 import pytest
 
 from tests import conftest, whc
+from tests.integration import test_chart_rbac
 from tests.integration import test_presentations as reported
 from tests.integration.test_service import Harness
+from webhookcerts.devcluster import cluster as devcluster
 from webhookcerts.domain import clock, models, names, reports
 
 pytestmark = pytest.mark.integration
@@ -93,3 +97,39 @@ def test_without_the_report_crd_the_operator_starts_and_reconciles(
     assert status.reporters == [] and not any(c.type.endswith("InUse") for c in status.conditions)
     # Kopf said why it does not watch reports: the one trace of the missing CRD.
     assert "presentationreports" in operator.logs()
+
+
+def test_with_rbac_that_predates_the_reports_the_operator_starts_and_reconciles(
+    cluster: devcluster.DevCluster,
+    bin_dir: pathlib.Path,
+    kubectl: conftest.KubectlRunner,
+    crd_installed: None,
+    api: whc.Api,
+    tmp_path: pathlib.Path,
+) -> None:
+    # The chart's RBAC for one namespace, less anything on presentationreports: an upgrade of the
+    # operator whose RBAC has not followed. Kopf would give up the whole operator on the refused list.
+    docs = [
+        d
+        for d in test_chart_rbac.render_watching(bin_dir, api.namespace, "old")
+        if d["kind"] in test_chart_rbac.RBAC_KINDS
+    ]
+    for role in (d for d in docs if d["kind"] in ("Role", "ClusterRole")):
+        role["rules"] = [r for r in role["rules"] if reports.PLURAL not in r.get("resources", [])]
+    kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+    (account,) = (d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount")
+    kubeconfig = conftest.token_kubeconfig(kubectl, cluster, account, api.namespace, tmp_path / "sa", duration="2h")
+    operator = conftest.OperatorProcess(kubeconfig, api.namespace, tmp_path / "operator.log")
+    operator.start()
+    try:
+        api.create("upgraded")
+
+        def ready() -> bool:
+            condition = api.condition("upgraded", names.READY)
+            return condition is not None and condition.status == "True"
+
+        conftest.wait_for(ready, timeout=60, what="Ready=True with RBAC that predates the reports")
+        assert "not watching presentationreports.webhookcerts.io: listing them is refused" in operator.logs()
+    finally:
+        operator.stop()
+        print(f"--- operator log ---\n{operator.logs()[-20000:]}")

@@ -183,6 +183,17 @@ def exposed_series() -> dict[str, dict[str, set[str]]]:
     m.cut_over("ns", "obj", "live")
     m.trust_reloaded("ns", "obj", "live", 1)
     m.reconcile_failed("ns", "obj", "live")
+    # Issue 24: what the endpoints report (presentations per role, reporters, heartbeats, revoked).
+    seen = test_metrics.status("Rotating", pending="Planned")
+    assert seen.current is not None and seen.next is not None
+    for record in (seen.current, seen.next):
+        record.presentations, record.last_presented = 1, seen.next.issued_at
+    seen.reporters = [
+        models.ReporterStatus(pod="recv-0", reporter="receiver", heartbeat_time=seen.next.issued_at, stale=False)
+    ]
+    m.observe("ns", "obj-seen", "live", seen)
+    m.heartbeats_seen("ns", "obj-seen", "live", {"recv-0": seen.next.issued_at})
+    m.revoked_presented("ns", "obj-seen", "live", "ab" * 32, 1)
     found: dict[str, dict[str, set[str]]] = {}
     for family in registry.collect():
         for suffix in SUFFIXES[family.type]:

@@ -133,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
     from webhookcerts.handlers import operator
     from webhookcerts.kube import client as kube_client
+    from webhookcerts.kube import reports as kube_reports
     from webhookcerts.service import engine, reconcile
 
     configure_logging(args.log_format, args.verbose)
@@ -169,6 +170,16 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger(__name__).info("serving metrics on %s:%d/metrics", args.metrics_address, args.metrics_port)
     namespaces = args.namespace or []
     try:
+        why = kube_reports.unreadable(context.clients, namespaces)
+        if why is None:
+            operator.watch_reports()
+        else:
+            # Not fatal: status says nothing of presentations, and an observed cut-over, which needs
+            # them, waits. Restart once the chart grants get/list/watch on them.
+            logging.getLogger(__name__).warning(
+                "not watching presentationreports.webhookcerts.io: %s; no object sees what the provider presents",
+                why,
+            )
         kopf.run(
             # Kopf only watches here; which replica reconciles is the Lease's decision.
             standalone=True,

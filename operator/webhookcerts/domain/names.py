@@ -67,6 +67,11 @@ BUNDLE_READY = "BundleReady"
 RECIPIENT_KEY_EXPIRING = "RecipientKeyExpiring"
 ENDPOINT_ACCEPTS_NEXT = "EndpointAcceptsNext"
 ENDPOINT_REJECTS_COMPROMISED = "EndpointRejectsCompromised"
+# What the endpoints' PresentationReports say (issue 24).
+NEXT_IN_USE = "NextInUse"
+CURRENT_IN_USE = "CurrentInUse"
+REPORTERS_STALE = "ReportersStale"
+REVOKED_CERTIFICATE_PRESENTED = "RevokedCertificatePresented"
 
 # A consumer's pod or pod template carries one annotation per trust Secret, so that several
 # WebhookCertificates with different trust Secrets selecting the same workload never overwrite each

@@ -33,6 +33,7 @@ class PodFacts:
     secrets: frozenset[str] = frozenset()  # Secret volumes, direct or in a projected volume
     config_maps: frozenset[str] = frozenset()  # ConfigMap volumes, direct or projected
     mentions: frozenset[str] = frozenset()  # every word of the containers' args, command and env values
+    problem: str = ""  # why the pod could not be read (the GET refused or unanswered)
 
     @classmethod
     def missing(cls) -> PodFacts:
@@ -135,6 +136,8 @@ class Report:
 
     def why_not(self, config_maps: Iterable[str] = ()) -> str:
         pod, facts = self.pod, self.facts
+        if facts.problem:
+            return f"pod {pod} could not be read ({facts.problem})"
         if self.owner_uid is None:
             return f"report {pod} is not owned by its pod (one ownerReference to Pod {pod} expected)"
         if not facts.exists:

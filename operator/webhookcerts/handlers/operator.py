@@ -5,8 +5,9 @@ all indexed resources have been listed once. So the view is filled from the inde
 return None: the view, not a Kopf index, is what the workers read), and the first ``on.event`` call
 means the view is complete: only then may a pass assemble a trust store from it.
 
-PresentationReports are watched too (every one: a reporter cannot carry the operator's label, and a
-report is a few hundred bytes); each one's pod is read once per report change, never watched.
+PresentationReports are watched too when they can be listed (``watch_reports``; every one: a reporter
+cannot carry the operator's label, and a report is a few hundred bytes); each one's pod is read once
+per report change, never watched.
 
 Secrets are watched with the operator's label as a server-side selector (Kopf's
 ``settings.watching.label_selectors``): the operator sees the Secrets it wrote, never every Secret of
@@ -131,22 +132,6 @@ async def index_secret(body: kopf.Body, **_: Any) -> None:
     _get().secret_seen(_plain(body))
 
 
-@kopf.index(*REPORTS, id="presentation-reports")
-async def index_report(body: kopf.Body, **_: Any) -> None:
-    # The report's pod is read here, once per report change, off the event loop: the pass reads only
-    # the view. Without the report CRD (an older install) Kopf warns that it cannot watch it and goes
-    # on: the rest of the operator works, and no object has a reporter.
-    engine, plain = _get(), _plain(body)
-    facts = await asyncio.to_thread(engine.read_pod, plain["metadata"]["namespace"], plain["metadata"]["name"])
-    engine.report_seen(plain, facts)
-
-
-@kopf.on.event(*REPORTS, id="report-events")
-async def report_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-    if type == "DELETED":
-        _get().report_gone(_plain(body))
-
-
 @kopf.on.event(*RESOURCE, id="certificate-events")
 async def certificate_event(type: str | None, body: kopf.Body, **_: Any) -> None:
     engine = _get()
@@ -161,3 +146,26 @@ async def secret_event(type: str | None, body: kopf.Body, **_: Any) -> None:
     engine.synced()
     if type == "DELETED":
         engine.secret_gone(_plain(body))
+
+
+async def index_report(body: kopf.Body, **_: Any) -> None:
+    # The report's pod is read here, once per report change, off the event loop: the pass reads only
+    # the view.
+    engine, plain = _get(), _plain(body)
+    facts = await asyncio.to_thread(engine.read_pod, plain["metadata"]["namespace"], plain["metadata"]["name"])
+    engine.report_seen(plain, facts)
+
+
+async def report_event(type: str | None, body: kopf.Body, **_: Any) -> None:
+    if type == "DELETED":
+        _get().report_gone(_plain(body))
+
+
+def watch_reports() -> None:
+    """Watch PresentationReports too. Registered only once the CLI has listed them: Kopf holds every
+    handler until each indexed resource is listed, and gives up on a listing it is refused, so an
+    install whose RBAC predates the reports (or without their CRD) would otherwise never reconcile.
+    """
+    kopf.index(*REPORTS, id="presentation-reports")(index_report)
+    kopf.on.event(*REPORTS, id="report-events")(report_event)
+    _get().view.reports_known = True

@@ -156,6 +156,26 @@ def list_namespace(clients: kube_client.Clients, namespace: str) -> list[dict[st
     return items
 
 
+def unreadable(clients: kube_client.Clients, namespaces: list[str]) -> str | None:
+    """Why the reports cannot be listed where the operator watches (no CRD, no RBAC), or None."""
+    try:
+        wanted: list[str | None] = list(namespaces) or [None]
+        for namespace in wanted:
+            if namespace is None:
+                clients.custom.list_cluster_custom_object(models.GROUP, models.VERSION, reports.PLURAL, limit=1)
+            else:
+                clients.custom.list_namespaced_custom_object(
+                    models.GROUP, models.VERSION, namespace, reports.PLURAL, limit=1
+                )
+    except kubernetes.client.ApiException as exc:
+        if exc.status == 404:
+            return "the PresentationReport CRD is not installed"
+        if exc.status in (401, 403):
+            return f"listing them is refused ({kube_client.api_error_reason(exc)})"
+        raise
+    return None
+
+
 def read_pod(clients: kube_client.Clients, namespace: str, name: str) -> dict[str, Any] | None:
     """The pod as a plain dict (camelCase, as the API sends it), or None when it does not exist."""
     try:

@@ -80,8 +80,6 @@ class Engine:
             trust_changed=self._trust_changed,
         )
         self.view = view.View()
-        # The handlers watch PresentationReports: "no report" means no reporter, not "not known".
-        self.view.reports_known = True
         self.queue: workqueue.WorkQueue[Item] = workqueue.WorkQueue()
         self.prober = probes.Prober(interval=probe_interval, on_done=self._probe_done)
         self.resync = resync
@@ -154,7 +152,7 @@ class Engine:
         namespace = str(meta["namespace"])
         held = self.view.report(namespace, str(meta["name"]))
         if facts is None:
-            facts = held.facts if held is not None else reporters.PodFacts.missing()
+            facts = held.facts if held is not None else reporters.PodFacts(exists=False, problem="no answer")
         try:
             report = reporters.Report.parse(body, facts)
         except pydantic.ValidationError as exc:

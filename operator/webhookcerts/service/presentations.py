@@ -24,15 +24,15 @@ import functools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from webhookcerts.domain import conditions, models, reports
+from webhookcerts.domain import conditions, durations, models, names, reports
 
 if TYPE_CHECKING:
     from webhookcerts.service.state import Pass
 
-NEXT_IN_USE = "NextInUse"
-CURRENT_IN_USE = "CurrentInUse"
-REPORTERS_STALE = "ReportersStale"
-REVOKED_PRESENTED = "RevokedCertificatePresented"
+NEXT_IN_USE = names.NEXT_IN_USE
+CURRENT_IN_USE = names.CURRENT_IN_USE
+REPORTERS_STALE = names.REPORTERS_STALE
+REVOKED_PRESENTED = names.REVOKED_CERTIFICATE_PRESENTED
 CONDITIONS = (NEXT_IN_USE, CURRENT_IN_USE, REPORTERS_STALE, REVOKED_PRESENTED)
 # A burst of presentations of a revoked certificate ends after this long without a new one: the next
 # presentation after that is a new burst, and a new Event.
@@ -105,9 +105,9 @@ def in_use_window(spec: models.WebhookCertificateSpec) -> datetime.timedelta:
     # branch): read it with a fallback rather than depend on it.
     cutover = getattr(spec, "cutover", None)
     quiet = getattr(getattr(cutover, "observed", None), "quiet_period", None)
+    if isinstance(quiet, datetime.timedelta):
+        return quiet
     if isinstance(quiet, str):
-        from webhookcerts.domain import durations
-
         return durations.parse(quiet)
     return DEFAULT_IN_USE_WINDOW
 
@@ -165,7 +165,7 @@ def _reporters(p: Pass, seen: reports.Presentations) -> None:
         )
     same = [(r.pod, r.reporter, r.stale) for r in kept] == [(r.pod, r.reporter, r.stale) for r in p.status.reporters]
     if same:
-        # The same reporters in the same state: the heartbeats are left as recorded, and ``hold``
+        # The same reporters in the same state: the heartbeats are left as recorded, and ``hold_heartbeats``
         # takes the new ones only if something else changes in this save.
         kept = [before[r.pod] for r in kept]
     p.status.reporters = kept
@@ -364,6 +364,6 @@ def announce(p: Pass, outcome: Outcome, seen: reports.Presentations | None) -> N
             p.resource.namespace, p.resource.name, p.spec.environment, {r.pod: r.heartbeat_time for r in seen.reporters}
         )
     for alarm in outcome.alarms:
-        p.event("Warning", REVOKED_PRESENTED, alarm.message)
+        p.event("Warning", "RevokedCertificatePresented", alarm.message)
     for fingerprint, added in outcome.counted.items():
         p.ctx.metrics.revoked_presented(p.resource.namespace, p.resource.name, p.spec.environment, fingerprint, added)

@@ -8,13 +8,15 @@ asked-for cut-over and before expiry; an emergency replacement is handled as ``d
 from __future__ import annotations
 
 import datetime
+import types
 from typing import Any
 
 import pydantic
 import pytest
 
 from tests.unit import test_policy as tp
-from webhookcerts.domain import cutover, policy, reports
+from webhookcerts.domain import cutover, names, policy, reports
+from webhookcerts.service import derived
 
 Action = policy.Action
 HOUR = datetime.timedelta(hours=1)
@@ -195,3 +197,40 @@ def test_the_quiet_period_bound_applies_only_under_observed() -> None:
     # A Manual object with a short renewBefore is not refused for a quiet period it never uses.
     assert tp.spec(renewBefore="30m").cutover.policy == "Manual"
     assert tp.spec(cutover={"policy": "Observed", "observed": {"quietPeriod": "1m"}}, renewBefore="1m59s")
+
+
+# --- the condition -----------------------------------------------------------------------------------
+
+
+class ConditionRecorder:
+    """The part of ``state.Pass`` that ``derived.conclude`` writes conditions through."""
+
+    def __init__(self, obs: policy.Observation) -> None:
+        self.last, self.status = obs, obs.status.model_copy(deep=True)
+        self.resource = types.SimpleNamespace(generation=1)
+        self.conditions: dict[str, tuple[str, str]] = {names.CUTOVER_READY: ("False", "Stale")}
+
+    def set_condition(self, type: str, status: str, reason: str, message: str) -> None:
+        self.conditions[type] = (status, reason)
+
+    def drop_condition(self, type: str) -> None:
+        self.conditions.pop(type, None)
+
+
+@pytest.mark.parametrize(
+    ("obs", "expected"),
+    [
+        (observe(**OBSERVED), ("True", "ProviderSwitched")),
+        (observe(presentations=STILL_PRESENTED, **OBSERVED), ("False", "CurrentStillPresented")),
+        (observe(presentations=None, **OBSERVED), ("Unknown", cutover.UNKNOWN)),
+        (observe(), None),
+        (observe(tp.status(), now=tp.ISSUED, **OBSERVED), None),
+    ],
+)
+def test_cutover_ready_says_what_the_verdict_says_and_goes_without_a_pending_next(
+    obs: policy.Observation, expected: tuple[str, str] | None
+) -> None:
+    p = ConditionRecorder(obs)
+    decision = policy.Decision(Action.UP_TO_DATE, "UpToDate")
+    derived.conclude(p, decision, [])  # type: ignore[arg-type]
+    assert p.conditions.get(names.CUTOVER_READY) == expected

@@ -71,9 +71,15 @@ def other_namespace(core_v1: kubernetes.client.CoreV1Api) -> Iterator[str]:
     core_v1.delete_namespace(name)
 
 
-def apply_reporter_rbac_and_policy(bin_dir: pathlib.Path, kubectl: conftest.KubectlRunner, namespace: str) -> str:
+def apply_reporter_rbac_and_policy(
+    bin_dir: pathlib.Path, kubectl: conftest.KubectlRunner, namespace: str, *others: str
+) -> str:
     """The chart's reporter ClusterRole, its RoleBinding for ``namespace``/reporter, and the reports policy;
-    the ClusterRole's name."""
+    the ClusterRole's name.
+
+    The policy's binding is narrowed to ``namespace`` and ``others``: as the chart ships it, it holds
+    every ServiceAccount in the cluster, and the session's API server is shared with tests whose
+    reporters write with tokens bound to no pod (tests/integration/test_receiver_reports.py)."""
     accounts = json.dumps([{"namespace": namespace, "name": ACCOUNT}])
     docs = test_chart_rbac.render_watching(
         bin_dir, namespace, "rep", "--set-json", f"reporters.serviceAccounts={accounts}"
@@ -87,6 +93,10 @@ def apply_reporter_rbac_and_policy(bin_dir: pathlib.Path, kubectl: conftest.Kube
         or (d["kind"] == "RoleBinding" and d["roleRef"]["name"].endswith("-reporter"))
     ]
     assert len(wanted) == 4, [(d["kind"], d["metadata"]["name"]) for d in wanted]
+    (binding,) = (d for d in wanted if d["kind"] == "ValidatingAdmissionPolicyBinding")
+    assert "matchResources" not in binding["spec"]  # every namespace, as shipped
+    names_in = {"key": "kubernetes.io/metadata.name", "operator": "In", "values": [namespace, *others]}
+    binding["spec"]["matchResources"] = {"namespaceSelector": {"matchExpressions": [names_in]}}
     kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": wanted}))
     (role,) = (d["metadata"]["name"] for d in wanted if d["kind"] == "ClusterRole")
     return str(role)
@@ -105,7 +115,7 @@ def test_a_reporter_writes_its_own_pods_report_and_nothing_else(
     admin = kubernetes.client.CoreV1Api(api_client)
     admin.create_namespaced_service_account(namespace, {"metadata": {"name": ACCOUNT}})
     uid_a, uid_b = pod(admin, namespace, "receiver-a"), pod(admin, namespace, "receiver-b")
-    role = apply_reporter_rbac_and_policy(bin_dir, kubectl, namespace)
+    role = apply_reporter_rbac_and_policy(bin_dir, kubectl, namespace, other_namespace)
 
     kubeconfig = conftest.token_kubeconfig(
         kubectl, cluster, ACCOUNT, namespace, tmp_path / "bound", bound_pod=("receiver-a", uid_a)

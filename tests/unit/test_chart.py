@@ -123,6 +123,8 @@ def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
             "podDisruptionBudget.enabled=true",
             "--set",
             "grafana.dashboard.enabled=true",
+            "--set-json",
+            'reporters.serviceAccounts=[{"namespace": "a", "name": "receiver"}]',
         ],
     ],
     ids=["defaults", "devcluster", "everything-on"],

@@ -21,11 +21,9 @@ on Ctrl-C or SIGTERM too (``devcluster`` ties each process to this one as well).
 from __future__ import annotations
 
 import base64
-import collections
 import contextlib
 import functools
 import json
-import os
 import pathlib
 import secrets
 import shlex
@@ -58,27 +56,24 @@ from demo_observed import (  # noqa: E402
 from demo_provider import (  # noqa: E402
     Provider,
     SigningKey,
-    accepted_by_receiver,
     answer,
     enter,
-    receiver_log,
     refuses,
     signing_key,
-    unauthorized,
 )
+from demo_summary import RELEASE_NAMESPACE, summary  # noqa: E402
 from webhookcerts.devcluster import base, workloads  # noqa: E402
 from webhookcerts.devcluster import cluster as devcluster  # noqa: E402
 from webhookcerts.domain import names, pki  # noqa: E402
 from webhookcerts.receiver import providersim  # noqa: E402
 
-RELEASE_NAMESPACE = "webhookcerts"
 TRUST = "webhook-trust"
 APP = "receiver"
 SERVING_PAIR = "receiver-tls"
 # The provider's public webhook signing keys, one <keyid>.pem each: the receiver's --signature-key directory.
 SIGNATURE_KEYS = "provider-signature-keys"
 KEY_ID = "provider-demo"
-OBJECTS = {
+OBJECTS: dict[str, dict[str, Any]] = {
     # Short lifetimes; the demo brings sandbox's renewal forward when the story gets there (a patch of
     # renewBefore, printed), instead of waiting for a date. Cut over when the reports prove the switch.
     "sandbox": {"duration": "1h", "renewBefore": "30m", "cutover": OBSERVED},
@@ -342,57 +337,6 @@ def try_export(tools: Tools, name: str, out: pathlib.Path) -> pathlib.Path | Non
         return export(tools, name, out, next_=True)
     except DemoError:
         return None  # the operator writes the next bundle a moment after the next certificate
-
-
-def summary(
-    tools: Tools,
-    timeline: Timeline,
-    providers: dict[str, Provider],
-    serials: dict[str, str],
-    pod: str,
-    contained: float,
-) -> list[str]:
-    keep = os.environ.get("DEMO_LOGS")
-    if keep:
-        # The pods' logs outlive the cluster only where asked: DEMO_LOGS=DIR make demo.
-        directory = pathlib.Path(keep)
-        directory.mkdir(parents=True, exist_ok=True)
-        pod_log = tools.kubectl("logs", "--timestamps", "-n", NAMESPACE, pod, show=False, check=False)
-        (directory / "receiver.log").write_text(pod_log)
-        operator_log = tools.kubectl(
-            "logs", "--timestamps", "-n", RELEASE_NAMESPACE, "deployment/webhookcerts", show=False, check=False
-        )
-        (directory / "operator.log").write_text(operator_log)
-    lines = ["", "Timeline", "--------"]
-    lines += [f"  {timeline.stamp(at)}  {message}" for at, message in timeline.events]
-    lines += ["", "Deliveries (provider simulator, per step)", "------------------------------------------"]
-    for env, provider in providers.items():
-        for step, counts in provider.counts.items():
-            refused = ", ".join(f"{reason} x{n}" for reason, n in provider.reasons[step].most_common())
-            why = f"   (failed attempts: {refused})" if refused else ""
-            lines.append(
-                f"  {env:<8} {step:<17} delivered {counts['delivered']:>4}   failed {counts['failed']:>3}{why}"
-            )
-    lines += ["", "Accepted by the receiver (kubectl logs --timestamps, by client certificate)", "-" * 75]
-    records = receiver_log(tools, pod)
-    accepted = accepted_by_receiver(records, timeline)
-    for fingerprint, seen in sorted(accepted.items(), key=lambda i: i[1].first):
-        label = serials.get(fingerprint, fingerprint[:16])
-        window = f"{timeline.stamp(seen.first)} to {timeline.stamp(seen.last)}"
-        lines.append(f"  {label:<34} {seen.count:>5} deliveries, {window}")
-    verified: collections.Counter[str] = sum((seen.verified for seen in accepted.values()), collections.Counter())
-    total = sum(seen.count for seen in accepted.values())
-    lines += ["", "Signatures (the receiver's log: the provider's v6 signature verified on each delivery)", "-" * 85]
-    lines.append(f"  verified on {sum(verified.values())} of the {total} deliveries the receiver accepted")
-    lines += [f"    keyid {signer:<42} {n:>5}" for signer, n in verified.most_common()]
-    for reason, n in unauthorized(records).most_common():
-        lines.append(f"  refused 401 after the handshake: {n} x {reason}")
-    lines += [
-        "",
-        f"Containment: {contained:.1f} s from the emergency annotation to the receiver refusing the compromised",
-        "certificate. Failed deliveries in the emergency step are the compromised certificate being refused.",
-    ]
-    return lines
 
 
 @contextlib.contextmanager

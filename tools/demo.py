@@ -2,13 +2,17 @@
 
 A local cluster with its node, the CRD applied with kubectl, the operator installed with the chart
 (``helm install --wait``), a sandbox and a live WebhookCertificate, the reference receiver as a
-Deployment reading the trust Secret (a ``reload: Hot`` consumer), and the provider simulator
-delivering to it with the bundles the plugin exports, signed as the provider signs its webhooks (the
-receiver verifies with the provider's public key, mounted from a Secret as a key directory). Then a
-planned rotation of sandbox with its cut-over, and an emergency rotation of live. Every command a user
-would type is printed as it runs; the end is a timeline: what happened when, deliveries delivered and
-failed per step, which certificate the receiver accepted, the signatures it verified, and how long
-containment took.
+Deployment reading the trust Secret (a ``reload: Hot`` consumer) and reporting which client
+certificate each delivery presented (its PresentationReport, issue 24), and the provider simulator
+delivering to it over TLS 1.2 with the bundles the plugin exports, signed as the provider signs its
+webhooks (the receiver verifies with the provider's public key, mounted from a Secret as a key
+directory). Then a planned rotation of sandbox, whose ``cutover.policy: Observed`` has the operator cut
+over by itself once the receiver's reports show the provider switched; and an emergency rotation of
+live, whose provider keeps presenting the compromised certificate for a moment: the receiver names the
+certificate it refused and the operator raises the ``RevokedCertificatePresented`` alarm. Every command
+a user would type is printed as it runs; the end is a timeline: what happened when (what the operator
+concluded from the reports among it), deliveries delivered and failed per step, which certificate the
+receiver accepted, the signatures it verified, what the operator saw, and how long containment took.
 
 The cluster lives in a temporary directory and everything it runs is stopped and removed at the end,
 on Ctrl-C or SIGTERM too (``devcluster`` ties each process to this one as well).
@@ -17,11 +21,9 @@ on Ctrl-C or SIGTERM too (``devcluster`` ties each process to this one as well).
 from __future__ import annotations
 
 import base64
-import collections
 import contextlib
 import functools
 import json
-import os
 import pathlib
 import secrets
 import shlex
@@ -41,33 +43,40 @@ for entry in (REPO, REPO / "operator"):
 from tests.unit import mtls_pki  # noqa: E402  (throw-away serving certificates, as the benchmarks use)
 
 from demo_console import NAMESPACE, DemoError, Timeline, Tools, ready, tools_env  # noqa: E402
+from demo_observed import (  # noqa: E402
+    OBSERVED,
+    REPORT_INTERVAL,
+    REPORTER_ACCOUNT,
+    announced,
+    helm_values,
+    narrate,
+    operator_saw,
+    service_account,
+)
 from demo_provider import (  # noqa: E402
     Provider,
     SigningKey,
-    accepted_by_receiver,
     answer,
     enter,
-    receiver_log,
     refuses,
     signing_key,
-    unauthorized,
 )
+from demo_summary import RELEASE_NAMESPACE, summary  # noqa: E402
 from webhookcerts.devcluster import base, workloads  # noqa: E402
 from webhookcerts.devcluster import cluster as devcluster  # noqa: E402
 from webhookcerts.domain import names, pki  # noqa: E402
 from webhookcerts.receiver import providersim  # noqa: E402
 
-RELEASE_NAMESPACE = "webhookcerts"
 TRUST = "webhook-trust"
 APP = "receiver"
 SERVING_PAIR = "receiver-tls"
 # The provider's public webhook signing keys, one <keyid>.pem each: the receiver's --signature-key directory.
 SIGNATURE_KEYS = "provider-signature-keys"
 KEY_ID = "provider-demo"
-OBJECTS = {
+OBJECTS: dict[str, dict[str, Any]] = {
     # Short lifetimes; the demo brings sandbox's renewal forward when the story gets there (a patch of
-    # renewBefore, printed), instead of waiting for a date.
-    "sandbox": {"duration": "1h", "renewBefore": "30m"},
+    # renewBefore, printed), instead of waiting for a date. Cut over when the reports prove the switch.
+    "sandbox": {"duration": "1h", "renewBefore": "30m", "cutover": OBSERVED},
     # The emergency needs no schedule: it renews long after the demo has ended.
     "live": {"duration": "2h", "renewBefore": "1h"},
 }
@@ -76,7 +85,7 @@ OBJECTS = {
 # --- what runs on the cluster -----------------------------------------------------------------------
 
 
-def webhook_certificate(environment: str, lifetimes: dict[str, str]) -> dict[str, Any]:
+def webhook_certificate(environment: str, lifetimes: dict[str, Any]) -> dict[str, Any]:
     name = f"upvest-{environment}"
     return {
         "apiVersion": "webhookcerts.io/v1alpha1",
@@ -117,6 +126,8 @@ def story(tools: Tools, timeline: Timeline, dev: devcluster.DevCluster, work: pa
     say = timeline.say
     say("CRD: applied with kubectl, as users apply it")
     tools.kubectl("apply", "-f", "crds/")
+    # The namespace first: the chart binds the receiver's account in it to the reporter ClusterRole.
+    tools.kubectl("create", "namespace", NAMESPACE)
     say("the operator: installed with the chart on the node")
     tools.run(
         "helm", "install", "webhookcerts", "charts/webhookcerts", "-n", RELEASE_NAMESPACE, "--create-namespace",
@@ -124,9 +135,9 @@ def story(tools: Tools, timeline: Timeline, dev: devcluster.DevCluster, work: pa
         "-f", str(dev.chart_values), "--set", "crds.enabled=false", "--wait", "--timeout=5m",
         # The receiver is told of trust changes (consumers, Hot): rights off unless asked for.
         "--set", "consumers.enabled=true",
+        # The receiver reports what it sees: its ServiceAccount may write its own pod's report.
+        *helm_values(),
     )  # fmt: skip
-
-    tools.kubectl("create", "namespace", NAMESPACE)
     password = secrets.token_urlsafe(18).encode()
     served = mtls_pki.make(work / "serving-pki")
     server = served.server
@@ -155,9 +166,12 @@ def story(tools: Tools, timeline: Timeline, dev: devcluster.DevCluster, work: pa
     tools.kubectl("get", "whc", "-n", NAMESPACE, echo=True)
     say(
         "the reference receiver: a Deployment reading the trust Secret, nudged by the operator on change, "
-        f"requiring the provider's signature (--signature-key /signature-keys, the Secret {SIGNATURE_KEYS})"
+        f"requiring the provider's signature (--signature-key /signature-keys, the Secret {SIGNATURE_KEYS}), "
+        f"reporting the certificates presented to it (--report-trust-secret {TRUST}, as ServiceAccount "
+        f"{REPORTER_ACCOUNT})"
     )
     tools.apply(
+        service_account(),
         workloads.receiver_deployment(
             APP,
             dev.images["webhookcerts"],
@@ -166,7 +180,8 @@ def story(tools: Tools, timeline: Timeline, dev: devcluster.DevCluster, work: pa
             tls_secret=SERVING_PAIR,
             namespace=NAMESPACE,
             signature_keys=SIGNATURE_KEYS,
-        )
+            reporting=workloads.Reporting(REPORTER_ACCOUNT, dev.pod_api_env(), REPORT_INTERVAL),
+        ),
     )
 
     def serving_pod() -> str | None:
@@ -234,12 +249,19 @@ def rotations(
     serials[pending["fingerprint"]] = f"sandbox {pending['serial'][:12]} (next)"
     timeline.wait("the next bundle", lambda: tools.status("upvest-sandbox").get("bundle"), 60)
     new_bundle = timeline.wait("the next bundle's files", lambda: try_export(tools, "upvest-sandbox", bundles), 60)
-    say("upvest-sandbox: the new bundle submitted; the provider validates it with live deliveries")
+    say("upvest-sandbox: the new bundle submitted; the provider switches to it")
     sandbox.use(new_bundle)
-    sandbox.delivered_a_campaign()
-    say("upvest-sandbox: cut-over, once the provider uses the new certificate")
-    tools.kubectl("webhookcerts", "cutover", "upvest-sandbox", "-n", NAMESPACE, echo=True)
-    say("upvest-sandbox: the old certificate retired, its key destroyed, no longer trusted")
+    say("upvest-sandbox: cutover.policy Observed, so no `webhookcerts cutover`: the operator waits for the reports")
+    narrate(
+        tools,
+        timeline,
+        "upvest-sandbox",
+        "the operator to cut over by itself",
+        lambda s: (s.get("current") or {}).get("fingerprint") == pending["fingerprint"],
+        300,
+    )
+    announced(tools, timeline, "upvest-sandbox", "ObservedCutover")
+    say("upvest-sandbox: cut over by itself: the old certificate retired, its key destroyed, no longer trusted")
     sandbox.delivered_a_campaign()
 
     # Emergency: trust removed first, then the new key, the provider moves, the cut-over.
@@ -266,6 +288,9 @@ def rotations(
     )
     contained = timeline.now() - annotated
     say(f"upvest-live: contained in {contained:.1f} s: the receiver refuses the compromised certificate")
+    # The provider has not installed the replacement yet and keeps presenting the compromised certificate
+    # (over TLS 1.2, in the clear: the receiver names what it refused, and reports it).
+    announced(tools, timeline, "upvest-live", "RevokedCertificatePresented")
     output, errors = rotate.communicate(timeout=300)
     if rotate.returncode != 0:
         raise DemoError(f"kubectl webhookcerts rotate failed: {errors.strip()}")
@@ -285,7 +310,10 @@ def rotations(
         provider.delivered_a_campaign()
     tools.kubectl("webhookcerts", "status", "-n", NAMESPACE, "-o", "wide", echo=True)
     tools.kubectl("webhookcerts", "history", "upvest-live", "-n", NAMESPACE, echo=True)
-    return summary(tools, timeline, providers, serials, pod, contained)
+    return [
+        *summary(tools, timeline, providers, serials, pod, contained),
+        *operator_saw(tools, timeline, ["upvest-sandbox", "upvest-live"]),
+    ]
 
 
 def signatures_hold(timeline: Timeline, port: int, key: SigningKey, trusted: Any) -> None:
@@ -309,57 +337,6 @@ def try_export(tools: Tools, name: str, out: pathlib.Path) -> pathlib.Path | Non
         return export(tools, name, out, next_=True)
     except DemoError:
         return None  # the operator writes the next bundle a moment after the next certificate
-
-
-def summary(
-    tools: Tools,
-    timeline: Timeline,
-    providers: dict[str, Provider],
-    serials: dict[str, str],
-    pod: str,
-    contained: float,
-) -> list[str]:
-    keep = os.environ.get("DEMO_LOGS")
-    if keep:
-        # The pods' logs outlive the cluster only where asked: DEMO_LOGS=DIR make demo.
-        directory = pathlib.Path(keep)
-        directory.mkdir(parents=True, exist_ok=True)
-        pod_log = tools.kubectl("logs", "--timestamps", "-n", NAMESPACE, pod, show=False, check=False)
-        (directory / "receiver.log").write_text(pod_log)
-        operator_log = tools.kubectl(
-            "logs", "--timestamps", "-n", RELEASE_NAMESPACE, "deployment/webhookcerts", show=False, check=False
-        )
-        (directory / "operator.log").write_text(operator_log)
-    lines = ["", "Timeline", "--------"]
-    lines += [f"  {timeline.stamp(at)}  {message}" for at, message in timeline.events]
-    lines += ["", "Deliveries (provider simulator, per step)", "------------------------------------------"]
-    for env, provider in providers.items():
-        for step, counts in provider.counts.items():
-            refused = ", ".join(f"{reason} x{n}" for reason, n in provider.reasons[step].most_common())
-            why = f"   (failed attempts: {refused})" if refused else ""
-            lines.append(
-                f"  {env:<8} {step:<17} delivered {counts['delivered']:>4}   failed {counts['failed']:>3}{why}"
-            )
-    lines += ["", "Accepted by the receiver (kubectl logs --timestamps, by client certificate)", "-" * 75]
-    records = receiver_log(tools, pod)
-    accepted = accepted_by_receiver(records, timeline)
-    for fingerprint, seen in sorted(accepted.items(), key=lambda i: i[1].first):
-        label = serials.get(fingerprint, fingerprint[:16])
-        window = f"{timeline.stamp(seen.first)} to {timeline.stamp(seen.last)}"
-        lines.append(f"  {label:<34} {seen.count:>5} deliveries, {window}")
-    verified: collections.Counter[str] = sum((seen.verified for seen in accepted.values()), collections.Counter())
-    total = sum(seen.count for seen in accepted.values())
-    lines += ["", "Signatures (the receiver's log: the provider's v6 signature verified on each delivery)", "-" * 85]
-    lines.append(f"  verified on {sum(verified.values())} of the {total} deliveries the receiver accepted")
-    lines += [f"    keyid {signer:<42} {n:>5}" for signer, n in verified.most_common()]
-    for reason, n in unauthorized(records).most_common():
-        lines.append(f"  refused 401 after the handshake: {n} x {reason}")
-    lines += [
-        "",
-        f"Containment: {contained:.1f} s from the emergency annotation to the receiver refusing the compromised",
-        "certificate. Failed deliveries in the emergency step are the compromised certificate being refused.",
-    ]
-    return lines
 
 
 @contextlib.contextmanager

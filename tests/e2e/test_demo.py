@@ -8,6 +8,11 @@ compromised certificate's alone (sandbox loses nothing, live's are refusals); th
 certificate was accepted by the receiver before the incident only; every delivery the receiver
 accepted carried the provider's signature, which it verified, and the one unsigned delivery (with a
 trusted certificate) was answered 401; and nothing of its cluster is left: no directory, no process.
+Issue 24: sandbox's cut-over is the operator's own (``cutover.policy: Observed``: no ``webhookcerts
+cutover`` for it, the ``ObservedCutover`` Event), after the timeline showed it seeing the next
+certificate presented; after live's emergency the timeline shows the ``RevokedCertificatePresented``
+alarm, raised while the provider still presented the compromised certificate (before the replacement
+was submitted).
 
 "No process" means where the cluster really runs: etcd and the API server name the demo's temporary
 directory, but the node (containerd, the kubelet, the containerd shims) runs under
@@ -47,6 +52,24 @@ def delivered(output: str, environment: str, step: str) -> tuple[int, int]:
 def stamp(text: str) -> int:
     minutes, seconds = text.split(":")
     return int(minutes) * 60 + int(seconds)
+
+
+# The timeline's lines of issue 24, in the order they must come (see the test).
+TIMELINE = {
+    "next seen": r"upvest-sandbox: the operator sees the provider present the next certificate: \d+ presentation",
+    "observed event": r"upvest-sandbox: Normal Event ObservedCutover: ",
+    "cut over": r"upvest-sandbox: cut over by itself",
+    "emergency": r"upvest-live: key exposed",
+    "alarm": r"upvest-live: Warning Event RevokedCertificatePresented: revoked certificate [0-9a-f]{64}",
+    "replacement submitted": r"upvest-live: the replacement submitted",
+}
+
+
+def line_stamp(output: str, pattern: str) -> int:
+    """The timeline's stamp (seconds) of the first line matching ``pattern``."""
+    match = re.search(rf"^  (\d\d:\d\d)  {pattern}", output, re.MULTILINE)
+    assert match, f"no timeline line {pattern!r} in:\n{output}"
+    return stamp(match.group(1))
 
 
 def node_dirs_of(tmp_path: pathlib.Path) -> set[pathlib.Path]:
@@ -155,6 +178,15 @@ def test_make_demo_runs_the_whole_story_and_leaves_nothing_running(tmp_path: pat
     window = re.search(r"live [0-9A-F]{12} \(compromised\)\s+\d+ deliveries, (\d\d:\d\d) to (\d\d:\d\d)", output)
     assert contained and window, output
     assert stamp(window.group(2)) <= stamp(contained.group(1))
+
+    # The sandbox cut-over is the operator's, on the receiver's reports; the alarm follows the emergency.
+    assert "webhookcerts cutover upvest-sandbox" not in output
+    assert "webhookcerts cutover upvest-live" in output  # live's policy is Manual: the user confirms
+    at = {what: line_stamp(output, pattern) for what, pattern in TIMELINE.items()}
+    assert at["next seen"] <= at["observed event"] <= at["cut over"] <= at["emergency"] <= at["alarm"], at
+    assert at["alarm"] <= at["replacement submitted"], at
+    assert re.search(r"^    \d\d:\d\d  Event ObservedCutover \(x1\)", output, re.MULTILINE), output
+    assert re.search(r"^    \d\d:\d\d  Event RevokedCertificatePresented", output, re.MULTILINE), output
 
     # What the real provider delivers: signed (v6), verified by the receiver on every delivery it
     # accepted; without a signature a trusted certificate gets a 401, and only the demo's one probe tried.

@@ -259,7 +259,8 @@ def receiver(
     tmp_path: pathlib.Path,
 ) -> Iterator[ReceiverFactory]:
     """Deploys the receiver (once the trust Secret exists), requiring the provider's signature with the
-    keys of a Secret, and waits until it listens; prints its logs."""
+    keys of a Secret, and waits until it listens; prints its logs. With ``reporting`` it reports what
+    it sees (test_presentations.py)."""
     started: list[PodEndpoint] = []
 
     def create_secret(name: str, files: dict[str, pathlib.Path], kind: str = "Opaque") -> None:
@@ -274,7 +275,9 @@ def receiver(
                 ),
             )
 
-    def deploy(app: str, sidecar: workloads.Sidecar | None = None) -> PodEndpoint:
+    def deploy(
+        app: str, sidecar: workloads.Sidecar | None = None, reporting: workloads.Reporting | None = None
+    ) -> PodEndpoint:
         pair = {names.TLS_CERT: server_pki.server.cert_path, names.TLS_KEY: server_pki.server.key_path}
         create_secret(SERVING_PAIR, pair, "kubernetes.io/tls")
         create_secret(SIGNATURE_KEYS, {signing_key.public.name: signing_key.public})
@@ -290,6 +293,7 @@ def receiver(
             namespace=node_namespace,
             sidecar=sidecar,
             signature_keys=SIGNATURE_KEYS,
+            reporting=reporting,
         )
         e2e.apply(node_kubectl, deployment)
         log = tmp_path / f"{app}.log"

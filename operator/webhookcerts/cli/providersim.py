@@ -22,6 +22,13 @@ def _rate(text: str) -> float:
     return value
 
 
+def _share(text: str) -> float:
+    value = float(text.removesuffix("%")) / (100 if text.endswith("%") else 1)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError("the share is 0 to 1 (or 0% to 100%)")
+    return value
+
+
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "provider-sim",
@@ -63,6 +70,23 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--backoff-max", type=float, default=2.0, help="longest retry delay, s (default 2)")
     parser.add_argument("--timeout", type=float, default=10.0, help="per-attempt socket timeout, s (default 10)")
     parser.add_argument("--concurrency", type=int, default=32, help="deliveries in flight at most (default 32)")
+    parser.add_argument(
+        "--mix-bundle",
+        type=pathlib.Path,
+        help="a second PKCS#12 bundle (same password), presented with --mix of the deliveries: a provider "
+        "part-way through switching to the next certificate",
+    )
+    parser.add_argument(
+        "--mix",
+        type=_share,
+        default=0.5,
+        help="share of the deliveries presenting --mix-bundle, 0.3 or 30%% (default 0.5)",
+    )
+    parser.add_argument(
+        "--tls-max",
+        choices=sorted(providersim.TLS_VERSIONS),
+        help="highest TLS version offered (default: 1.3); with 1.2 a receiver can name a certificate it refused",
+    )
     parser.set_defaults(func=run)
 
 
@@ -105,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
             backoff_max=args.backoff_max,
             timeout=args.timeout,
             concurrency=args.concurrency,
+            mix_bundle=args.mix_bundle,
+            mix=args.mix if args.mix_bundle is not None else 0.0,
+            tls_max=args.tls_max,
         )
         simulator = providersim.Simulator(config)
     except providersim.SimulatorError as exc:

@@ -182,7 +182,8 @@ class Listener:
                 async with asyncio.timeout(self._config.handshake_timeout):
                     await stream.handshake()
             except (ssl.SSLError, OSError) as exc:
-                self._rx.handshake_failed(remote, exc)
+                witnessed = stream.witness.certificate if stream.witness is not None else None
+                self._rx.handshake_failed(remote, exc, witnessed)
                 stream.abort()
                 return
             peer = self._peer(stream.ssl, accepted_with)

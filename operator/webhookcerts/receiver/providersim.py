@@ -6,6 +6,13 @@ exponential backoff as a provider does, and counts what happened, handshake refu
 default every delivery opens a new TLS connection, so each one is checked against the receiver's trust
 store as it is at that moment; keep-alive is an option.
 
+A provider that switches certificates does not switch every sender at once: with a second bundle and a
+share (``mix_bundle``, ``mix``) that share of the deliveries presents the second bundle's certificate
+and the rest the first's, spread evenly over the sequence (every delivery keeps its certificate through
+its retries), and the summary counts each certificate's deliveries by its SHA-256 fingerprint. Many
+providers' HTTP clients speak TLS 1.2 only (``tls_max``): that is also where a receiver can read which
+certificate it refused (the client's certificate travels in the clear), which TLS 1.3 hides.
+
 The key from the bundle reaches OpenSSL through a private temporary directory, encrypted with a
 one-time passphrase, and is removed as soon as it is loaded: Python's ssl module reads keys only from
 files, and the bundle's own password must not become a second copy of the key in the clear.
@@ -17,6 +24,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import datetime
+import hashlib
 import http.client
 import json
 import logging
@@ -63,13 +71,26 @@ class Config:
     backoff_max: float = 2.0
     timeout: float = 10.0
     concurrency: int = 32
+    mix_bundle: pathlib.Path | None = None  # presented with ``mix`` of the deliveries (same password)
+    mix: float = 0.0
+    tls_max: str | None = None  # "1.2" or "1.3"; None: what OpenSSL offers (1.3)
 
     def total(self) -> int:
         return self.count if self.count is not None else max(1, round(self.rate * self.duration))
 
+    def mixed(self, sequence: int) -> bool:
+        """Whether delivery ``sequence`` presents the mix bundle: ``mix`` of them, spread evenly."""
+        return self.mix_bundle is not None and int((sequence + 1) * self.mix) > int(sequence * self.mix)
 
-def client_context(bundle: bytes, password: bytes, ca: pathlib.Path | None) -> ssl.SSLContext:
-    """A TLS client context presenting the bundle's certificate (and chain) and verifying the server."""
+
+TLS_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+def client_context(
+    bundle: bytes, password: bytes, ca: pathlib.Path | None, tls_max: str | None = None
+) -> ssl.SSLContext:
+    """A TLS client context presenting the bundle's certificate (and chain) and verifying the server,
+    offering TLS up to ``tls_max`` ("1.2", "1.3"; None: what OpenSSL offers)."""
     try:
         key, cert, extra = pkcs12.load_key_and_certificates(bundle, password)
     except ValueError:
@@ -78,6 +99,10 @@ def client_context(bundle: bytes, password: bytes, ca: pathlib.Path | None) -> s
         raise SimulatorError("the bundle holds no private key and certificate")
     ctx = ssl.create_default_context(cafile=str(ca) if ca is not None else None)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls_max is not None:
+        if tls_max not in TLS_VERSIONS:
+            raise SimulatorError(f"TLS maximum {tls_max!r}: one of {', '.join(TLS_VERSIONS)}")
+        ctx.maximum_version = TLS_VERSIONS[tls_max]
     one_time = secrets.token_urlsafe(32).encode()
     with tempfile.TemporaryDirectory(prefix="provider-sim-") as tmp:
         os.chmod(tmp, 0o700)
@@ -119,6 +144,19 @@ class _Tally:
         self.http_errors: collections.Counter[str] = collections.Counter()
         self.connection_errors: collections.Counter[str] = collections.Counter()
         self.latencies: list[float] = []
+        # sent, delivered, failed per certificate presented (its SHA-256 fingerprint)
+        self.by_certificate: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+
+
+def bundle_fingerprint(bundle: bytes, password: bytes) -> str:
+    """The SHA-256 fingerprint (lower-case hex of the DER) of the certificate a bundle presents."""
+    try:
+        _key, cert, _extra = pkcs12.load_key_and_certificates(bundle, password)
+    except ValueError:
+        raise SimulatorError("cannot open the bundle: wrong password or not a PKCS#12 file") from None
+    if cert is None:
+        raise SimulatorError("the bundle holds no certificate")
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
 def _percentile(sorted_values: list[float], q: float) -> float | None:
@@ -147,11 +185,17 @@ class Simulator:
         self._host = parsed.hostname
         self._port = parsed.port or 443
         self._path = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
-        try:
-            bundle = config.bundle.read_bytes()
-        except OSError as exc:
-            raise SimulatorError(f"cannot read the bundle {config.bundle.name}: {exc.strerror}") from None
-        self._context = client_context(bundle, config.password, config.ca)
+        if not 0.0 <= config.mix <= 1.0:
+            raise SimulatorError(f"the mix is a share of the deliveries, 0 to 1, not {config.mix}")
+        # The bundle presented, then the mix bundle: (context, fingerprint) each.
+        self._presented: list[tuple[ssl.SSLContext, str]] = []
+        for path in (config.bundle, *([config.mix_bundle] if config.mix_bundle is not None else [])):
+            try:
+                bundle = path.read_bytes()
+            except OSError as exc:
+                raise SimulatorError(f"cannot read the bundle {path.name}: {exc.strerror}") from None
+            context = client_context(bundle, config.password, config.ca, config.tls_max)
+            self._presented.append((context, bundle_fingerprint(bundle, config.password)))
         self._signer: signing.Signer | None = None
         if config.signing_key is not None:
             try:
@@ -186,8 +230,11 @@ class Simulator:
 
     def _deliver(self, sequence: int, stop: threading.Event) -> None:
         tally = self._tally
+        which = 1 if self.config.mixed(sequence) else 0
+        fingerprint = self._presented[which][1]
         with tally.lock:
             tally.sent += 1
+            tally.by_certificate[fingerprint]["sent"] += 1
         delivery_id = str(uuid.uuid4())
         body = json.dumps(
             {
@@ -199,7 +246,7 @@ class Simulator:
         ).encode()
         first = time.monotonic()
         for attempt in range(1, self.config.max_attempts + 1):
-            outcome = self._attempt(body, delivery_id)
+            outcome = self._attempt(body, delivery_id, which)
             with tally.lock:
                 tally.attempts += 1
                 if outcome.handshake is not None:
@@ -210,6 +257,7 @@ class Simulator:
                     tally.http_errors[str(outcome.status)] += 1
                 if outcome.ok:
                     tally.delivered += 1
+                    tally.by_certificate[fingerprint]["delivered"] += 1
                     tally.latencies.append(time.monotonic() - first)
             if outcome.ok:
                 return
@@ -219,9 +267,10 @@ class Simulator:
                     break
         with tally.lock:
             tally.failed += 1
+            tally.by_certificate[fingerprint]["failed"] += 1
         _log.info(json.dumps({"event": "delivery_failed", "id": delivery_id, "sequence": sequence}))
 
-    def _attempt(self, body: bytes, delivery_id: str) -> _Outcome:
+    def _attempt(self, body: bytes, delivery_id: str, which: int) -> _Outcome:
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "webhookcerts-provider-sim",
@@ -232,7 +281,7 @@ class Simulator:
             if ":" in self._host:
                 authority = f"[{self._host}]" + ("" if self._port == 443 else f":{self._port}")
             headers = self._signer.sign("POST", f"https://{authority}{self._path}", headers, body)
-        conn = self._connection()
+        conn = self._connection(which)
         keep = False
         try:
             if conn.sock is None:
@@ -248,23 +297,25 @@ class Simulator:
             return _Outcome(ok=False, error=_error_reason(exc))
         finally:
             if not keep:
-                self._drop(conn)
+                self._drop(conn, which)
 
-    def _connection(self) -> http.client.HTTPSConnection:
-        conn: http.client.HTTPSConnection | None = getattr(self._local, "conn", None)
+    def _connection(self, which: int) -> http.client.HTTPSConnection:
+        """A new connection presenting certificate ``which``, or this thread's kept one for it."""
+        kept: dict[int, http.client.HTTPSConnection] = self._local.__dict__.setdefault("conns", {})
+        conn = kept.get(which)
         if conn is None:
             conn = http.client.HTTPSConnection(
-                self._host, self._port, context=self._context, timeout=self.config.timeout
+                self._host, self._port, context=self._presented[which][0], timeout=self.config.timeout
             )
             if self.config.keep_alive:
-                self._local.conn = conn
+                kept[which] = conn
                 with self._tally.lock:
                     self._kept.add(conn)
         return conn
 
-    def _drop(self, conn: http.client.HTTPSConnection) -> None:
+    def _drop(self, conn: http.client.HTTPSConnection, which: int) -> None:
         conn.close()
-        self._local.conn = None
+        self._local.__dict__.setdefault("conns", {}).pop(which, None)
         with self._tally.lock:
             self._kept.discard(conn)
 
@@ -291,6 +342,7 @@ class Simulator:
                 "duration_s": round(elapsed, 3),
                 "delivered_per_s": round(tally.delivered / elapsed, 2) if elapsed > 0 else None,
                 "keep_alive": self.config.keep_alive,
+                "by_certificate": {fp: dict(sorted(c.items())) for fp, c in sorted(tally.by_certificate.items())},
             }
 
 

@@ -244,12 +244,24 @@ class Receiver:
     def _signature_mode(self) -> str:
         return f"required ({self.config.signature_scheme})" if self._verifier is not None else "off"
 
-    def handshake_failed(self, client_address: Any, exc: BaseException) -> None:
+    def handshake_failed(self, client_address: Any, exc: BaseException, presented: bytes | None = None) -> None:
+        """A handshake failed; ``presented`` is the client certificate (DER) it sent in the clear, if any.
+
+        Python's ssl has no verify callback: when OpenSSL refuses a certificate, the bytes a TLS 1.2
+        client sent (cleartext.py) are the only way to say which one was refused, and a refusal is a
+        presentation the report counts (a revoked certificate knocking). Only a verification failure is
+        a refusal of the certificate: a handshake that failed otherwise says nothing about it.
+        """
         reason = _handshake_reason(exc)
         self.stats.handshake_failure(reason)
         record = {"event": "handshake_failed", "remote": str(client_address[0]), "reason": reason}
         if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
             record["detail"] = exc.verify_message
+        if presented is not None and isinstance(exc, ssl.SSLCertVerificationError):
+            sha256, sha1 = tlscontexts.fingerprint(presented), tlscontexts.sha1_fingerprint(presented)
+            record["client_fingerprint"] = sha256
+            if self.tally is not None:
+                self.tally.record(sha256=sha256, sha1=sha1, accepted=False)
         _log.warning(json.dumps(record))
 
     def check(

@@ -261,6 +261,22 @@ def _stale_condition(p: Pass, seen: reports.Presentations) -> None:
         p.set_condition(REPORTERS_STALE, "False", "NoReporters", "no endpoint reports on the trust store")
 
 
+def _revoked_at(status: models.WebhookCertificateStatus) -> dict[str, datetime.datetime]:
+    """When each revoked certificate stopped being the provider's to present: retired at a cut-over, or
+    named in the emergency that compromised it (before its own cut-over)."""
+    emergency = status.last_emergency_rotation
+    found: dict[str, datetime.datetime] = {}
+    for h in status.history:
+        at = h.retired_at
+        if h.reason == "Compromised" and emergency is not None and emergency.reference == h.incident:
+            at = min(at, emergency.handled_at)
+        found[h.fingerprint] = at
+    current = status.current
+    if current is not None and current.compromised_by and emergency is not None:
+        found.setdefault(current.fingerprint, emergency.handled_at)
+    return found
+
+
 def _revoked(p: Pass, seen: reports.Presentations, outcome: Outcome) -> datetime.datetime | None:
     """The bookkeeping of revoked presentations, the alarms and counts it adds, the condition."""
     status, now = p.status, p.now
@@ -274,9 +290,15 @@ def _revoked(p: Pass, seen: reports.Presentations, outcome: Outcome) -> datetime
         pods[s.pod] = pods.get(s.pod, 0) + s.presentations
         if s.sha256 not in newest or s.last_seen > newest[s.sha256].last_seen:
             newest[s.sha256] = s
+    revoked_at = _revoked_at(status)
     for fingerprint, pods in by_fingerprint.items():
         last = newest[fingerprint]
         entry = entries.get(fingerprint)
+        if entry is None and fingerprint in revoked_at and last.last_seen < revoked_at[fingerprint]:
+            # Every presentation these reports hold came before the certificate was revoked: the cut-over
+            # or the emergency that retired a certificate in use is no revoked certificate knocking (an
+            # observed cut-over would otherwise alarm every time). The first one after it is.
+            continue
         counted = {(c.pod, c.since): c.presentations for c in entry.reporters} if entry is not None else {}
         fresh = {pod: models.RevokedCount(pod=pod, since=starts[pod], presentations=n) for pod, n in pods.items()}
         added = sum(max(0, c.presentations - counted.get((c.pod, c.since), 0)) for c in fresh.values())

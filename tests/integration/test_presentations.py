@@ -320,7 +320,8 @@ def test_a_report_with_times_past_now_never_breaks_the_pass(harness: Harness) ->
     h = harness
     current = active(h, "far", environment="sandbox")
     end = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)
-    report(h, "recv-0", reporter_pod(h, "recv-0"), [entry(current.certificate, accepted=3, last=end)], heartbeat=end)
+    lines = [entry(current.certificate, accepted=3, refused=1, last=end)]
+    report(h, "recv-0", reporter_pod(h, "recv-0"), lines, heartbeat=end)
     h.api.emergency("far", "INC-9")
     h.settle("far")
     status = h.status("far")

@@ -230,3 +230,15 @@ def test_silence_is_no_proof_the_next_must_be_presented_inside_the_quiet_period(
     assert (found.ready, found.reason) == (False, "NextNotPresentedLately")
     lately = source("receiver-0", seen_cert(NEXT, 10, NOW - QUIET + SECOND), seen_cert(CURRENT, 500, NOW - 2 * HOUR))
     assert verdict(lately).ready
+
+
+def test_a_revoked_certificate_knocks_only_by_refused_presentations() -> None:
+    """A reporter's counts run since it started: the 500 accepted presentations of a certificate from
+    before its cut-over are the provider's, not knocks; only the refused ones after count."""
+    old = reports.Fingerprints("cc" * 32, "c1" * 20)
+    retired = source("receiver-0", seen_cert(old, 500, NOW - HOUR))
+    seen = reports.aggregate([retired], current=CURRENT, next_=NEXT, revoked=[old], now=NOW)
+    assert seen.revoked == ()
+    knocked = source("receiver-0", seen_cert(old, 500, NOW, refused=2, lastRefused=NOW, lastAccepted=NOW - HOUR))
+    seen = reports.aggregate([knocked], current=CURRENT, next_=NEXT, revoked=[old], now=NOW)
+    assert [(s.sha256, s.presentations, s.last_seen) for s in seen.revoked] == [(old.sha256, 2, NOW)]

@@ -233,14 +233,17 @@ def aggregate(
                 nxt.append(entry)
             else:
                 hit = next((r for r in revoked if r.matches(entry)), None)
-                if hit is not None:
+                # A knock is a refused presentation: the accepted ones of a revoked certificate are the
+                # provider's from before it was revoked (a reporter's counts run since it started), and
+                # must not count as knocks once a real one comes.
+                if hit is not None and entry.refused > 0:
                     sightings.append(
                         Sighting(
                             fingerprint=entry.sha256 or entry.sha1 or "",
                             sha256=hit.sha256,
                             pod=source.pod,
-                            presentations=entry.accepted + entry.refused,
-                            last_seen=entry.last_seen,
+                            presentations=entry.refused,
+                            last_seen=entry.last_refused or entry.last_seen,
                         )
                     )
     reporters = tuple(

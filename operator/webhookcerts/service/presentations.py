@@ -364,7 +364,9 @@ def _meaning(status: models.WebhookCertificateStatus, fingerprint: str) -> str:
         return (
             f"it was revoked as compromised (incident {incident}); if the provider has not installed the "
             "replacement yet, its deliveries fail until it does; if it already presents the replacement, "
-            "someone else holds the compromised key"
+            "someone else presents the compromised certificate (where the server completed the handshake, "
+            "as nginx and HAProxy do, with its key; a certificate refused at the handshake, as the reference "
+            "receiver refuses it, proves only that someone has the certificate, which is public)"
         )
     if retired is not None and retired.reason == "Discarded":
         return "it is a next certificate that was discarded: whoever presents it holds a key given up"

@@ -389,7 +389,7 @@ def test_a_revoked_certificate_presented_to_nginx_raises_one_alarm_per_burst(
 
         def knock() -> str:
             nonlocal knocks
-            knocks += 1  # accepted or refused, a presentation of the revoked certificate
+            knocks += 1  # a presentation of the revoked certificate (refused: nginx reloaded without it)
             return http_status(ep, leaked)
 
         conftest.wait_for(lambda: knock() == "400", what="nginx to refuse the leaked certificate")
@@ -404,16 +404,8 @@ def test_a_revoked_certificate_presented_to_nginx_raises_one_alarm_per_burst(
         message = api.events("leaked", "RevokedCertificatePresented")[0].message or ""
         assert leaked.fingerprint in message and pod in message, message
 
-        # A second burst, after a quiet gap longer than a burst's: one alarm more.
-        entry = next(e for e in status(api, "leaked")["revokedPresentations"] if e["fingerprint"] == leaked.fingerprint)
-        gap_over = stamp(entry["lastSeen"]) + datetime.timedelta(minutes=5, seconds=5)
-        conftest.wait_for(lambda: now() > gap_over, timeout=420, what="a quiet gap longer than a burst")
-        assert alarms(api, "leaked") == 1
-        assert [knock() for _ in range(2)] == ["400"] * 2
-        conftest.wait_for(
-            lambda: operator.revoked_presentations(leaked.fingerprint) == knocks, what="the second burst counted"
-        )
-        conftest.wait_for(lambda: alarms(api, "leaked") == 2, what="the second alarm")
+        # A second burst after a quiet gap (5 minutes) raises one alarm more: integration/test_presentations.py
+        # shows it on a fake clock; here it would cost the suite five minutes of waiting.
         # control's certificate was never revoked: no alarm for it.
         assert alarms(api, "control") == 0
     finally:

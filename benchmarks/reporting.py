@@ -1,0 +1,276 @@
+"""Receiver reporting: how many API writes a receiver makes at full delivery rate, and what it costs.
+
+Issue 24 bounds a reporter's writes "however many deliveries arrive": receiver/reporting.py writes the
+PresentationReport once per heartbeat (``--report-interval``, 15 s by default) and, for a certificate
+the last report did not hold, at most once per 2 s. This measures that bound on the real thing: the
+``webhookcerts receiver`` process with ``--report-trust-secret``, writing to a real API server (the
+harness's control plane with the report CRD applied, and a Pod object for its POD_* identity: the
+ownerReference needs one, no node does), driven by the provider simulator on keep-alive connections as
+fast as the two of them go on this machine (``benchmarks/receiver.py``'s way), for ``seconds``.
+
+The writes are counted where they land: a watch on the report sees one ADDED or MODIFIED event, with a
+new resourceVersion, per write, and its first event (the report written at start) is awaited before the
+deliveries begin, so a watch that saw nothing cannot pass for a reporter that wrote nothing. The API
+server's own ``apiserver_request_total`` for presentationreports counts the write requests, failed ones
+too, as a cross-check. At the end the report must count, as accepted, exactly the deliveries the
+simulator made to that receiver (its heartbeat carries them; nothing is stopped to flush them).
+
+The throughput cost is the same drive against a second receiver without the flag, half of it before
+and half after the reporting run, so that a drift in the machine's load falls on both. The write bound
+does not depend on the machine's speed; the deliveries per second do, and the machine is shared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import os
+import pathlib
+import time
+from typing import Any
+
+import kubernetes
+from cryptography import x509
+from tests import processes
+
+from benchmarks import harness, receiver, report, report_writes
+from webhookcerts.domain import models, names, pki, reports
+from webhookcerts.receiver import reporting as receiver_reporting
+from webhookcerts.receiver import trustdir
+
+NAME = "reporting"
+DEFAULT_SECONDS = 60.0
+MIN_SECONDS = 60.0  # a recorded figure is writes per minute: at least one whole minute of it
+CHUNK_S = 10.0  # one simulator campaign; the drive repeats them until its time is up
+POD = "receiver-0"
+TRUST_SECRET = "webhook-trust"  # noqa: S105 - a Secret's name, not a password
+REPORT_CRD = harness.REPO / "crds" / "presentationreports.webhookcerts.io.yaml"
+
+
+@dataclasses.dataclass
+class Totals:
+    """What the simulator did to one receiver, over every campaign."""
+
+    delivered: int = 0
+    failed: int = 0
+    retries: int = 0
+    attempts: int = 0
+
+    def add(self, summary: dict[str, Any]) -> None:
+        self.delivered += summary["delivered"]
+        self.failed += summary["failed"]
+        self.retries += summary["retries"]
+        self.attempts += summary["attempts"]
+
+
+def drive(rx: harness.Receiver, bundle: pathlib.Path, seconds: float, rate: float, totals: Totals) -> dict[str, Any]:
+    """Keep-alive deliveries as fast as they go for at least ``seconds``, in campaigns of about CHUNK_S."""
+    run = Totals()
+    rates: list[float] = []
+    started = time.monotonic()
+    while (elapsed := time.monotonic() - started) < seconds:
+        count = max(receiver.CALIBRATION, round(rate * min(CHUNK_S, seconds - elapsed)))
+        summary = receiver.campaign(rx, bundle, count, keep_alive=True)
+        run.add(summary)
+        totals.add(summary)
+        rate = summary["delivered_per_s"] or rate
+        rates.append(rate)
+    duration = time.monotonic() - started
+    return {
+        "seconds": round(duration, 2),
+        "delivered": run.delivered,
+        "deliveries_per_s": round(run.delivered / duration, 1),
+        "campaigns_per_s": rates,
+        "failed": run.failed,
+        "retries": run.retries,
+        "started": started,
+        "ended": started + duration,
+    }
+
+
+def warm_up(rx: harness.Receiver, bundle: pathlib.Path, totals: Totals) -> float:
+    """Two short campaigns; the rate of the second (the first is mostly start-up)."""
+    totals.add(receiver.campaign(rx, bundle, receiver.CALIBRATION, keep_alive=True))
+    second = receiver.campaign(rx, bundle, 4 * receiver.CALIBRATION, keep_alive=True)
+    totals.add(second)
+    return float(second["delivered_per_s"])
+
+
+def _pod(handle: harness.Cluster) -> str:
+    body = kubernetes.client.V1Pod(
+        metadata=kubernetes.client.V1ObjectMeta(name=POD),
+        spec=kubernetes.client.V1PodSpec(containers=[kubernetes.client.V1Container(name="rx", image="receiver")]),
+    )
+    return str(handle.core.create_namespaced_pod(handle.namespace, body).metadata.uid)
+
+
+def _report_crd(handle: harness.Cluster) -> None:
+    handle.kubectl("apply", "-f", str(REPORT_CRD))
+    handle.kubectl("wait", "--for=condition=Established", f"crd/{reports.PLURAL}.{models.GROUP}")
+
+    def served() -> bool:
+        try:
+            handle.kubectl("get", reports.PLURAL, "-n", handle.namespace)
+        except harness.BenchmarkError:
+            return False
+        return True
+
+    harness.wait_for(served, timeout=60, what="the report CRD to be served")
+
+
+def measure(directory: pathlib.Path, seconds: float = DEFAULT_SECONDS) -> dict[str, Any]:
+    machine = report.machine()  # before the benchmark loads the machine itself
+    now = datetime.datetime.now(datetime.UTC)
+    client = pki.new_key_pair(models.Subject(common_name="provider.example.com"), now, datetime.timedelta(days=1))
+    sha256 = pki.fingerprint(x509.load_pem_x509_certificate(client.cert_pem))
+    bundle = directory / "client.p12"
+    bundle.write_bytes(pki.pkcs12_bundle(client.key_pem, client.cert_pem, receiver.PASSWORD, "provider"))
+    trust_dir = directory / "trust"
+    trustdir.write_atomic(trust_dir, {names.TRUST_KEY: client.cert_pem})
+    interval = receiver_reporting.DEFAULT_INTERVAL
+    with harness.cluster(directory) as handle:
+        _report_crd(handle)
+        env = {"POD_NAME": POD, "POD_NAMESPACE": handle.namespace, "POD_UID": _pod(handle)}
+        flags = ("--report-trust-secret", TRUST_SECRET, "--kubeconfig", str(handle.dev.kubeconfig))
+        requests_before = report_writes.api_write_requests(handle)
+        with report_writes.ReportWatch(handle, POD, sha256) as watch:
+            (directory / "reporting").mkdir()
+            (directory / "plain").mkdir()
+            rx = harness.start_receiver(directory / "reporting", trust_dir, *flags, env=env)
+            plain = harness.start_receiver(directory / "plain", trust_dir)
+            try:
+                # The positive control: the report written at start is seen before any delivery.
+                harness.wait_for(watch.writes, timeout=60, what="the report written at the receiver's start")
+                totals, plain_totals = Totals(), Totals()
+                rate = warm_up(rx, bundle, totals)
+                plain_rate = warm_up(plain, bundle, plain_totals)
+                before = drive(plain, bundle, seconds / 2, plain_rate, plain_totals)
+                measured = drive(rx, bundle, seconds, rate, totals)
+                after = drive(plain, bundle, seconds / 2, plain_rate, plain_totals)
+                load_end = round(os.getloadavg()[0], 2)
+                # The heartbeat after the deliveries carries every one of them: wait for it (not for a stop).
+                with contextlib.suppress(harness.BenchmarkError):  # a report that never does: a mismatch, below
+                    harness.wait_for(
+                        lambda: watch.writes()[-1].accepted >= totals.delivered,
+                        timeout=2 * interval + 30,
+                        what="a report counting every delivery",
+                    )
+                writes = watch.writes()
+                # The request counter moves when the answer is sent, the watch event may come first.
+                with contextlib.suppress(harness.BenchmarkError):  # recorded as it is
+                    harness.wait_for(
+                        lambda: report_writes.api_write_requests(handle) - requests_before >= len(writes),
+                        timeout=10,
+                        what="the API server to count the writes the watch saw",
+                    )
+                requests = report_writes.api_write_requests(handle) - requests_before
+            finally:
+                processes.stop(rx.proc)
+                processes.stop(plain.proc)
+    figures = report_writes.write_figures([w.at for w in writes], measured["started"], measured["ended"])
+    last = writes[-1]
+    plain_delivered = before["delivered"] + after["delivered"]
+    plain_seconds = before["seconds"] + after["seconds"]
+    plain_per_s = round(plain_delivered / plain_seconds, 1)
+    return {
+        "benchmark": NAME,
+        "seconds": seconds,
+        "concurrency": receiver.CONCURRENCY,
+        "heartbeat_s": interval,
+        "min_gap_s": receiver_reporting.DEFAULT_MIN_GAP,
+        "reporting": {k: v for k, v in measured.items() if k not in ("started", "ended")},
+        "plain": {
+            "seconds": round(plain_seconds, 2),
+            "delivered": plain_delivered,
+            "deliveries_per_s": plain_per_s,
+            "runs_per_s": [before["deliveries_per_s"], after["deliveries_per_s"]],
+            "campaigns_per_s": before["campaigns_per_s"] + after["campaigns_per_s"],
+            "before_campaigns": len(before["campaigns_per_s"]),
+            "failed": before["failed"] + after["failed"],
+            "retries": before["retries"] + after["retries"],
+        },
+        "cost_percent": round((measured["deliveries_per_s"] - plain_per_s) / plain_per_s * 100, 1),
+        **figures,
+        "writes_total": len(writes),
+        "write_kinds": [w.kind for w in writes],
+        "api_write_requests": requests,
+        "watch_error": watch.error,
+        "counts": {
+            "simulator_delivered": totals.delivered,
+            "simulator_attempts": totals.attempts,
+            "simulator_failed": totals.failed,
+            "report_accepted": last.accepted,
+            "report_refused": last.refused,
+            "match": last.accepted == totals.delivered and last.refused == 0 and totals.attempts == totals.delivered,
+        },
+        "load_1min_end": load_end,
+        "machine": machine,
+    }
+
+
+def _rates(values: list[float]) -> str:
+    return ", ".join(f"{v:.0f}" for v in values) or "none"
+
+
+def section(result: dict[str, Any], command: str) -> str:
+    with_, without = result["reporting"], result["plain"]
+    counts = result["counts"]
+    gap = result["largest_gap_s"]
+    rows = [
+        (
+            f"with `--report-trust-secret` (heartbeat {result['heartbeat_s']:g} s)",
+            f"{with_['deliveries_per_s']:.0f}",
+            f"{with_['delivered']:,} in {with_['seconds']:.1f} s",
+            f"{result['writes']} in {result['window_s']:.1f} s",
+            f"{result['writes_per_min']:.1f}",
+            f"{gap:.1f} s" if gap is not None else "-",
+            f"{with_['failed']}",
+        ),
+        (
+            "without (half before, half after)",
+            f"{without['deliveries_per_s']:.0f}",
+            f"{without['delivered']:,} in {without['seconds']:.1f} s",
+            "none",
+            "-",
+            "-",
+            f"{without['failed']}",
+        ),
+    ]
+    header = ("receiver", "deliveries/s", "deliveries", "report writes", "writes/min", "largest gap", "failed")
+    verdict = "**match**" if counts["match"] else "**do not match**"
+    return "\n".join(
+        [
+            "## Receiver reporting: API writes at full delivery rate",
+            "",
+            "The real `webhookcerts receiver` with `--report-trust-secret` writing its PresentationReport to the",
+            "local API server, driven by the provider simulator on keep-alive connections "
+            f"({result['concurrency']} in flight,",
+            f"RSA-4096 client certificate) as fast as they go, for {result['seconds']:.0f} s; writes counted by a "
+            "watch on the report",
+            "(one ADDED or MODIFIED event, one new resourceVersion, per write). The same drive against a receiver "
+            "without the flag,",
+            "half before and half after, gives the cost. Everything shares the machine's 2 cores.",
+            "",
+            report.table(header, rows),
+            "",
+            f"Writes at (s into the reporting run): {', '.join(f'{t:g}' for t in result['at_s']) or 'none'}. "
+            "The bound is by construction, not by speed: one write per heartbeat, and one more (at most one per "
+            f"{result['min_gap_s']:g} s) when a certificate appears that the last report did not hold, however many "
+            "deliveries arrive.",
+            "",
+            f"Cost of reporting: {result['cost_percent']:+.1f} % deliveries/s. Campaigns of about "
+            f"{CHUNK_S:g} s (deliveries/s), with: {_rates(with_['campaigns_per_s'])}; without, before: "
+            f"{_rates(without['campaigns_per_s'][: without['before_campaigns']])}, after: "
+            f"{_rates(without['campaigns_per_s'][without['before_campaigns'] :])}. A difference within the spread "
+            "of the campaigns is noise, and the throughput is the shared machine's, not the receiver's alone.",
+            "",
+            f"Counts: the last report before the stop counts {counts['report_accepted']:,} presentations accepted "
+            f"and {counts['report_refused']} refused; the simulator made {counts['simulator_delivered']:,} "
+            f"deliveries to that receiver ({counts['simulator_attempts']:,} attempts, warm-up included): they "
+            f"{verdict}. Over the whole run the watch saw {result['writes_total']} writes and the API server counted "
+            f"{result['api_write_requests']} write requests on presentationreports.",
+            "",
+            f"{report.footer(command, result['machine'])} Load average {result['load_1min_end']} at the end.",
+        ]
+    )

@@ -81,6 +81,8 @@ def result(*, match: bool = True) -> dict[str, object]:
         "writes_per_min": 3.97,
         "largest_gap_s": 15.02,
         "at_s": [3.5, 18.5, 33.5, 48.5],
+        "bound_writes": 5,
+        "meets_bound": True,
         "writes_total": 9,
         "api_write_requests": 9,
         "counts": {
@@ -104,6 +106,7 @@ def test_reporting_section() -> None:
     assert "| without (half before, half after) | 2100 | 128,100 in 61.0 s | none | - | - | 0 |" in body
     prose = " ".join(body.split())
     assert "Writes at (s into the reporting run): 3.5, 18.5, 33.5, 48.5." in prose
+    assert "at most 5 writes in its 60.4 s (one per 15 s, and one for the phase): **meets** it." in prose
     assert "Cost of reporting: -4.8 % deliveries/s" in prose
     assert "with: 1990, 2010; without, before: 2050, after: 2150, 2080." in prose
     assert "counts 125,000 presentations accepted and 0 refused; the simulator made 125,000" in prose

@@ -82,19 +82,23 @@ class ReportWatch:
         self._writes: list[Write] = []
         self._seen: set[str] = set()
         self._stop = threading.Event()
-        self.error: str | None = None
+        self.error: str | None = None  # the last error the watch met; None: it saw every write
+        self._version = ""
         self._thread = threading.Thread(target=self._run, name="report-watch", daemon=True)
 
     def __enter__(self) -> ReportWatch:
         # Listed first (the report does not exist yet): the watch starts from there and misses nothing.
+        self._list()
+        self._thread.start()
+        return self
+
+    def _list(self) -> None:
         listed = self._custom.list_namespaced_custom_object(
             models.GROUP, models.VERSION, self._namespace, reports.PLURAL, field_selector=self._selector
         )
-        self._version: str | None = listed["metadata"]["resourceVersion"]
+        self._version = str(listed["metadata"]["resourceVersion"])
         for item in listed.get("items", []):
             self._note("ADDED", item)
-        self._thread.start()
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -121,8 +125,12 @@ class ReportWatch:
             )
 
     def _run(self) -> None:
+        relist = False
         while not self._stop.is_set():
             try:
+                if relist:
+                    self._list()
+                    relist = False
                 watch = kubernetes.watch.Watch()
                 for event in watch.stream(
                     self._custom.list_namespaced_custom_object,
@@ -141,6 +149,10 @@ class ReportWatch:
                         self._note(event["type"], obj)
                     if self._stop.is_set():
                         watch.stop()
+            except kubernetes.client.ApiException as exc:
+                self.error = f"{exc.status} {exc.reason}"[:300]
+                relist = exc.status == 410  # too old: list again; the writes in between are lost (said by error)
+                self._stop.wait(0.2)
             except Exception as exc:  # noted, and the watch resumes from the last version seen
                 self.error = f"{type(exc).__name__}: {exc}"[:300]
                 self._stop.wait(0.2)

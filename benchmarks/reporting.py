@@ -301,7 +301,12 @@ def section(result: dict[str, Any], command: str) -> str:
             f"and {counts['report_refused']} refused; the simulator made {counts['simulator_delivered']:,} "
             f"deliveries to that receiver ({counts['simulator_attempts']:,} attempts, warm-up and cost campaigns "
             f"included): they {verdict}. Over the whole run the watch saw {result['writes_total']} writes and the "
-            f"API server counted {result['api_write_requests']} write requests on presentationreports.",
+            f"API server counted {result['api_write_requests']} write requests on presentationreports."
+            + (
+                f" The watch met an error ({result['watch_error']}): it may have missed writes."
+                if result.get("watch_error")
+                else ""
+            ),
             "",
             f"{report.footer(command, result['machine'])} Load average {result['load_1min_end']} at the end.",
         ]

@@ -115,6 +115,9 @@ def test_reporting_section_says_when_the_counts_do_not_match() -> None:
     prose = " ".join(reporting.section(result(match=False), "cmd").split())
 
     assert "counts 124,000 presentations accepted" in prose and "they **do not match**" in prose
+    assert "The watch met an error" not in prose
+    erred = {**result(), "watch_error": "410 Gone"}
+    assert "The watch met an error (410 Gone): it may have missed writes." in reporting.section(erred, "cmd")
 
 
 def test_the_command_line_refuses_to_record_less_than_a_minute_of_reporting(

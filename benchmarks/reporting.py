@@ -18,7 +18,9 @@ simulator made to that receiver (its heartbeat carries them; nothing is stopped 
 The throughput cost is measured after that run, against a second receiver without the flag: as many
 campaigns of about 10 s on each as the run lasted, one of each back to back and alternating which goes
 first, so that a drift in the shared machine's load falls on both alike; the cost is the median of the
-pairs' changes. The write bound does not depend on the machine's speed; the deliveries per second do.
+pairs' changes, in deliveries per second and in the receiver's CPU time per delivery (which other
+work on the machine moves far less). The write bound does not depend on the machine's speed; the
+deliveries per second do.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import kubernetes
 from cryptography import x509
 from tests import processes
 
-from benchmarks import harness, receiver, report, report_writes, stats
+from benchmarks import harness, receiver, report, report_writes, scale, stats
 from webhookcerts.domain import models, names, pki, reports
 from webhookcerts.receiver import reporting as receiver_reporting
 from webhookcerts.receiver import trustdir
@@ -99,29 +101,47 @@ def compare(
     totals: tuple[Totals, Totals],
 ) -> dict[str, Any]:
     """The cost: ``pairs`` campaigns of about CHUNK_S on each receiver (with reporting, without), one of
-    each back to back, alternating which goes first, so that the machine's drift falls on both alike."""
+    each back to back, alternating which goes first, so that the machine's drift falls on both alike.
+
+    Each campaign's deliveries per second, and the receiver process's CPU time (every thread, the
+    reporter's too) per delivery: on a shared machine the first moves with everyone else's load, the
+    second far less."""
     per_s: tuple[list[float], list[float]] = ([], [])
+    cpu_us: tuple[list[float], list[float]] = ([], [])
     failed = 0
     for pair in range(pairs):
         for side in (0, 1) if pair % 2 == 0 else (1, 0):
             count = max(receiver.CALIBRATION, round(rates[side] * CHUNK_S))
+            cpu_before = scale.cpu_seconds(receivers[side].proc.pid)
             summary = receiver.campaign(receivers[side], bundle, count, keep_alive=True)
+            cpu = scale.cpu_seconds(receivers[side].proc.pid) - cpu_before
             totals[side].add(summary)
             per_s[side].append(float(summary["delivered_per_s"]))
+            cpu_us[side].append(round(cpu / max(1, summary["delivered"]) * 1e6, 1))
             failed += summary["failed"]
-    return cost_figures(per_s[0], per_s[1]) | {"pairs": pairs, "failed": failed}
+    return cost_figures(per_s, cpu_us) | {"pairs": pairs, "failed": failed}
 
 
-def cost_figures(with_per_s: list[float], without_per_s: list[float]) -> dict[str, Any]:
-    """Each pair's change from without to with reporting; the median of those is the cost."""
-    changes = [(w / o - 1) * 100 for w, o in zip(with_per_s, without_per_s, strict=True)]
+def _changes(pairs: tuple[list[float], list[float]]) -> list[float]:
+    return [round((w / o - 1) * 100, 1) for w, o in zip(*pairs, strict=True)]
+
+
+def cost_figures(per_s: tuple[list[float], list[float]], cpu_us: tuple[list[float], list[float]]) -> dict[str, Any]:
+    """Each pair's change from without to with reporting (``(with, without)`` lists); the median of those
+    is the cost, in deliveries per second and in receiver CPU per delivery."""
     return {
-        "with_per_s": with_per_s,
-        "without_per_s": without_per_s,
-        "with_median_per_s": round(stats.median(with_per_s), 1),
-        "without_median_per_s": round(stats.median(without_per_s), 1),
-        "changes_percent": [round(c, 1) for c in changes],
-        "cost_percent": round(stats.median(changes), 1),
+        "with_per_s": per_s[0],
+        "without_per_s": per_s[1],
+        "with_median_per_s": round(stats.median(per_s[0]), 1),
+        "without_median_per_s": round(stats.median(per_s[1]), 1),
+        "changes_percent": _changes(per_s),
+        "cost_percent": round(stats.median(_changes(per_s)), 1),
+        "with_cpu_us": cpu_us[0],
+        "without_cpu_us": cpu_us[1],
+        "with_median_cpu_us": round(stats.median(cpu_us[0]), 1),
+        "without_median_cpu_us": round(stats.median(cpu_us[1]), 1),
+        "cpu_changes_percent": _changes(cpu_us),
+        "cpu_cost_percent": round(stats.median(_changes(cpu_us)), 1),
     }
 
 
@@ -242,6 +262,10 @@ def _rates(values: list[float]) -> str:
     return ", ".join(f"{v:.0f}" for v in values) or "none"
 
 
+def _changes_text(values: list[float]) -> str:
+    return ", ".join(f"{v:+.1f}" for v in values) + " %"
+
+
 def section(result: dict[str, Any], command: str) -> str:
     run, cost, counts = result["reporting"], result["cost"], result["counts"]
     gap = result["largest_gap_s"]
@@ -254,9 +278,19 @@ def section(result: dict[str, Any], command: str) -> str:
             f"{result['writes_per_min']:.1f}",
             f"{gap:.1f} s" if gap is not None else "-",
             f"{cost['with_median_per_s']:.0f}",
+            f"{cost['with_median_cpu_us']:.0f}",
             f"{run['failed'] + cost['failed']}",
         ),
-        ("without", "-", "none", "-", "-", f"{cost['without_median_per_s']:.0f}", "-"),
+        (
+            "without",
+            "-",
+            "none",
+            "-",
+            "-",
+            f"{cost['without_median_per_s']:.0f}",
+            f"{cost['without_median_cpu_us']:.0f}",
+            "-",
+        ),
     ]
     header = (
         "receiver",
@@ -265,6 +299,7 @@ def section(result: dict[str, Any], command: str) -> str:
         "writes/min",
         "largest gap between writes",
         f"deliveries/s, {pairs} interleaved",
+        "receiver CPU µs per delivery, same campaigns",
         "failed",
     )
     verdict = "**match**" if counts["match"] else "**do not match**"
@@ -292,10 +327,12 @@ def section(result: dict[str, Any], command: str) -> str:
             f"(one per {result['heartbeat_s']:g} s, and one for the phase): "
             f"{'**meets**' if result['meets_bound'] else '**misses**'} it.",
             "",
-            f"Cost of reporting: {cost['cost_percent']:+.1f} % deliveries/s, the median of the pairs' changes "
-            f"({', '.join(f'{c:+.1f}' for c in cost['changes_percent'])} %; with: {_rates(cost['with_per_s'])}; "
-            f"without: {_rates(cost['without_per_s'])}). A cost within the spread of the pairs is noise, and the "
-            "throughput is the shared machine's, not the receiver's alone.",
+            f"Cost of reporting, the median of the pairs' changes: {cost['cpu_cost_percent']:+.1f} % receiver CPU "
+            f"per delivery ({_changes_text(cost['cpu_changes_percent'])}; with: {_rates(cost['with_cpu_us'])} µs; "
+            f"without: {_rates(cost['without_cpu_us'])} µs) and {cost['cost_percent']:+.1f} % deliveries/s "
+            f"({_changes_text(cost['changes_percent'])}; with: {_rates(cost['with_per_s'])}; without: "
+            f"{_rates(cost['without_per_s'])}). A cost within the spread of the pairs is noise; the deliveries per "
+            "second are the shared machine's, not the receiver's alone, and move with everyone else's load.",
             "",
             f"Counts: the last report counts {counts['report_accepted']:,} presentations accepted "
             f"and {counts['report_refused']} refused; the simulator made {counts['simulator_delivered']:,} "

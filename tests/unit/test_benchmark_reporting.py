@@ -61,7 +61,11 @@ def result(*, match: bool = True) -> dict[str, object]:
         "heartbeat_s": 15.0,
         "min_gap_s": 2.0,
         "reporting": {"seconds": 60.4, "delivered": 120_800, "deliveries_per_s": 2000.0, "failed": 0},
-        "cost": {**reporting.cost_figures([1900.0, 2000.0, 1800.0], [2000.0, 2000.0, 2000.0]), "pairs": 3, "failed": 0},
+        "cost": {
+            **reporting.cost_figures(([1900.0, 2000.0, 1800.0], [2000.0] * 3), ([210.0, 200.0, 230.0], [200.0] * 3)),
+            "pairs": 3,
+            "failed": 0,
+        },
         "writes": 4,
         "window_s": 60.4,
         "writes_per_min": 3.97,
@@ -84,11 +88,16 @@ def result(*, match: bool = True) -> dict[str, object]:
 
 
 def test_the_cost_is_the_median_of_the_pairs_changes() -> None:
-    cost = reporting.cost_figures([1900.0, 2000.0, 1800.0, 2200.0], [2000.0, 2000.0, 2000.0, 2000.0])
+    cost = reporting.cost_figures(
+        ([1900.0, 2000.0, 1800.0, 2200.0], [2000.0] * 4), ([110.0, 100.0, 130.0, 90.0], [100.0, 100.0, 100.0, 100.0])
+    )
 
     assert cost["changes_percent"] == [-5.0, 0.0, -10.0, 10.0]
     assert cost["cost_percent"] == -2.5
     assert cost["with_median_per_s"] == 1950.0 and cost["without_median_per_s"] == 2000.0
+    assert cost["cpu_changes_percent"] == [10.0, 0.0, 30.0, -10.0]
+    assert cost["cpu_cost_percent"] == 5.0
+    assert cost["with_median_cpu_us"] == 105.0 and cost["without_median_cpu_us"] == 100.0
 
 
 def test_reporting_section() -> None:
@@ -96,15 +105,18 @@ def test_reporting_section() -> None:
 
     assert (
         "| with `--report-trust-secret` (heartbeat 15 s) | 2000 (120,800 in 60.4 s) | 4 in 60.4 s | 4.0 | 15.0 s "
-        "| 1900 | 0 |"
+        "| 1900 | 210 | 0 |"
     ) in body
-    assert "| without | - | none | - | - | 2000 | - |" in body
+    assert "| without | - | none | - | - | 2000 | 200 | - |" in body
     assert "deliveries/s, median of 3 campaigns interleaved" in body
     prose = " ".join(body.split())
     assert "Writes at (s into the run): 3.5, 18.5, 33.5, 48.5." in prose
     assert "at most 5 writes in its 60.4 s (one per 15 s, and one for the phase): **meets** it." in prose
-    assert "Cost of reporting: -5.0 % deliveries/s, the median of the pairs' changes (-5.0, +0.0, -10.0 %;" in prose
-    assert "with: 1900, 2000, 1800; without: 2000, 2000, 2000)" in prose
+    assert (
+        "Cost of reporting, the median of the pairs' changes: +5.0 % receiver CPU per delivery (+5.0, +0.0, +15.0 %; "
+        "with: 210, 200, 230 µs; without: 200, 200, 200 µs) and -5.0 % deliveries/s (-5.0, +0.0, -10.0 %; "
+        "with: 1900, 2000, 1800; without: 2000, 2000, 2000)."
+    ) in prose
     assert "counts 125,000 presentations accepted and 0 refused; the simulator made 125,000" in prose
     assert "they **match**" in prose and "the watch saw 9 writes and the API server counted 9 write" in prose
     assert "`python benchmarks/run.py reporting --write`" in body and "load average 0.5 when it started" in body

@@ -139,11 +139,16 @@ class Receiver:
 
 
 def start_receiver(
-    directory: pathlib.Path, trust_dir: pathlib.Path, *, log_level: str = "INFO", env: dict[str, str] | None = None
+    directory: pathlib.Path,
+    trust_dir: pathlib.Path,
+    *extra: str,
+    log_level: str = "INFO",
+    env: dict[str, str] | None = None,
 ) -> Receiver:
+    """``webhookcerts receiver`` serving from ``trust_dir``, its log in ``directory``; ``extra`` flags go last."""
     server_ca, server = serving_pki(directory / "server-pki")
     log = directory / "receiver.log"
-    proc = processes.receiver(server.cert, server.key, trust_dir, log, "--log-level", log_level, env=env)
+    proc = processes.receiver(server.cert, server.key, trust_dir, log, "--log-level", log_level, *extra, env=env)
     port = wait_for(lambda: processes.listening_port(proc, log), timeout=60, what="the receiver to listen")
     return Receiver(proc, port, server_ca, log)
 

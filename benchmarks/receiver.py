@@ -57,7 +57,7 @@ class Reloader:
             trustdir.write_atomic(self.directory, {names.TRUST_KEY: self.contents[self.writes % 2]})
 
 
-def _campaign(rx: harness.Receiver, bundle: pathlib.Path, count: int, keep_alive: bool) -> dict[str, Any]:
+def campaign(rx: harness.Receiver, bundle: pathlib.Path, count: int, keep_alive: bool) -> dict[str, Any]:
     config = providersim.Config(
         url=f"https://127.0.0.1:{rx.port}/webhooks",
         bundle=bundle,
@@ -91,8 +91,8 @@ def measure(directory: pathlib.Path, seconds: float = 10.0, repeats: int = 2) ->
             mode = "keep_alive" if keep_alive else "new_connection"
             # Two short campaigns warm up and size the measured ones to about ``seconds`` each (the
             # first is dominated by start-up, so it only sizes the second).
-            warm = _campaign(rx, bundle, CALIBRATION, keep_alive)
-            warm = _campaign(rx, bundle, max(CALIBRATION, round(warm["delivered_per_s"] * 2)), keep_alive)
+            warm = campaign(rx, bundle, CALIBRATION, keep_alive)
+            warm = campaign(rx, bundle, max(CALIBRATION, round(warm["delivered_per_s"] * 2)), keep_alive)
             count = max(CALIBRATION, round(warm["delivered_per_s"] * seconds))
             runs: dict[str, list[dict[str, Any]]] = {"steady": [], "reload_every_1s": []}
             for repeat in range(repeats):
@@ -101,10 +101,10 @@ def measure(directory: pathlib.Path, seconds: float = 10.0, repeats: int = 2) ->
                 for variant in order:
                     reloads_before = rx.count("trust_reloaded")
                     if variant == "steady":
-                        summary = _campaign(rx, bundle, count, keep_alive)
+                        summary = campaign(rx, bundle, count, keep_alive)
                     else:
                         with Reloader(trust_dir, contents):
-                            summary = _campaign(rx, bundle, count, keep_alive)
+                            summary = campaign(rx, bundle, count, keep_alive)
                     summary["receiver_reloads"] = rx.count("trust_reloaded") - reloads_before
                     runs[variant].append(summary)
             modes[mode] = {

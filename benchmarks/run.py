@@ -29,6 +29,7 @@ from benchmarks import (  # noqa: E402
     receiver,
     renewal,
     report,
+    reporting,
     scale,
     servers,
 )
@@ -38,6 +39,7 @@ NAMES = (
     renewal.NAME,
     emergency.NAME,
     receiver.NAME,
+    reporting.NAME,
     pod_reload.NAME,
     servers.NAME,
     scale.NAME,
@@ -67,6 +69,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--receiver-seconds", type=float, default=10.0, help="length of each receiver run")
     p.add_argument("--receiver-repeats", type=int, default=3, help="runs per receiver variant")
+    p.add_argument(
+        "--reporting-seconds",
+        type=float,
+        default=reporting.DEFAULT_SECONDS,
+        help=f"length of the reporting receiver's run (default {reporting.DEFAULT_SECONDS:g})",
+    )
     p.add_argument("--pod-reload-runs", type=int, default=pod_reload.MIN_RUNS, help="runs with and without the nudge")
     p.add_argument(
         "--pod-reload-sync",
@@ -126,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.write and servers.NAME in names and args.servers_runs < servers.MIN_RUNS:
         print(f"--write needs at least {servers.MIN_RUNS} runs per server", file=sys.stderr)
         return 2
+    if args.write and reporting.NAME in names and args.reporting_seconds < reporting.MIN_SECONDS:
+        print(f"--write needs a reporting run of at least {reporting.MIN_SECONDS:g} s", file=sys.stderr)
+        return 2
     if args.write and args.pod_reload_runs < pod_reload.MIN_RUNS:
         print(f"--write needs at least {pod_reload.MIN_RUNS} pod reload runs", file=sys.stderr)
         return 2
@@ -167,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
             elif name == pod_reload.NAME:
                 result = pod_reload.measure(work, runs=args.pod_reload_runs, sync_frequency=args.pod_reload_sync)
                 body = pod_reload.section(result, command)
+            elif name == reporting.NAME:
+                result = reporting.measure(work, seconds=args.reporting_seconds)
+                body = reporting.section(result, command)
             else:
                 result = receiver.measure(work, seconds=args.receiver_seconds, repeats=args.receiver_repeats)
                 body = receiver.section(result, command)

@@ -9,13 +9,10 @@ presentation in the receiver's report (a revoked certificate knocking) and its f
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import logging
-import pathlib
 import ssl
-from collections.abc import Iterator
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -23,22 +20,10 @@ from cryptography.hazmat.primitives import serialization
 from tests import conftest
 from tests.unit import mtls_pki
 from tests.unit.test_receiver import post
+
+# The in-process receiver with a tally, as the reporting tests run it.
+from tests.unit.test_receiver_reporting import receiver, sha1, tally  # noqa: F401
 from webhookcerts.receiver import reporting, server
-
-
-@pytest.fixture
-def tally() -> reporting.Tally:
-    return reporting.Tally()
-
-
-@pytest.fixture
-def receiver(pki: mtls_pki.Pki, trust_dir: pathlib.Path, tally: reporting.Tally) -> Iterator[server.Receiver]:
-    config = server.Config(
-        cert=pki.server.cert_path, key=pki.server.key_path, trust_dir=trust_dir, host="127.0.0.1", port=0
-    )
-    rx = server.Receiver(config, tally=tally).start()
-    yield rx
-    rx.close()
 
 
 def context(pki: mtls_pki.Pki, client: mtls_pki.Pair, version: ssl.TLSVersion) -> ssl.SSLContext:
@@ -64,17 +49,19 @@ def handshake_records(caplog: pytest.LogCaptureFixture) -> list[dict[str, str]]:
 
 
 def test_a_certificate_refused_over_tls_1_2_is_counted_and_logged_by_its_fingerprints(
-    receiver: server.Receiver, tally: reporting.Tally, pki: mtls_pki.Pki, caplog: pytest.LogCaptureFixture
+    receiver: server.Receiver,  # noqa: F811
+    tally: reporting.Tally,  # noqa: F811
+    pki: mtls_pki.Pki,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     stranger = pki.stranger
-    sha1 = hashlib.sha1(stranger.cert.public_bytes(serialization.Encoding.DER), usedforsecurity=False).hexdigest()
     with caplog.at_level(logging.INFO, logger="webhookcerts.receiver"):
         for _ in range(2):
             knock(receiver, context(pki, stranger, ssl.TLSVersion.TLSv1_2))
         assert conftest.poll(lambda: len(handshake_records(caplog)) == 2)
 
     [entry] = tally.snapshot()
-    assert (entry.sha256, entry.sha1) == (stranger.fingerprint, sha1)
+    assert (entry.sha256, entry.sha1) == (stranger.fingerprint, sha1(stranger))
     assert (entry.accepted, entry.refused) == (0, 2)
     assert entry.last_refused is not None and entry.last_accepted is None
     records = handshake_records(caplog)
@@ -83,7 +70,10 @@ def test_a_certificate_refused_over_tls_1_2_is_counted_and_logged_by_its_fingerp
 
 
 def test_over_tls_1_3_the_same_refusal_names_nothing(
-    receiver: server.Receiver, tally: reporting.Tally, pki: mtls_pki.Pki, caplog: pytest.LogCaptureFixture
+    receiver: server.Receiver,  # noqa: F811
+    tally: reporting.Tally,  # noqa: F811
+    pki: mtls_pki.Pki,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     with caplog.at_level(logging.INFO, logger="webhookcerts.receiver"):
         knock(receiver, context(pki, pki.stranger, ssl.TLSVersion.TLSv1_3))
@@ -94,7 +84,9 @@ def test_over_tls_1_3_the_same_refusal_names_nothing(
 
 
 def test_a_handshake_that_fails_for_another_reason_counts_no_refusal(
-    receiver: server.Receiver, tally: reporting.Tally, pki: mtls_pki.Pki
+    receiver: server.Receiver,  # noqa: F811
+    tally: reporting.Tally,  # noqa: F811
+    pki: mtls_pki.Pki,
 ) -> None:
     # The trusted certificate, sent in the clear: its handshake failing otherwise refuses nothing.
     der = pki.alpha.cert.public_bytes(serialization.Encoding.DER)

@@ -22,6 +22,7 @@ import yaml
 from prometheus_client import parser
 
 from tests import processes, whc
+from tests import servers as launchers
 from webhookcerts.devcluster import cluster as devcluster
 
 REPO = processes.REPO
@@ -294,3 +295,23 @@ def scrape(port: int) -> Scraped:
         for family in parser.text_string_to_metric_families(done.stdout)
         for s in family.samples
     }
+
+
+# --- real servers on the loopback (tests/servers.py): unit, integration and e2e tests run them ----------
+
+
+@pytest.fixture(scope="module")
+def material(tmp_path_factory: pytest.TempPathFactory) -> launchers.Material:
+    """Serving and client certificates for the servers a module runs."""
+    return launchers.make_material(tmp_path_factory.mktemp("servers-pki"))
+
+
+@pytest.fixture
+def workspace(material: launchers.Material, tmp_path: pathlib.Path) -> Iterator[launchers.Workspace]:
+    """Where a test's servers run; stopped, and their logs printed, afterwards."""
+    ws = launchers.Workspace(tmp_path, material)
+    try:
+        yield ws
+    finally:
+        ws.stop()
+        ws.dump()

@@ -86,22 +86,6 @@ def pod_phase(kubectl: conftest.KubectlRunner, namespace: str, selector: str) ->
 # --- the servers of test_servers.py and test_servers_static.py: serving certificates, Java and Go built --
 
 
-@pytest.fixture(scope="module")
-def material(tmp_path_factory: pytest.TempPathFactory) -> launchers.Material:
-    return launchers.make_material(tmp_path_factory.mktemp("servers-pki"))
-
-
-@pytest.fixture
-def workspace(material: launchers.Material, tmp_path: pathlib.Path) -> Iterator[launchers.Workspace]:
-    """Where a test's servers run; stopped, and their logs printed, afterwards."""
-    ws = launchers.Workspace(tmp_path, material)
-    try:
-        yield ws
-    finally:
-        ws.stop()
-        ws.dump()
-
-
 @pytest.fixture(scope="session")
 def java_classes(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     return launchers.compile_java(tmp_path_factory.mktemp("java-server"))

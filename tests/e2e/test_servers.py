@@ -69,7 +69,7 @@ def api(api_client: kubernetes.client.ApiClient, namespace: str) -> whc.Api:
     return whc.Api(api_client, namespace)
 
 
-# --- the servers' material (fixtures in tests/e2e/conftest.py) ------------------------------------------
+# --- the servers' material (fixtures in tests/conftest.py) ------------------------------------------
 
 
 def stranger_of(material: launchers.Material) -> reload.Client:

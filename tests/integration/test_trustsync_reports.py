@@ -18,7 +18,6 @@ import pathlib
 import socket
 import sys
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import kubernetes
@@ -32,21 +31,6 @@ from webhookcerts.domain import models, names, reports
 pytestmark = pytest.mark.integration
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def material(tmp_path_factory: pytest.TempPathFactory) -> launchers.Material:
-    return launchers.make_material(tmp_path_factory.mktemp("material"))
-
-
-@pytest.fixture
-def workspace(material: launchers.Material, tmp_path: pathlib.Path) -> Iterator[launchers.Workspace]:
-    ws = launchers.Workspace(tmp_path, material)
-    try:
-        yield ws
-    finally:
-        ws.stop()
-        ws.dump()
 
 
 def free_udp_port() -> int:

@@ -10,7 +10,6 @@ come only through ``error-log-format``, which is what this proves the documented
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Iterator
 
 import pytest
 
@@ -21,21 +20,6 @@ from webhookcerts.receiver import accesslog
 pytestmark = pytest.mark.skipif(
     not all(map(launchers.shutil.which, ("nginx", "haproxy", "curl"))), reason="nginx, haproxy or curl missing"
 )
-
-
-@pytest.fixture(scope="module")
-def material(tmp_path_factory: pytest.TempPathFactory) -> launchers.Material:
-    return launchers.make_material(tmp_path_factory.mktemp("material"))
-
-
-@pytest.fixture
-def workspace(material: launchers.Material, tmp_path: pathlib.Path) -> Iterator[launchers.Workspace]:
-    ws = launchers.Workspace(tmp_path, material)
-    try:
-        yield ws
-    finally:
-        ws.stop()
-        ws.dump()
 
 
 def _presentations(log: pathlib.Path, format: str) -> list[accesslog.Presentation | None]:

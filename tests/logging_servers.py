@@ -36,42 +36,8 @@ def start_nginx(
 ) -> launchers.Launched:
     """nginx verifying clients against ``trust_file``, logging the fields to ``access_log`` (an nginx
     ``access_log`` target: a path, or ``syslog:server=127.0.0.1:PORT,nohostname``; default a file)."""
-    launchers.require("nginx")
-    work = ws.directory / name
-    work.mkdir()
-    port, server = launchers.free_port(), ws.material.pki.server
-    log_file, error_log, conf = work / "access.log", work / "error.log", work / "nginx.conf"
-    temp = "\n".join(
-        f"    {kind}_temp_path {work / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    conf.write_text(
-        f"""daemon off;
-worker_processes 1;
-pid {work / "nginx.pid"};
-error_log {error_log} info;
-events {{ worker_connections 64; }}
-http {{
-{temp}
-    {NGINX_LOG_FORMAT}
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        ssl_certificate     {server.cert_path};
-        ssl_certificate_key {server.key_path};
-        ssl_verify_client      on;
-        ssl_client_certificate {trust_file};
-        ssl_verify_depth       1;
-        access_log {access_log or log_file} webhookcerts;
-        location / {{ return 200 "ok\\n"; }}
-    }}
-}}
-"""
-    )
-    proc = ws.spawn(name, ["nginx", "-c", str(conf), "-e", str(error_log)])
-    ws.logs[f"{name} error"] = error_log
-    processes.wait_for(lambda: launchers.listening(proc, error_log, port), timeout=30, what=f"{name} to listen")
-    reload_command = f"nginx -c {conf} -e {error_log} -s reload"
-    return launchers.Launched(
-        name, port, ws.material.server_ca, log_file, launchers.HTTP_400, launchers.CLOSED, reload_command, proc.pid
+    return launchers.start_nginx(
+        ws, trust_file, name, log_format=("webhookcerts", NGINX_LOG_FORMAT), access_log=access_log
     )
 
 

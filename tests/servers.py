@@ -269,12 +269,29 @@ class Launched:
         return held is not None and last_trust_loaded(self.log) == held
 
 
-def start_nginx(ws: Workspace, trust_file: pathlib.Path, name: str = "nginx") -> Launched:
+# The JSON line per delivery the rotation tests read (``Launched.log``).
+DELIVERY_LOG_FORMAT = (
+    'log_format delivery escape=json \'{"event": "delivery", "status": $status, "method": "$request_method", \'\n'
+    '        \'"path": "$uri", "verify": "$ssl_client_verify", "client_cert": "$ssl_client_escaped_cert"}\';'
+)
+
+
+def start_nginx(
+    ws: Workspace,
+    trust_file: pathlib.Path,
+    name: str = "nginx",
+    *,
+    log_format: tuple[str, str] = ("delivery", DELIVERY_LOG_FORMAT),
+    access_log: str | None = None,
+) -> Launched:
+    """nginx verifying clients against ``trust_file``; its access log in ``log_format`` (the format's name
+    and its ``log_format`` directive) goes to ``access_log`` (an nginx target: a path, or
+    ``syslog:server=...``), by default to ``access.log`` in its directory, which ``Launched.log`` names."""
     require("nginx")
     work = ws.directory / name
     work.mkdir()
     port, server = free_port(), ws.material.pki.server
-    access_log, error_log, conf = work / "access.log", work / "error.log", work / "nginx.conf"
+    log_file, error_log, conf = work / "access.log", work / "error.log", work / "nginx.conf"
     temp = "\n".join(
         f"    {kind}_temp_path {work / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
@@ -286,8 +303,7 @@ error_log {error_log} info;
 events {{ worker_connections 512; }}
 http {{
 {temp}
-    log_format delivery escape=json '{{"event": "delivery", "status": $status, "method": "$request_method", '
-        '"path": "$uri", "verify": "$ssl_client_verify", "client_cert": "$ssl_client_escaped_cert"}}';
+    {log_format[1]}
     keepalive_timeout 75s;
     server {{
         listen 127.0.0.1:{port} ssl;
@@ -297,7 +313,7 @@ http {{
         ssl_verify_client      on;
         ssl_client_certificate {trust_file};
         ssl_verify_depth       1;
-        access_log {access_log} delivery;
+        access_log {access_log or log_file} {log_format[0]};
         location / {{
             default_type application/json;
             return 200 '{{"status": 200}}\\n';
@@ -311,7 +327,7 @@ http {{
     processes.wait_for(lambda: listening(proc, error_log, port), timeout=30, what=f"{name} to listen")
     reload_command = f"nginx -c {conf} -e {error_log} -s reload"
     workers = processes.wait_for(lambda: workers_of(proc.pid), timeout=30, what=f"{name}'s worker")
-    return Launched(name, port, ws.material.server_ca, access_log, HTTP_400, CLOSED, reload_command, proc.pid, workers)
+    return Launched(name, port, ws.material.server_ca, log_file, HTTP_400, CLOSED, reload_command, proc.pid, workers)
 
 
 def start_haproxy(ws: Workspace, trust_file: pathlib.Path, name: str = "haproxy") -> Launched:

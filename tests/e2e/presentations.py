@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import pathlib
+import shlex
 import threading
 import time
 import urllib.request
@@ -185,45 +186,14 @@ NGINX_LOG_FORMAT = (
 def start_nginx(ws: launchers.Workspace, host_dir: pathlib.Path) -> tuple[endpoints.TlsEndpoint, list[str]]:
     """nginx on a loopback port trusting ``<host_dir>/trust/ca.crt``, logging to ``<host_dir>/access.log``;
     the endpoint and the command that reloads it."""
-    work = ws.directory / "nginx"
-    work.mkdir()
-    port, server = launchers.free_port(), ws.material.pki.server
-    conf, error_log = work / "nginx.conf", work / "error.log"
-    temp = "\n".join(f"    {k}_temp_path {work / k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    conf.write_text(
-        f"""daemon off;
-worker_processes 1;
-pid {work / "nginx.pid"};
-error_log {error_log} info;
-events {{ worker_connections 128; }}
-http {{
-{temp}
-    log_format reports '{NGINX_LOG_FORMAT}';
-    server {{
-        listen 127.0.0.1:{port} ssl;
-        ssl_certificate     {server.cert_path};
-        ssl_certificate_key {server.key_path};
-        ssl_verify_client      on;
-        ssl_client_certificate {host_dir / "trust" / "ca.crt"};
-        ssl_verify_depth       1;
-        access_log {host_dir / "access.log"} reports;
-        location / {{ return 200 '{{"status": 200}}\\n'; }}
-    }}
-}}
-"""
+    nginx = launchers.start_nginx(
+        ws,
+        host_dir / "trust" / "ca.crt",
+        log_format=("reports", f"log_format reports '{NGINX_LOG_FORMAT}';"),
+        access_log=str(host_dir / "access.log"),
     )
-    ws.spawn("nginx", ["nginx", "-c", str(conf), "-e", str(error_log)])
-    ws.logs["nginx error"] = error_log
-    conftest.wait_for(lambda: launchers.accepting(port), what="nginx to listen")
-    return endpoints.TlsEndpoint(port, ws.material.server_ca), [
-        "nginx",
-        "-c",
-        str(conf),
-        "-e",
-        str(error_log),
-        "-s",
-        "reload",
-    ]
+    assert nginx.reload_command is not None
+    return endpoints.TlsEndpoint(nginx.port, ws.material.server_ca), shlex.split(nginx.reload_command)
 
 
 def http_status(ep: endpoints.TlsEndpoint, client: endpoints.Client) -> str:

@@ -78,6 +78,13 @@ def parser() -> argparse.ArgumentParser:
         default=emergency_node.DEFAULT_OTHERS,
         help=f"other WebhookCertificates present on the node's run (default {emergency_node.DEFAULT_OTHERS})",
     )
+    p.add_argument(
+        "--emergency-node-idle",
+        type=float,
+        default=emergency_node.KUBELET_IDLE_S,
+        metavar="SECONDS",
+        help=f"the pod left idle before each run (default {emergency_node.KUBELET_IDLE_S:g}; 0: back to back)",
+    )
     p.add_argument("--receiver-seconds", type=float, default=10.0, help="length of each receiver run")
     p.add_argument("--receiver-repeats", type=int, default=3, help="runs per receiver variant")
     p.add_argument(
@@ -174,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                 result = emergency.measure(work, runs=args.emergency_runs, others=args.emergency_others)
                 body = emergency.section(result, command)
             elif name == emergency_node.NAME:
-                result = emergency_node.measure(work, runs=args.emergency_node_runs, others=args.emergency_node_others)
+                result = emergency_node.measure(work, runs=node_runs, others=node_others, idle=args.emergency_node_idle)
                 body = emergency_node.section(result, command)
             elif name == renewal.NAME:
                 result = renewal.measure(work)

@@ -31,6 +31,7 @@ import ssl
 import textwrap
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from tests import processes
@@ -69,6 +70,40 @@ def presented(handle: harness.Cluster, directory: pathlib.Path, server_ca: pathl
     return Presented(current.fingerprint, harness.client_context(server_ca, files))
 
 
+@dataclasses.dataclass(frozen=True)
+class Refused:
+    """When the server first refused the compromised certificate for good, how, and how many times a
+    refusal was followed by an acceptance before that final streak."""
+
+    at: float
+    outcome: str
+    flaps: int
+
+
+def emergency(handle: harness.Cluster) -> None:
+    handle.emergency(CERT, f"BENCH-{uuid.uuid4().hex[:8]}")
+
+
+def until_refused(probe: Callable[[], str], started: float, what: str) -> Refused:
+    """Probe (``"200"``: accepted; anything else: how it was refused) every PROBE_INTERVAL until
+    CONFIRMATIONS more refusals follow a first one; an acceptance in between starts the streak over."""
+    refused_at, streak, flaps, outcome = 0.0, 0, 0, ""
+    while streak <= CONFIRMATIONS:
+        if time.monotonic() - started > RUN_TIMEOUT:
+            raise harness.BenchmarkError(f"{what} still accepted the compromised certificate")
+        seen = probe()
+        probed_at = time.monotonic()
+        if seen == "200":
+            flaps += 1 if streak else 0
+            streak = 0
+            time.sleep(PROBE_INTERVAL)
+            continue
+        if not streak:
+            refused_at, outcome = probed_at, seen
+        streak += 1
+    return Refused(refused_at, outcome, flaps)
+
+
 def one_run(
     handle: harness.Cluster, launched: launchers.Launched, trust_dir: pathlib.Path, work: pathlib.Path, first: bool
 ) -> dict[str, Any]:
@@ -84,27 +119,14 @@ def one_run(
         harness.wait_for(launched.reloaded, timeout=RUN_TIMEOUT, what=f"{launched.name} to finish its last reload")
     with harness.DirectoryWatch(trust_dir) as watch:
         started = time.monotonic()
-        handle.emergency(CERT, f"BENCH-{uuid.uuid4().hex[:8]}")
-        refused_at, streak, flaps, outcome = 0.0, 0, 0, ""
-        while streak <= CONFIRMATIONS:
-            if time.monotonic() - started > RUN_TIMEOUT:
-                raise harness.BenchmarkError(f"{launched.name} still accepted the compromised certificate")
-            seen = servers.deliver(launched.port, now.ctx)
-            probed_at = time.monotonic()
-            if seen == "200":
-                flaps += 1 if streak else 0
-                streak = 0
-                time.sleep(PROBE_INTERVAL)
-                continue
-            if not streak:
-                refused_at, outcome = probed_at, seen
-            streak += 1
+        emergency(handle)
+        refused = until_refused(lambda: servers.deliver(launched.port, now.ctx), started, launched.name)
     harness.cut_over_after_emergency(handle, CERT)
     return {
-        "refused_s": round(refused_at - started, 3),
+        "refused_s": round(refused.at - started, 3),
         "swap_s": round(watch.changed_at - started, 3) if watch.changed_at is not None else None,
-        "refusal": outcome,
-        "accepted_after_first_refusal": flaps,
+        "refusal": refused.outcome,
+        "accepted_after_first_refusal": refused.flaps,
     }
 
 

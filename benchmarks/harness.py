@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import kubernetes
+import kubernetes.watch
 from tests import processes, whc
 from tests.unit import mtls_pki
 
@@ -73,6 +74,42 @@ class DirectoryWatch:
                     return
             except OSError:
                 continue
+
+
+class ApiWatch:
+    """Notes when a watch first delivers an object for which ``seen`` is true: what the API server
+    announced, at the moment a watcher of its own (the kubelet, trust-sync) could have learnt it.
+
+    The watch starts from a list made on entry, so an object that already matches is not "seen";
+    ``list_fn`` and ``kwargs`` are a namespaced list call of the client (a selector narrows it)."""
+
+    def __init__(self, list_fn: Callable[..., Any], seen: Callable[[Any], bool], **kwargs: Any) -> None:
+        self._list, self._seen, self._kwargs = list_fn, seen, kwargs
+        self._watch = kubernetes.watch.Watch()  # type: ignore[no-untyped-call]
+        self.changed_at: float | None = None
+        self.failed: str | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ApiWatch:
+        self._since = self._list(**self._kwargs).metadata.resource_version
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # Not joined: a stopped watch ends only with its next event (or the server's timeout).
+        self._watch.stop()  # type: ignore[no-untyped-call]
+
+    def _run(self) -> None:
+        try:
+            events = self._watch.stream(  # type: ignore[no-untyped-call]
+                self._list, resource_version=self._since, timeout_seconds=300, **self._kwargs
+            )
+            for event in events:
+                if event["type"] != "ERROR" and self._seen(event["object"]):
+                    self.changed_at = time.monotonic()
+                    return
+        except Exception as exc:  # the watch failed (the cluster went down, a bad predicate): nothing was seen
+            self.failed = f"{type(exc).__name__}: {exc}"
 
 
 # --- TLS material ----------------------------------------------------------------------------------

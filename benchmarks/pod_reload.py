@@ -85,6 +85,20 @@ def _b64(data: bytes) -> str:
 
 def start_pod(handle: harness.Cluster, server: harness.Files, anchor_pem: bytes, port: int) -> tuple[str, pathlib.Path]:
     """Secrets and the Deployment; the running pod's name and its trust volume's directory on the host."""
+    handle.core.create_namespaced_secret(
+        handle.namespace,
+        kubernetes.client.V1Secret(
+            metadata=kubernetes.client.V1ObjectMeta(name=TRUST_STORE),
+            data={names.TRUST_KEY: _b64(anchor_pem)},
+        ),
+    )
+    return deploy(handle, server, port)
+
+
+def deploy(handle: harness.Cluster, server: harness.Files, port: int) -> tuple[str, pathlib.Path]:
+    """The serving pair's Secret and the Deployment mounting it and the trust Secret (which must exist:
+    the kubelet does not start a pod whose Secret volume is missing); the running pod's name and its
+    trust volume's directory on the host."""
     core = handle.core
     core.create_namespaced_secret(
         handle.namespace,
@@ -92,13 +106,6 @@ def start_pod(handle: harness.Cluster, server: harness.Files, anchor_pem: bytes,
             metadata=kubernetes.client.V1ObjectMeta(name=SERVING_PAIR),
             type="kubernetes.io/tls",
             data={names.TLS_CERT: _b64(server.cert.read_bytes()), names.TLS_KEY: _b64(server.key.read_bytes())},
-        ),
-    )
-    core.create_namespaced_secret(
-        handle.namespace,
-        kubernetes.client.V1Secret(
-            metadata=kubernetes.client.V1ObjectMeta(name=TRUST_STORE),
-            data={names.TRUST_KEY: _b64(anchor_pem)},
         ),
     )
     # The client takes plain dicts as bodies; its type hints name only its own models.
@@ -114,7 +121,10 @@ def start_pod(handle: harness.Cluster, server: harness.Files, anchor_pem: bytes,
 
     pod = harness.wait_for(running, timeout=300, what="the receiver pod to run")
     volume = devnode.Layout.of(handle.dev.directory).kubelet_root / "pods" / pod.metadata.uid / "volumes"
-    return pod.metadata.name, volume / "kubernetes.io~secret" / TRUST_VOLUME
+    trust_volume = volume / "kubernetes.io~secret" / TRUST_VOLUME
+    if not (trust_volume / "..data").is_symlink():
+        raise harness.BenchmarkError(f"the trust volume is not where the kubelet keeps it: {trust_volume}")
+    return pod.metadata.name, trust_volume
 
 
 def pod_log(handle: harness.Cluster, pod: str) -> str:
@@ -173,8 +183,6 @@ def measure(
         harness.wait_for(
             lambda: harness.accepts(port, anchor_ctx), timeout=120, what="the receiver pod to accept the anchor"
         )
-        if not (volume / "..data").is_symlink():
-            raise harness.BenchmarkError(f"the trust volume is not where the kubelet keeps it: {volume}")
         samples: list[dict[str, Any]] = []
         for nudge in (True, False):
             for index in range(runs):

@@ -23,6 +23,7 @@ from benchmarks import (  # noqa: E402
     chaos_rounds,
     controlplane,
     emergency,
+    emergency_node,
     harness,
     memory,
     pod_reload,
@@ -38,6 +39,7 @@ NAMES = (
     controlplane.NAME,
     renewal.NAME,
     emergency.NAME,
+    emergency_node.NAME,
     receiver.NAME,
     reporting.NAME,
     pod_reload.NAME,
@@ -66,6 +68,22 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=emergency.DEFAULT_OTHERS,
         help=f"other WebhookCertificates present (default {emergency.DEFAULT_OTHERS})",
+    )
+    p.add_argument(
+        "--emergency-node-runs", type=int, default=emergency_node.MIN_RUNS, help="runs of the emergency on the node"
+    )
+    p.add_argument(
+        "--emergency-node-others",
+        type=int,
+        default=emergency_node.DEFAULT_OTHERS,
+        help=f"other WebhookCertificates present on the node's run (default {emergency_node.DEFAULT_OTHERS})",
+    )
+    p.add_argument(
+        "--emergency-node-idle",
+        type=float,
+        default=emergency_node.KUBELET_IDLE_S,
+        metavar="SECONDS",
+        help=f"the pod left idle before each run (default {emergency_node.KUBELET_IDLE_S:g}; 0: back to back)",
     )
     p.add_argument("--receiver-seconds", type=float, default=10.0, help="length of each receiver run")
     p.add_argument("--receiver-repeats", type=int, default=3, help="runs per receiver variant")
@@ -123,6 +141,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.write and emergency.NAME in names and args.emergency_others < emergency.DEFAULT_OTHERS:
         print(f"--write needs at least {emergency.DEFAULT_OTHERS} other objects present", file=sys.stderr)
         return 2
+    node_runs, node_others = args.emergency_node_runs, args.emergency_node_others
+    if (
+        args.write
+        and emergency_node.NAME in names
+        and (node_runs < emergency_node.MIN_RUNS or node_others < emergency_node.DEFAULT_OTHERS)
+    ):
+        print(
+            f"--write needs at least {emergency_node.MIN_RUNS} runs of the emergency on the node and "
+            f"{emergency_node.DEFAULT_OTHERS} other objects present",
+            file=sys.stderr,
+        )
+        return 2
     if args.write and scale.NAME in names and args.scale_containment_runs < scale.MIN_CONTAINMENT_RUNS:
         print(f"--write needs at least {scale.MIN_CONTAINMENT_RUNS} containment runs", file=sys.stderr)
         return 2
@@ -150,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
             elif name == emergency.NAME:
                 result = emergency.measure(work, runs=args.emergency_runs, others=args.emergency_others)
                 body = emergency.section(result, command)
+            elif name == emergency_node.NAME:
+                result = emergency_node.measure(work, runs=node_runs, others=node_others, idle=args.emergency_node_idle)
+                body = emergency_node.section(result, command)
             elif name == renewal.NAME:
                 result = renewal.measure(work)
                 body = renewal.section(result, command)

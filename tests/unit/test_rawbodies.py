@@ -1,11 +1,10 @@
 """Kopf's raw bodies emptied once the view has read them (handlers/rawbodies.py): the view keeps every
-part a pass reads, while Kopf's copy, held per object until every object is indexed, loses its status,
-its Secret data and its managedFields."""
+part a pass reads, while Kopf's copy, held per object until every object is indexed, loses its status
+and its managedFields."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import copy
 from collections.abc import Iterator
 from typing import Any, cast
@@ -60,23 +59,6 @@ def certificate() -> dict[str, Any]:
     }
 
 
-def secret() -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "kubernetes.io/tls",
-        "metadata": {
-            "namespace": "ns",
-            "name": "a-tls",
-            "uid": "u-s",
-            "resourceVersion": "8",
-            "labels": {kube_client.MANAGED_BY_LABEL: kube_client.MANAGED_BY, names.ROLE_LABEL: "key"},
-            "managedFields": copy.deepcopy(MANAGED_FIELDS),
-        },
-        "data": {"tls.crt": base64.b64encode(PEM.encode()).decode(), "tls.key": base64.b64encode(b"key").decode()},
-    }
-
-
 @pytest.fixture
 def eng() -> Iterator[engine.Engine]:
     # Not started: the index functions only feed the view and the queue.
@@ -102,18 +84,6 @@ def test_a_certificate_is_in_the_view_whole_after_kopf_s_copy_lost_its_status(en
     assert [c.type for c in entry.status.conditions] == ["Ready"]
     assert entry.annotations == {names.EMERGENCY_ANNOTATION: "INC-1"}
     assert entry.resource_version == "7" and entry.trust_secret == "webhook-trust"
-
-
-def test_a_secret_is_in_the_view_whole_after_kopf_s_copy_lost_its_data(eng: engine.Engine) -> None:
-    raw = secret()
-    asyncio.run(cast(Any, operator.index_secret)(body=kopf.Body(raw)))
-
-    assert raw["data"] == {}
-    assert "managedFields" not in raw["metadata"]
-    held = eng.view.secret("ns", "a-tls")
-    assert held is not None
-    assert held.data == {"tls.crt": PEM.encode(), "tls.key": b"key"}
-    assert held.labels[names.ROLE_LABEL] == "key" and held.resource_version == "8"
 
 
 def test_only_the_parts_read_once_are_emptied() -> None:

@@ -134,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
     from webhookcerts.handlers import operator
     from webhookcerts.kube import client as kube_client
     from webhookcerts.kube import report_reads as kube_reports
+    from webhookcerts.kube import secretinformer
     from webhookcerts.service import engine, reconcile
 
     configure_logging(args.log_format, args.verbose)
@@ -156,7 +157,18 @@ def run(args: argparse.Namespace) -> int:
             on_stopped=the_engine.follow,
             duration=args.lease_duration,
         )
-    operator.configure(the_engine, elector)
+    namespaces = args.namespace or []
+    # The view is complete once both the WebhookCertificates (Kopf) and the Secrets (the reflector)
+    # are listed.
+    the_engine.expect(engine.CERTIFICATES, engine.SECRETS)
+    secrets = secretinformer.SecretInformer(
+        context.clients,
+        namespaces,
+        on_put=the_engine.secret_seen,
+        on_delete=the_engine.secret_gone,
+        on_synced=lambda: the_engine.synced(engine.SECRETS),
+    )
+    operator.configure(the_engine, elector, secrets)
     if args.metrics_port:
         try:
             metrics.serve(args.metrics_port, args.metrics_address)
@@ -168,7 +180,6 @@ def run(args: argparse.Namespace) -> int:
             )
             return 1
         logging.getLogger(__name__).info("serving metrics on %s:%d/metrics", args.metrics_address, args.metrics_port)
-    namespaces = args.namespace or []
     try:
         why = kube_reports.unreadable(context.clients, namespaces)
         if why is None:

@@ -9,9 +9,11 @@ PresentationReports are watched too when they can be listed (``watch_reports``; 
 cannot carry the operator's label, and a report is a few hundred bytes); each one's pod is read once
 per report change, never watched.
 
-Secrets are watched with the operator's label as a server-side selector (Kopf's
-``settings.watching.label_selectors``): the operator sees the Secrets it wrote, never every Secret of
-the cluster (cert-manager #3748).
+Secrets are not watched through Kopf but by the operator's own reflector (kube/secretinformer.py says
+why: Kopf's per-object workers were the largest part of the memory at start-up), with the operator's
+label as a server-side selector: the operator sees the Secrets it wrote, never every Secret of the
+cluster (cert-manager #3748). The view is complete once both have listed: the engine waits for the
+WebhookCertificates (Kopf's first ``on.event`` call) and the Secrets (the reflector's first listing).
 
 The liveness endpoint (``webhookcerts run --liveness``) answers from a probe handler that fails when
 a worker or the leader election has stopped: Kopf's watches alone going on would be a pod that looks
@@ -34,6 +36,7 @@ import kopf
 from webhookcerts.domain import models, names, reports
 from webhookcerts.handlers import rawbodies
 from webhookcerts.kube import client as kube_client
+from webhookcerts.kube import secretinformer
 from webhookcerts.service import engine as engine_mod
 from webhookcerts.service import leader, reconcile
 
@@ -41,18 +44,23 @@ logger = logging.getLogger(__name__)
 
 KOPF_PREFIX = f"kopf.{names.PREFIX}"
 RESOURCE = (models.GROUP, models.VERSION, models.PLURAL)
-SECRETS = ("v1", "secrets")
 REPORTS = (models.GROUP, models.VERSION, reports.PLURAL)
 STOP_TIMEOUT = 5.0
 
 _engine: engine_mod.Engine | None = None
 _elector: leader.Elector | None = None
+_secrets: secretinformer.SecretInformer | None = None
 
 
-def configure(engine: engine_mod.Engine, elector: leader.Elector | None = None) -> None:
-    """Set the engine the handlers feed, and the leader election it follows (the CLI does this)."""
-    global _engine, _elector
-    _engine, _elector = engine, elector
+def configure(
+    engine: engine_mod.Engine,
+    elector: leader.Elector | None = None,
+    secrets: secretinformer.SecretInformer | None = None,
+) -> None:
+    """Set the engine the handlers feed, the leader election it follows, and the reflector that feeds
+    it the Secrets (the CLI does this; the engine then waits for that reflector's first listing)."""
+    global _engine, _elector, _secrets
+    _engine, _elector, _secrets = engine, elector, secrets
 
 
 def _get() -> engine_mod.Engine:
@@ -101,14 +109,17 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.enabled = False
     settings.watching.server_timeout = 300
     settings.watching.chunk_size = rawbodies.LIST_PAGE
-    settings.watching.label_selectors[SECRETS] = f"{kube_client.MANAGED_BY_LABEL}={kube_client.MANAGED_BY}"
     _get().start()
+    if _secrets is not None:
+        _secrets.start()
     if _elector is not None:
         _elector.start()
 
 
 @kopf.on.cleanup()
 def cleanup(**_: Any) -> None:
+    if _secrets is not None:
+        _secrets.stop()
     _get().stop(STOP_TIMEOUT)
     # After the passes in flight: the standby takes over from what they recorded.
     if _elector is not None:
@@ -118,7 +129,11 @@ def cleanup(**_: Any) -> None:
 @kopf.on.probe(id="threads")
 def threads(**_: Any) -> str:
     """'leading' or 'standing by'; fails (HTTP 500 on the liveness endpoint) naming threads that ended."""
-    dead = _get().dead_workers() + (_elector.dead_threads() if _elector is not None else [])
+    dead = (
+        _get().dead_workers()
+        + (_elector.dead_threads() if _elector is not None else [])
+        + (_secrets.dead_threads() if _secrets is not None else [])
+    )
     if dead:
         raise kopf.PermanentError(f"threads ended: {', '.join(dead)}")
     return "standing by" if _elector is not None and not _elector.leading else "leading"
@@ -130,26 +145,12 @@ async def index_certificate(body: kopf.Body, **_: Any) -> None:
     rawbodies.release(body)
 
 
-@kopf.index(*SECRETS, id="owned-secrets")
-async def index_secret(body: kopf.Body, **_: Any) -> None:
-    _get().secret_seen(_plain(body))
-    rawbodies.release(body)
-
-
 @kopf.on.event(*RESOURCE, id="certificate-events")
 async def certificate_event(type: str | None, body: kopf.Body, **_: Any) -> None:
     engine = _get()
-    engine.synced()
+    engine.synced(engine_mod.CERTIFICATES)
     if type == "DELETED":
         engine.certificate_gone(_plain(body))
-
-
-@kopf.on.event(*SECRETS, id="secret-events")
-async def secret_event(type: str | None, body: kopf.Body, **_: Any) -> None:
-    engine = _get()
-    engine.synced()
-    if type == "DELETED":
-        engine.secret_gone(_plain(body))
 
 
 async def index_report(body: kopf.Body, **_: Any) -> None:

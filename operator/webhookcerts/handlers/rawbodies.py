@@ -1,13 +1,13 @@
 """What Kopf keeps of each watched object, kept small: its listing in pages, its raw body emptied once read.
 
-At start-up Kopf lists every WebhookCertificate and every operator-labelled Secret, starts one worker
-per object, and holds each worker, with the object's raw body, until every object has been indexed
+At start-up Kopf lists every WebhookCertificate (and PresentationReport), starts one worker per
+object, and holds each worker, with the object's raw body, until every object has been indexed
 (handlers/operator.py says why the view depends on that hold). With a thousand objects that is every
-certificate's status (its certificate PEMs, conditions, history) and every Secret's base64 data held
-at once, beside the view's own parsed copy: the largest part of the operator's peak memory.
+certificate's status (its certificate PEMs, conditions, history) held at once, beside the view's own
+parsed copy. (The Secrets do not go through Kopf at all: kube/secretinformer.py.)
 
 So the index functions hand the body to the view first and then empty, in Kopf's raw body, what
-nothing after indexing reads: the Secret's ``data``, the certificate's ``status``, and every object's
+nothing after indexing reads: the certificate's ``status``, and every object's
 ``metadata.managedFields``. Only what Kopf itself reads afterwards stays (the metadata, the spec).
 The nested dicts are emptied in place, not replaced: a Kopf ``Body`` hands out its raw nested dicts,
 never the top-level one, and the view has taken copies (a pass reads the view, never this body).
@@ -26,7 +26,7 @@ from typing import Any
 LIST_PAGE = 100
 
 # Top-level parts of a raw body, by kind, that nothing after the index functions reads.
-READ_ONCE = {"Secret": ("data", "stringData"), "WebhookCertificate": ("status",)}
+READ_ONCE = {"WebhookCertificate": ("status",)}
 
 
 def release(body: Mapping[str, Any]) -> None:

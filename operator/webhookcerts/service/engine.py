@@ -40,6 +40,9 @@ from webhookcerts.service import probes, reconcile, state, view, workqueue
 logger = logging.getLogger(__name__)
 
 DEFAULT_RESYNC = 600.0
+# The watches the view is filled from (``Engine.expect``).
+CERTIFICATES = "webhookcertificates"
+SECRETS = "secrets"
 FORBIDDEN_RETRY = 30.0
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 300.0
@@ -87,6 +90,9 @@ class Engine:
         self._threads: list[threading.Thread] = []
         self._failures: dict[Item, int] = {}
         self._lock = threading.Lock()
+        # The watches that must have listed once before the view is complete (``expect``).
+        self._unlisted: set[str] = set()
+        self._complete = False
         # Objects not yet reconciled once since start: when none is left, the start-up pass is done.
         self._unvisited: set[tuple[str, str]] | None = None
         # Workers take work only while this replica leads (always, without leader election).
@@ -172,11 +178,24 @@ class Engine:
         if gone is not None:
             self._trust_changed(gone.namespace, gone.spec.trust_secret_name)
 
-    def synced(self) -> None:
-        """Every watched object has been seen once: passes may start (a trust union is now complete)."""
+    def expect(self, *sources: str) -> None:
+        """Before start: the view is complete only once each of these watches called ``synced(source)``."""
+        with self._lock:
+            self._unlisted.update(sources)
+
+    def synced(self, source: str | None = None) -> None:
+        """A watch has seen every object once (``None``: every watch has). When none is left to list,
+        passes may start (a trust union is now complete)."""
         if self.view.wait_synced(0):
             return
         with self._lock:
+            if source is None:
+                self._unlisted.clear()
+            else:
+                self._unlisted.discard(source)
+            if self._unlisted or self._complete:
+                return
+            self._complete = True
             self._unvisited = {(c.namespace, c.name) for c in self.view.certificates()}
         logger.info("watches synced: %d WebhookCertificates in view", len(self._unvisited))
         self.view.mark_synced()

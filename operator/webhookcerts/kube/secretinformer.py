@@ -97,31 +97,34 @@ class SecretInformer:
 
     def _run(self, namespace: str | None) -> None:
         known: dict[tuple[str, str], str] = {}  # (namespace, name) -> uid, to report what a re-list lost
+        where = namespace or "every namespace"
         backoff = _BACKOFF_INITIAL
         while not self._stop.is_set():
+            doing = "listing"
             try:
                 version = self._list(namespace, known)
                 self._listed(namespace)
                 backoff = _BACKOFF_INITIAL
+                doing = "watching"
                 while not self._stop.is_set():
                     version = self._watch(namespace, version, known)
             except Gone:
-                _log.info("watch of secrets in %s expired (410 Gone); listing again", namespace or "every namespace")
+                _log.info("%s secrets in %s: resourceVersion expired (410 Gone); listing again", doing, where)
                 continue
             except kubernetes.client.ApiException as exc:
+                # The server's own words say what was refused (a missing RBAC verb names itself).
                 _log.warning(
-                    "watching secrets in %s failed: %s %s; retrying in %.1fs",
-                    namespace or "every namespace",
+                    "%s secrets in %s failed: %s %s: %s; retrying in %.1fs",
+                    doing,
+                    where,
                     exc.status,
                     exc.reason,
+                    _message(exc),
                     backoff,
                 )
             except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
                 _log.warning(
-                    "watching secrets in %s failed: %s; retrying in %.1fs",
-                    namespace or "every namespace",
-                    type(exc).__name__,
-                    backoff,
+                    "%s secrets in %s failed: %s; retrying in %.1fs", doing, where, type(exc).__name__, backoff
                 )
             if self._stop.wait(backoff):
                 return
@@ -206,6 +209,14 @@ class SecretInformer:
             body = response.read()  # type: ignore[no-untyped-call]
             raise kubernetes.client.ApiException(status=response.status, reason=response.reason, body=body)
         return response
+
+
+def _message(exc: kubernetes.client.ApiException) -> str:
+    # A Status body's message: it names the request and the account, never a Secret's content.
+    try:
+        return str(json.loads(exc.body or b"{}").get("message", ""))[:500]
+    except (ValueError, AttributeError):
+        return ""
 
 
 def _key(obj: Body, namespace: str | None) -> tuple[str, str]:

@@ -18,7 +18,10 @@ be absent only in roles the operator alone creates (the next key); one a user ma
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import datetime
+import json
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -42,16 +45,32 @@ def _version(resource_version: str) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class Certificate:
-    """One WebhookCertificate as last seen, parsed once per resourceVersion; ``body`` holds its metadata."""
+    """One WebhookCertificate as last seen, validated once per resourceVersion; ``body`` holds its metadata.
+
+    The spec and status are kept as the JSON they arrived as, and parsed again when read (the last
+    ``PARSED_KEPT`` parses are kept): pydantic models cost about three times the JSON they come from
+    (each model instance, its ``__dict__`` and its set of fields set: 8 kB against 3 kB per object),
+    and with a thousand objects they were the view's largest part (benchmarks/memory.py). Entries are
+    never changed in place (a pass works on a deep copy of the status), so a parse is as good as the
+    first one.
+    """
 
     body: Mapping[str, Any]
     resource_version: str
-    spec: models.WebhookCertificateSpec | None
-    status: models.WebhookCertificateStatus | None
+    # ``{"spec": ..., "status": ...}`` as JSON when both validated; None when they did not.
+    raw: bytes | None
     problem: str | None
     # The trust Secret it names, read from the raw spec when the spec as a whole cannot be parsed: a
     # store it shares must know it is there (and keep its certificates) rather than drop it.
     trust_secret: str | None = None
+
+    @property
+    def spec(self) -> models.WebhookCertificateSpec | None:
+        return _parsed(self)[0] if self.raw is not None else None
+
+    @property
+    def status(self) -> models.WebhookCertificateStatus | None:
+        return _parsed(self)[1] if self.raw is not None else None
 
     @property
     def namespace(self) -> str:
@@ -79,19 +98,64 @@ class Certificate:
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> Certificate:
-        # Only the metadata a pass reads is kept beside the parsed models: with a thousand objects, the
-        # raw spec and status (certificate PEMs, history) held twice would be most of the view.
+        # Only the metadata a pass reads is kept beside the spec and status.
         meta = {k: body["metadata"][k] for k in _KEPT_METADATA if k in body["metadata"]}
         kept = {"metadata": meta}
+        parts = {"spec": body.get("spec") or {}, "status": body.get("status") or {}}
         try:
-            spec = models.WebhookCertificateSpec.model_validate(body.get("spec") or {})
-            status = models.WebhookCertificateStatus.model_validate(body.get("status") or {})
+            spec, status = _validate(parts)
         except pydantic.ValidationError as exc:
             problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:3])
-            raw = ((body.get("spec") or {}).get("trust") or {}).get("secretName")
-            trust_secret = raw if isinstance(raw, str) and raw else None
-            return cls(kept, str(meta.get("resourceVersion", "")), None, None, problem, trust_secret)
-        return cls(kept, str(meta.get("resourceVersion", "")), spec, status, None, spec.trust.secret_name)
+            named = ((body.get("spec") or {}).get("trust") or {}).get("secretName")
+            trust_secret = named if isinstance(named, str) and named else None
+            return cls(kept, str(meta.get("resourceVersion", "")), None, problem, trust_secret)
+        raw = json.dumps(parts, default=_jsonable).encode()
+        entry = cls(kept, str(meta.get("resourceVersion", "")), raw, None, spec.trust.secret_name)
+        _remember(entry, (spec, status))
+        return entry
+
+
+Parsed = tuple[models.WebhookCertificateSpec, models.WebhookCertificateStatus]
+# Enough for a pass and the neighbours it reads (the objects sharing its trust Secret), and for the
+# watch events that follow its writes; a few hundred kB.
+PARSED_KEPT = 64
+_parsed_lock = threading.Lock()
+_parsed_kept: collections.OrderedDict[int, tuple[Certificate, Parsed]] = collections.OrderedDict()
+
+
+def _jsonable(value: object) -> str:
+    # A body from a watch is JSON already; one written through from a Python object may hold datetimes.
+    if isinstance(value, datetime.datetime | datetime.date):
+        return value.isoformat()
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def _validate(parts: Mapping[str, Any]) -> Parsed:
+    return (
+        models.WebhookCertificateSpec.model_validate(parts["spec"]),
+        models.WebhookCertificateStatus.model_validate(parts["status"]),
+    )
+
+
+def _remember(entry: Certificate, parsed: Parsed) -> None:
+    # Keyed by the entry itself (held in the value, so its id is not reused while it is kept).
+    with _parsed_lock:
+        _parsed_kept[id(entry)] = (entry, parsed)
+        _parsed_kept.move_to_end(id(entry))
+        while len(_parsed_kept) > PARSED_KEPT:
+            _parsed_kept.popitem(last=False)
+
+
+def _parsed(entry: Certificate) -> Parsed:
+    with _parsed_lock:
+        hit = _parsed_kept.get(id(entry))
+        if hit is not None and hit[0] is entry:
+            _parsed_kept.move_to_end(id(entry))
+            return hit[1]
+    assert entry.raw is not None
+    parsed = _validate(json.loads(entry.raw))
+    _remember(entry, parsed)
+    return parsed
 
 
 _KEPT_METADATA = (

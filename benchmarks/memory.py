@@ -4,8 +4,9 @@
   key) at a small N in a namespace of its own, with an operator of its own; its peak RSS beside the
   main run's gives the slope, (RSS(N) - RSS(n)) / (N - n), and the intercept is what the operator
   costs with no objects at all (mostly imports). Both runs then start a second operator on their
-  Ready objects: its start-up (Kopf lists every object and holds each one until all are indexed,
-  then every object is passed once) is a peak of its own, with a line of its own.
+  Ready objects: its start-up (Kopf lists every WebhookCertificate and holds each one until all are
+  indexed, the reflector lists the Secrets, then every object is passed once) is a peak of its own,
+  with a line of its own.
 - **Where the bytes are**: after the main run's figures are taken, one more operator, started under
   tracemalloc (benchmarks/heapprofile.py), reads the N Ready objects (its start-up pass) and says, by
   package, where its Python heap is. That process is not measured for RSS: tracing costs memory too.
@@ -162,8 +163,9 @@ def section_lines(result: dict[str, Any]) -> list[str]:
                 f" An operator started again on the Ready objects peaks at "
                 f"{opmetrics.mb(small['restart_peak_rss_kb']):.0f} MB with {small['n']} and "
                 f"{result['restart_peak_rss_mb']:.0f} MB with {result['n']} ({restart['kb_per_object']:.0f} kB per "
-                f"object, {restart['mb_at_zero']:.0f} MB at none): Kopf lists every object and holds each one, "
-                "in a worker of its own, until all are indexed, then every object is passed once."
+                f"object, {restart['mb_at_zero']:.0f} MB at none): Kopf lists every WebhookCertificate and holds "
+                "each one, in a worker of its own, until all are indexed (the Secrets come through the "
+                "operator's own reflector), then every object is passed once."
             )
         text += f" After its start-up pass, which writes nothing, it held {result['restarted_rss_mb']:.0f} MB"
         if result["burst_peak_rss_mb"] > result["restarted_rss_mb"]:

@@ -113,12 +113,15 @@ def test_a_re_list_reports_as_deleted_what_the_new_list_no_longer_holds(
     clients: kube_client.Clients, core_v1: kubernetes.client.CoreV1Api, namespace: str, recorder: Recorder
 ) -> None:
     core_v1.create_namespaced_secret(namespace, secret("kept", "1"))
-    informer = recorder.informer(clients, [namespace])
+    listings: list[tuple[str | None, set[tuple[str, str]], str]] = []
+    informer = recorder.informer(clients, [namespace], on_listed=lambda *listing: listings.append(listing))
     # What an earlier list and watch had seen: one still there, one deleted while disconnected.
     known = {(namespace, "kept"): "old-uid", (namespace, "ghost"): "ghost-uid"}
     version = informer._list(namespace, known)
 
     assert version
+    # And the consumer hears of the complete listing, to drop what it holds that the reflector never saw.
+    assert listings == [(namespace, {(namespace, "kept")}, version)]
     assert recorder.seen("put", "kept") and recorder.seen("delete", "ghost")
     assert not recorder.seen("delete", "kept")
     assert set(known) == {(namespace, "kept")} and known[(namespace, "kept")] != "old-uid"
@@ -135,5 +138,33 @@ def test_without_namespaces_it_watches_every_namespace(
         conftest.wait_for(lambda: recorder.seen("put", "anywhere"), what="a Secret in some namespace")
         with recorder.lock:
             assert any(e[1] == namespace and e[2] == "anywhere" for e in recorder.events)
+    finally:
+        informer.stop()
+
+
+def test_a_secret_the_consumer_fails_on_neither_stops_the_listing_nor_the_thread(
+    clients: kube_client.Clients, core_v1: kubernetes.client.CoreV1Api, namespace: str, recorder: Recorder
+) -> None:
+    core_v1.create_namespaced_secret(namespace, secret("a-poison", "1"))
+    core_v1.create_namespaced_secret(namespace, secret("b-fine", "2"))
+
+    def put(body: Any) -> None:
+        if body["metadata"]["name"].endswith("poison"):
+            raise ValueError("the consumer cannot take it")
+        recorder.put(body)
+
+    informer = secretinformer.SecretInformer(
+        clients, [namespace], on_put=put, on_delete=recorder.delete, on_synced=recorder.synced
+    )
+    informer.start()
+    try:
+        conftest.wait_for(lambda: recorder.seen("synced", ""), what="the first listing, past the poison")
+        assert recorder.seen("put", "b-fine")
+        core_v1.create_namespaced_secret(namespace, secret("c-poison", "3"))
+        core_v1.create_namespaced_secret(namespace, secret("d-later", "4"))
+        conftest.wait_for(lambda: recorder.seen("put", "d-later"), what="the watch, past another poison")
+        assert informer.dead_threads() == []
+        with recorder.lock:
+            assert sum(1 for e in recorder.events if e[0] == "synced") == 1, "no re-list for the consumer's failure"
     finally:
         informer.stop()

@@ -198,3 +198,11 @@ def test_an_explicit_kubeconfig_wins_over_the_environment(
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig(tmp_path / "env", "e", {"e": "from-env"})))
     explicit = kubeconfig(tmp_path / "flag", "f", {"f": "from-flag"})
     assert cli_support.connect(str(explicit), None, None).namespace == "from-flag"
+
+
+@pytest.mark.parametrize("pattern", ["team-*", "Payments", "a_b"])
+def test_run_refuses_a_namespace_that_is_not_a_name(pattern: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # Kopf would take a pattern, the Secret reflector reads namespaces by name: refused before any
+    # connection is made (none is configured here, so getting further would fail otherwise).
+    assert cli_main.main(["run", "-n", "ok", "-n", pattern]) == 2
+    assert f"not a namespace name: {pattern}" in capsys.readouterr().err

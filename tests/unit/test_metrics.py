@@ -210,3 +210,11 @@ def test_a_failed_generation_is_not_recorded(m: metrics.Metrics) -> None:
     with pytest.raises(RuntimeError):
         keygen(models.Subject(commonName="acme"), CHECKED, datetime.timedelta(days=1))
     assert samples(m)[("webhookcerts_key_generation_seconds_count", frozenset())] == 0.0
+
+
+def test_a_counter_from_a_pass_that_could_not_read_the_environment_keeps_the_gauges(m: metrics.Metrics) -> None:
+    # An error pass whose spec could not be read says environment "": the object's series stay.
+    m.observe("payments", "acme", "live", status("Active"))
+    m.reconcile_failed("payments", "acme", "")
+    assert value(m, "webhookcerts_certificate_expiration_timestamp_seconds") == NOT_AFTER.timestamp()
+    assert value(m, "webhookcerts_reconcile_errors_total") == 1.0

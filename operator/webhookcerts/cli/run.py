@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import socket
 import sys
 
@@ -12,6 +13,8 @@ from webhookcerts.cli import common
 from webhookcerts.service import metrics
 
 LOG_FORMATS = ("text", "json")
+# A namespace name (an RFC 1123 label), as -n must give one.
+NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 # A replica is named in the Lease after $POD_ID (the chart sets it to the pod's name).
 POD_ID_ENV = "POD_ID"
 # Where the Lease lives: $POD_NAMESPACE (the chart sets it), else the service account's namespace.
@@ -25,7 +28,9 @@ DEFAULT_RESYNC = 600.0
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("run", help="run the operator")
-    common.add_cluster_arguments(parser, namespace_help="watch only this namespace (repeatable)", repeat_namespace=True)
+    common.add_cluster_arguments(
+        parser, namespace_help="watch only this namespace, by name (repeatable)", repeat_namespace=True
+    )
     parser.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (the default)")
     parser.add_argument(
         "--liveness",
@@ -128,6 +133,13 @@ def configure_logging(log_format: str, verbose: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    namespaces = list(dict.fromkeys(args.namespace or []))
+    wrong = [n for n in namespaces if not NAMESPACE.fullmatch(n)]
+    if wrong:
+        # Kopf would take a pattern (team-*); the operator's Secret reflector reads each namespace by
+        # name, so a pattern would leave its view without Secrets: refused before anything starts.
+        print(f"webhookcerts: not a namespace name: {', '.join(wrong)} (patterns are not supported)", file=sys.stderr)
+        return 2
     # Kopf imports are heavy and only this command needs them.
     import kopf
 
@@ -157,7 +169,6 @@ def run(args: argparse.Namespace) -> int:
             on_stopped=the_engine.follow,
             duration=args.lease_duration,
         )
-    namespaces = args.namespace or []
     # The view is complete once both the WebhookCertificates (Kopf) and the Secrets (the reflector)
     # are listed.
     the_engine.expect(engine.CERTIFICATES, engine.SECRETS)
@@ -167,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
         on_put=the_engine.secret_seen,
         on_delete=the_engine.secret_gone,
         on_synced=lambda: the_engine.synced(engine.SECRETS),
+        on_listed=the_engine.secrets_listed,
     )
     operator.configure(the_engine, elector, secrets)
     if args.metrics_port:

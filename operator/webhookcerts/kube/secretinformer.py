@@ -62,12 +62,14 @@ class SecretInformer:
         on_put: Callable[[Body], None],
         on_delete: Callable[[Body], None],
         on_synced: Callable[[], None],
+        on_listed: Callable[[str | None, set[tuple[str, str]], str], None] | None = None,
         label_selector: str = f"{kube_client.MANAGED_BY_LABEL}={kube_client.MANAGED_BY}",
         watch_timeout: int = WATCH_TIMEOUT_SECONDS,
     ) -> None:
         self._api = clients.api
         self._namespaces: list[str | None] = list(namespaces) or [None]
         self._on_put, self._on_delete, self._on_synced = on_put, on_delete, on_synced
+        self._on_listed = on_listed
         self._selector = label_selector
         self._watch_timeout = watch_timeout
         self._stop = threading.Event()
@@ -110,6 +112,9 @@ class SecretInformer:
                     version = self._watch(namespace, version, known)
             except Gone:
                 _log.info("%s secrets in %s: resourceVersion expired (410 Gone); listing again", doing, where)
+                # Not at once: a proxy answering 410 to everything would otherwise be a tight loop.
+                if self._stop.wait(_BACKOFF_INITIAL):
+                    return
                 continue
             except kubernetes.client.ApiException as exc:
                 # The server's own words say what was refused (a missing RBAC verb names itself).
@@ -152,14 +157,18 @@ class SecretInformer:
                 key = _key(item, namespace)
                 seen.add(key)
                 known[key] = str(item["metadata"].get("uid", ""))
-                self._on_put(item)
+                self._hand_over(self._on_put, item)
             token = (page.get("metadata") or {}).get("continue") or ""
             if not token:
                 version = str((page.get("metadata") or {}).get("resourceVersion", ""))
                 break
         for key in set(known) - seen:
             uid = known.pop(key)
-            self._on_delete({"metadata": {"namespace": key[0], "name": key[1], "uid": uid}})
+            self._hand_over(self._on_delete, {"metadata": {"namespace": key[0], "name": key[1], "uid": uid}})
+        if self._on_listed is not None:
+            # Also what the reflector never saw but its consumer holds (from its own writes).
+            on_listed = self._on_listed
+            self._hand_over(lambda _: on_listed(namespace, seen, version), {"metadata": {"namespace": namespace}})
         return version
 
     def _watch(self, namespace: str | None, version: str, known: dict[tuple[str, str], str]) -> str:
@@ -182,15 +191,30 @@ class SecretInformer:
                 version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
                 if kind in ("ADDED", "MODIFIED"):
                     known[_key(obj, namespace)] = str(obj["metadata"].get("uid", ""))
-                    self._on_put(obj)
+                    self._hand_over(self._on_put, obj)
                 elif kind == "DELETED":
                     known.pop(_key(obj, namespace), None)
-                    self._on_delete(obj)
+                    self._hand_over(self._on_delete, obj)
                 if self._stop.is_set():
                     break
         finally:
             response.response.release_conn()
         return version
+
+    @staticmethod
+    def _hand_over(callback: Callable[[Body], None], obj: Body) -> None:
+        # The consumer's failure on one Secret is not the connection's: it must neither re-list
+        # forever nor end the thread. Logged by type and name only: the message may quote the data.
+        try:
+            callback(obj)
+        except Exception as exc:
+            meta = obj.get("metadata") or {}
+            _log.error(
+                "secret %s/%s could not be taken into the view: %s",
+                meta.get("namespace"),
+                meta.get("name"),
+                type(exc).__name__,
+            )
 
     def _get(self, namespace: str | None, query: list[tuple[str, str]], *, read_timeout: float) -> Any:
         path = "/api/v1/namespaces/{namespace}/secrets" if namespace else "/api/v1/secrets"

@@ -31,7 +31,7 @@ from typing import Any
 
 import pydantic
 
-from webhookcerts.domain import names, ownership, policy, reporters
+from webhookcerts.domain import names, policy, reporters
 from webhookcerts.kube import client as kube_client
 from webhookcerts.kube import report_reads as kube_reports
 from webhookcerts.kube import resources, secrets
@@ -130,14 +130,22 @@ class Engine:
         if self.view.drop_secret(namespace, name, str(meta.get("uid", ""))):
             self._secret_changed(namespace, name)
 
+    def secrets_listed(self, namespace: str | None, listed: set[tuple[str, str]], version: str) -> None:
+        """A complete listing of the operator's Secrets (``namespace``, or every one when None): a Secret
+        the view holds but the listing lacks, no newer than it, was deleted unseen (a watch was down,
+        or the view had it from the operator's own write before any event): it is dropped and its
+        objects queued, as a deletion event would have."""
+        for secret_namespace, secret in self.view.unlisted_secrets(namespace, listed, version):
+            if self.view.drop_secret(secret_namespace, secret.name, secret.uid):
+                logger.info("secret %s/%s is gone (not in a new listing)", secret_namespace, secret.name)
+                self._secret_changed(secret_namespace, secret.name)
+
     def _secret_changed(self, namespace: str, name: str) -> None:
         # A key, next or bundle Secret is found by the index of who claims it (its owner, and a
         # rival the conflict is reported to); a trust Secret is rewritten once, and its namers follow
         # only if its content changed. Either way only the objects concerned are queued.
         for entry in self.view.claimants(namespace, name):
-            if entry.spec is not None and any(
-                claimed == name and role != "trust" for claimed, role in ownership.claims(entry.spec)
-            ):
+            if any(claimed == name and role != "trust" for claimed, role in entry.claimed):
                 self.queue.add(("certificate", namespace, entry.name))
         if self.view.is_trust_secret(namespace, name):
             self.queue.add(("trust", namespace, name))

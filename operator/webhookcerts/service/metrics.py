@@ -158,10 +158,12 @@ class Metrics(Collector):
         )
         self.registry.register(self)
 
-    def _record(self, namespace: str, name: str, environment: str) -> _Record:
-        # Under the lock. A changed environment starts the object's series afresh: none stays under the old.
+    def _record(self, namespace: str, name: str, environment: str, *, observed: bool = False) -> _Record:
+        # Under the lock. A status observed under another environment starts the object's series
+        # afresh (none stays under the old); a counter or heartbeat adds to the series it has, whatever
+        # environment its caller knew (an error pass whose spec could not be read says "").
         held = self._records.get((namespace, name))
-        if held is None or held.environment != environment:
+        if held is None or (observed and held.environment != environment):
             held = self._records[(namespace, name)] = _Record(environment)
         return held
 
@@ -171,7 +173,7 @@ class Metrics(Collector):
         """Set every gauge of one object from its status as just reconciled."""
         samples = _gauge_samples(status)
         with self._lock:
-            record = self._record(namespace, name, environment)
+            record = self._record(namespace, name, environment, observed=True)
             record.gauges = samples
             # Counters start at zero, so that increase() sees the first rotation of a new object.
             for key in (*(("rotations_total", r) for r in ROTATION_REASONS), *_PLAIN_COUNTERS):

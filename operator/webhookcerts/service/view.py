@@ -63,6 +63,9 @@ class Certificate:
     # The trust Secret it names, read from the raw spec when the spec as a whole cannot be parsed: a
     # store it shares must know it is there (and keep its certificates) rather than drop it.
     trust_secret: str | None = None
+    # The Secrets its spec names, with their roles (``ownership.claims``), kept so that the view's
+    # indexes never parse under the view's lock.
+    claimed: tuple[tuple[str, ownership.Role], ...] = ()
 
     @property
     def spec(self) -> models.WebhookCertificateSpec | None:
@@ -110,7 +113,8 @@ class Certificate:
             trust_secret = named if isinstance(named, str) and named else None
             return cls(kept, str(meta.get("resourceVersion", "")), None, problem, trust_secret)
         raw = json.dumps(parts, default=_jsonable).encode()
-        entry = cls(kept, str(meta.get("resourceVersion", "")), raw, None, spec.trust.secret_name)
+        claimed = tuple(ownership.claims(spec))
+        entry = cls(kept, str(meta.get("resourceVersion", "")), raw, None, spec.trust.secret_name, claimed)
         _remember(entry, (spec, status))
         return entry
 
@@ -206,9 +210,8 @@ class View:
             self._certificates[key] = entry
             if entry.trust_secret is not None:
                 self._by_trust.setdefault((key[0], entry.trust_secret), set()).add(key[1])
-            if entry.spec is not None:
-                for secret_name, _ in ownership.claims(entry.spec):
-                    self._by_claim.setdefault((key[0], secret_name), set()).add(key[1])
+            for secret_name, _ in entry.claimed:
+                self._by_claim.setdefault((key[0], secret_name), set()).add(key[1])
             return entry, True
 
     def drop_certificate(self, namespace: str, name: str) -> Certificate | None:
@@ -222,7 +225,7 @@ class View:
             return
         for index, secret_names in (
             (self._by_trust, [held.trust_secret] if held.trust_secret else []),
-            (self._by_claim, [n for n, _ in ownership.claims(held.spec)] if held.spec is not None else []),
+            (self._by_claim, [n for n, _ in held.claimed]),
         ):
             for secret_name in secret_names:
                 names_ = index.get((key[0], secret_name))
@@ -242,6 +245,23 @@ class View:
                     return False
             self._secrets[key] = secret
             return True
+
+    def unlisted_secrets(
+        self, namespace: str | None, listed: set[Key], version: str
+    ) -> list[tuple[str, secrets.SecretData]]:
+        """The Secrets with the operator's label the view holds in ``namespace`` (every one when None)
+        that a complete listing at ``version`` did not return, though the view's copy is no newer than
+        that listing: deleted while no watch was there to say so."""
+        label = (names.MANAGED_BY_LABEL, names.MANAGED_BY)
+        with self._lock:
+            return [
+                (ns, s)
+                for (ns, name), s in self._secrets.items()
+                if (namespace is None or ns == namespace)
+                and (ns, name) not in listed
+                and s.labels.get(label[0]) == label[1]
+                and _version(s.resource_version) <= _version(version)
+            ]
 
     def drop_secret(self, namespace: str, name: str, uid: str = "") -> bool:
         """Forget a deleted Secret; True when the view still held it (not the operator's own delete)."""

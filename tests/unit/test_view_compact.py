@@ -8,7 +8,7 @@ import datetime
 from typing import Any
 
 from tests.unit.test_rawbodies import certificate
-from webhookcerts.service import view
+from webhookcerts.service import trust_store, view
 
 
 def body(i: int, **status: Any) -> dict[str, Any]:
@@ -41,3 +41,25 @@ def test_a_body_holding_datetimes_is_kept_and_read_back() -> None:
         view.Certificate.parse(body(i))
     assert entry.problem is None and entry.status is not None
     assert entry.status.renewal_time == moment
+
+
+def test_a_trust_write_reads_every_object_without_parsing_one(monkeypatch: Any) -> None:
+    # A trust write looks at every object of the namespace (what each asked of this store): from what
+    # the view keeps of each, never a parse per object (a thousand objects made that a minute-long
+    # start-up pass).
+    seen = view.View()
+    for i in range(3 * view.PARSED_KEPT):
+        store = {"secretName": "webhook-trust", "keys": [f"k-{i}.p12"], "configMaps": []}
+        raw = body(i, trust={"secretName": "webhook-trust", "hash": "ab" * 32, "stores": [store]})
+        if i == 1:
+            raw["spec"]["trust"] = {"secretName": "other-trust", "configMap": {"name": "copied-elsewhere"}}
+        seen.put_certificate(raw)
+    parses: list[object] = []
+    real = view._validate
+    monkeypatch.setattr(view, "_validate", lambda parts: parses.append(parts) or real(parts))
+
+    keys, config_maps, elsewhere = trust_store._recorded(seen, "ns", "webhook-trust", None)
+
+    assert parses == []
+    assert keys == {f"k-{i}.p12" for i in range(3 * view.PARSED_KEPT)}
+    assert config_maps == set() and elsewhere == {"copied-elsewhere"}

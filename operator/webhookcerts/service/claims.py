@@ -55,8 +55,8 @@ def problems(p: state.Pass, created: str, *, only: str | None = None) -> dict[st
         rivals = [
             ownership.Claimant(entry.name, their_role, entry.created)
             for entry in p.view.claimants(p.resource.namespace, secret_name)
-            if entry.name != p.resource.name and entry.spec is not None and not entry.deleting
-            for claimed, their_role in ownership.claims(entry.spec)
+            if entry.name != p.resource.name and not entry.deleting
+            for claimed, their_role in entry.claimed
             if claimed == secret_name
         ]
         problem = ownership.conflict(

@@ -66,10 +66,16 @@ def _recorded(
     keys: set[str] = set()
     config_maps: set[str] = set()
     elsewhere: set[str] = set()
+    # Every object of the namespace, from what the view keeps of each (never a parse per object).
     for entry in seen.certificates():
         if entry.namespace != namespace or (mine is not None and entry.name == mine[0]):
             continue
-        _add(entry.spec, entry.status, secret_name, keys, config_maps, elsewhere)
+        for store, store_keys, store_config_maps in entry.stores:
+            if store == secret_name:
+                keys.update(store_keys)
+                config_maps.update(store_config_maps)
+        if entry.trust_secret is not None and entry.trust_secret != secret_name and entry.config_map is not None:
+            elsewhere.add(entry.config_map)
     if mine is not None:
         _add(mine[1], mine[2], secret_name, keys, config_maps, elsewhere)
     return keys, config_maps, elsewhere

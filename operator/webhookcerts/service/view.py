@@ -66,6 +66,11 @@ class Certificate:
     # The Secrets its spec names, with their roles (``ownership.claims``), kept so that the view's
     # indexes never parse under the view's lock.
     claimed: tuple[tuple[str, ownership.Role], ...] = ()
+    # What a trust write reads of every object of the namespace (service/trust_store.py), kept so that
+    # no trust write parses them all: per store in status, its trust Secret, truststore keys and
+    # ConfigMaps; and the ConfigMap the spec copies its own trust Secret to.
+    stores: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = ()
+    config_map: str | None = None
 
     @property
     def spec(self) -> models.WebhookCertificateSpec | None:
@@ -114,7 +119,12 @@ class Certificate:
             return cls(kept, str(meta.get("resourceVersion", "")), None, problem, trust_secret)
         raw = json.dumps(parts, default=_jsonable).encode()
         claimed = tuple(ownership.claims(spec))
-        entry = cls(kept, str(meta.get("resourceVersion", "")), raw, None, spec.trust.secret_name, claimed)
+        stores = tuple(
+            (r.secret_name, tuple(r.keys), tuple(r.config_maps)) for r in (status.trust.stores if status.trust else ())
+        )
+        config_map = spec.trust.config_map.name if spec.trust.config_map is not None else None
+        version = str(meta.get("resourceVersion", ""))
+        entry = cls(kept, version, raw, None, spec.trust.secret_name, claimed, stores, config_map)
         _remember(entry, (spec, status))
         return entry
 

@@ -164,6 +164,7 @@ class SecretInformer:
                 break
         for key in set(known) - seen:
             uid = known.pop(key)
+            _log.info("secret %s/%s is gone (not in a new listing)", key[0], key[1])
             self._hand_over(self._on_delete, {"metadata": {"namespace": key[0], "name": key[1], "uid": uid}})
         if self._on_listed is not None:
             # Also what the reflector never saw but its consumer holds (from its own writes).

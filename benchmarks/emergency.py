@@ -31,7 +31,6 @@ import ssl
 import textwrap
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from tests import processes
@@ -46,7 +45,7 @@ DEFAULT_OTHERS = 1000
 TARGET_P95_S = 1.0
 CERT = "bench"
 PROBE_INTERVAL = 0.02
-CONFIRMATIONS = 2
+CONFIRMATIONS = servers.CONFIRMATIONS
 RUN_TIMEOUT = 120.0
 SERVERS = tuple(s for s in servers.SERVERS if s.reload_by_exec)  # nginx, HAProxy: trust-sync --exec
 
@@ -70,38 +69,8 @@ def presented(handle: harness.Cluster, directory: pathlib.Path, server_ca: pathl
     return Presented(current.fingerprint, harness.client_context(server_ca, files))
 
 
-@dataclasses.dataclass(frozen=True)
-class Refused:
-    """When the server first refused the compromised certificate for good, how, and how many times a
-    refusal was followed by an acceptance before that final streak."""
-
-    at: float
-    outcome: str
-    flaps: int
-
-
 def emergency(handle: harness.Cluster) -> None:
     handle.emergency(CERT, f"BENCH-{uuid.uuid4().hex[:8]}")
-
-
-def until_refused(probe: Callable[[], str], started: float, what: str) -> Refused:
-    """Probe (``"200"``: accepted; anything else: how it was refused) every PROBE_INTERVAL until
-    CONFIRMATIONS more refusals follow a first one; an acceptance in between starts the streak over."""
-    refused_at, streak, flaps, outcome = 0.0, 0, 0, ""
-    while streak <= CONFIRMATIONS:
-        if time.monotonic() - started > RUN_TIMEOUT:
-            raise harness.BenchmarkError(f"{what} still accepted the compromised certificate")
-        seen = probe()
-        probed_at = time.monotonic()
-        if seen == "200":
-            flaps += 1 if streak else 0
-            streak = 0
-            time.sleep(PROBE_INTERVAL)
-            continue
-        if not streak:
-            refused_at, outcome = probed_at, seen
-        streak += 1
-    return Refused(refused_at, outcome, flaps)
 
 
 def one_run(
@@ -120,7 +89,9 @@ def one_run(
     with harness.DirectoryWatch(trust_dir) as watch:
         started = time.monotonic()
         emergency(handle)
-        refused = until_refused(lambda: servers.deliver(launched.port, now.ctx), started, launched.name)
+        refused = servers.until_refused(
+            lambda: servers.deliver(launched.port, now.ctx), started, launched.name, PROBE_INTERVAL
+        )
     harness.cut_over_after_emergency(handle, CERT)
     return {
         "refused_s": round(refused.at - started, 3),

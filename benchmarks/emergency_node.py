@@ -121,7 +121,7 @@ def one_run(handle: harness.Cluster, pod: Pod, work: pathlib.Path, idle: float) 
     with secret_watch, pod_watch, harness.DirectoryWatch(pod.volume) as swap:
         started = time.monotonic()
         emergency.emergency(handle)
-        refused = emergency.until_refused(probe, started, "the receiver pod")
+        refused = servers.until_refused(probe, started, "the receiver pod", emergency.PROBE_INTERVAL)
         watches = (secret_watch, pod_watch, swap)
         # A phase not seen is recorded as None and counted in the result, never guessed.
         with contextlib.suppress(harness.BenchmarkError):

@@ -135,6 +135,36 @@ def start(server: Server, handle: harness.Cluster, ws: launchers.Workspace, buil
     return launched
 
 
+@dataclasses.dataclass(frozen=True)
+class Refused:
+    """When the server first refused the compromised certificate for good, how, and how many times a
+    refusal was followed by an acceptance before that final streak."""
+
+    at: float
+    outcome: str
+    flaps: int
+
+
+def until_refused(probe: Callable[[], str], started: float, what: str, interval: float = PROBE_INTERVAL) -> Refused:
+    """Probe (``"200"``: accepted; anything else: how it was refused) every ``interval`` until
+    CONFIRMATIONS more refusals follow a first one; an acceptance in between starts the streak over."""
+    refused_at, streak, flaps, outcome = 0.0, 0, 0, ""
+    while streak <= CONFIRMATIONS:
+        if time.monotonic() - started > RUN_TIMEOUT:
+            raise harness.BenchmarkError(f"{what} still accepted the certificate it was to refuse")
+        seen = probe()
+        probed_at = time.monotonic()
+        if seen == "200":
+            flaps += 1 if streak else 0
+            streak = 0
+            time.sleep(interval)
+            continue
+        if not streak:
+            refused_at, outcome = probed_at, seen
+        streak += 1
+    return Refused(refused_at, outcome, flaps)
+
+
 def one_run(
     handle: harness.Cluster,
     launched: launchers.Launched,
@@ -156,29 +186,16 @@ def one_run(
     with harness.DirectoryWatch(trust_dir) as watch:
         started = time.monotonic()
         write_trust(handle, anchor_pem)
-        refused_at, streak, flaps, outcome = 0.0, 0, 0, ""
-        # Refused for good: CONFIRMATIONS more refusals in a row after the first. A server whose old
-        # workers still take connections for a moment (nginx after `-s reload`) refuses, then accepts.
-        while streak <= CONFIRMATIONS:
-            if time.monotonic() - started > RUN_TIMEOUT:
-                raise harness.BenchmarkError(f"{launched.name} still accepted the removed certificate")
-            seen = deliver(launched.port, revoked_ctx)
-            probed_at = time.monotonic()
-            if seen == "200":
-                flaps += 1 if streak else 0
-                streak = 0
-                time.sleep(PROBE_INTERVAL)
-                continue
-            if not streak:
-                refused_at, outcome = probed_at, seen
-            streak += 1
+        # A server whose old workers still take connections for a moment (nginx after `-s reload`)
+        # refuses, then accepts: only a streak of refusals counts.
+        refused = until_refused(lambda: deliver(launched.port, revoked_ctx), started, launched.name)
     if (anchor_outcome := deliver(launched.port, anchor_ctx)) != "200":
         raise harness.BenchmarkError(f"{launched.name} refused the anchor too ({anchor_outcome}): not a trust reload")
     return {
-        "refused_s": round(refused_at - started, 3),
+        "refused_s": round(refused.at - started, 3),
         "swap_s": round(watch.changed_at - started, 3) if watch.changed_at is not None else None,
-        "refusal": outcome,
-        "accepted_after_first_refusal": flaps,
+        "refusal": refused.outcome,
+        "accepted_after_first_refusal": refused.flaps,
     }
 
 

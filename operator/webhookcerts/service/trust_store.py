@@ -63,39 +63,27 @@ def _recorded(
 ) -> tuple[set[str], set[str], set[str]]:
     """What the statuses say was asked for in this trust Secret: truststore keys and ConfigMaps; and the
     ConfigMaps another trust Secret is copied to now (that Secret's to write, not this one's to empty)."""
+    # Every object of the namespace, from what the view keeps of each (never a parse per object), and
+    # the caller's own from its in-memory models.
+    facts = [
+        (entry.stores, entry.trust_secret, entry.config_map)
+        for entry in seen.certificates()
+        if entry.namespace == namespace and (mine is None or entry.name != mine[0])
+    ]
+    if mine is not None:
+        stores, config_map = view.trust_facts(mine[1], mine[2])
+        facts.append((stores, mine[1].trust.secret_name, config_map))
     keys: set[str] = set()
     config_maps: set[str] = set()
     elsewhere: set[str] = set()
-    # Every object of the namespace, from what the view keeps of each (never a parse per object).
-    for entry in seen.certificates():
-        if entry.namespace != namespace or (mine is not None and entry.name == mine[0]):
-            continue
-        for store, store_keys, store_config_maps in entry.stores:
+    for stores, trust_secret, config_map in facts:
+        for store, store_keys, store_config_maps in stores:
             if store == secret_name:
                 keys.update(store_keys)
                 config_maps.update(store_config_maps)
-        if entry.trust_secret is not None and entry.trust_secret != secret_name and entry.config_map is not None:
-            elsewhere.add(entry.config_map)
-    if mine is not None:
-        _add(mine[1], mine[2], secret_name, keys, config_maps, elsewhere)
+        if trust_secret is not None and trust_secret != secret_name and config_map is not None:
+            elsewhere.add(config_map)
     return keys, config_maps, elsewhere
-
-
-def _add(
-    spec: models.WebhookCertificateSpec | None,
-    status: models.WebhookCertificateStatus | None,
-    secret_name: str,
-    keys: set[str],
-    config_maps: set[str],
-    elsewhere: set[str],
-) -> None:
-    if status is not None and status.trust is not None:
-        for record in status.trust.stores:
-            if record.secret_name == secret_name:
-                keys.update(record.keys)
-                config_maps.update(record.config_maps)
-    if spec is not None and spec.trust.secret_name != secret_name and spec.trust.config_map is not None:
-        elsewhere.add(spec.trust.config_map.name)
 
 
 def _size(existing: secrets.SecretData | None, data: bytes, encoded: trust_formats.Encoded) -> int:

@@ -43,6 +43,21 @@ def _version(resource_version: str) -> int:
         return -1
 
 
+# Per store an object's status records: its trust Secret, truststore keys and ConfigMaps.
+Stores = tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]
+
+
+def trust_facts(
+    spec: models.WebhookCertificateSpec, status: models.WebhookCertificateStatus
+) -> tuple[Stores, str | None]:
+    """What a trust write reads of an object: the stores its status records, and the ConfigMap its spec
+    copies its own trust Secret to."""
+    stores = tuple(
+        (r.secret_name, tuple(r.keys), tuple(r.config_maps)) for r in (status.trust.stores if status.trust else ())
+    )
+    return stores, spec.trust.config_map.name if spec.trust.config_map is not None else None
+
+
 @dataclasses.dataclass(frozen=True)
 class Certificate:
     """One WebhookCertificate as last seen, validated once per resourceVersion; ``body`` holds its metadata.
@@ -69,7 +84,7 @@ class Certificate:
     # What a trust write reads of every object of the namespace (service/trust_store.py), kept so that
     # no trust write parses them all: per store in status, its trust Secret, truststore keys and
     # ConfigMaps; and the ConfigMap the spec copies its own trust Secret to.
-    stores: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = ()
+    stores: Stores = ()
     config_map: str | None = None
 
     @property
@@ -119,10 +134,7 @@ class Certificate:
             return cls(kept, str(meta.get("resourceVersion", "")), None, problem, trust_secret)
         raw = json.dumps(parts, default=_jsonable).encode()
         claimed = tuple(ownership.claims(spec))
-        stores = tuple(
-            (r.secret_name, tuple(r.keys), tuple(r.config_maps)) for r in (status.trust.stores if status.trust else ())
-        )
-        config_map = spec.trust.config_map.name if spec.trust.config_map is not None else None
+        stores, config_map = trust_facts(spec, status)
         version = str(meta.get("resourceVersion", ""))
         entry = cls(kept, version, raw, None, spec.trust.secret_name, claimed, stores, config_map)
         _remember(entry, (spec, status))

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from benchmarks import emergency, emergency_node, run, stats
+from benchmarks import emergency, emergency_node, run, servers, stats
 
 from tests.unit.test_benchmarks import MACHINE
 
@@ -34,7 +34,7 @@ def test_a_refusal_counts_only_when_confirmed_and_an_acceptance_in_between_start
         calls.append(answers())
         return calls[-1]
 
-    refused = emergency.until_refused(probe, time.monotonic(), "the server")
+    refused = servers.until_refused(probe, time.monotonic(), "the server", emergency.PROBE_INTERVAL)
 
     # The first refusal was followed by an acceptance: the clock stops at the streak that held.
     assert refused.outcome == "421"

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import datetime
+
+import pytest
+
+from webhookcerts.domain import models, pki
 from webhookcerts.kube import secrets
 from webhookcerts.service import state
+
+NOW = datetime.datetime(2026, 3, 1, tzinfo=datetime.UTC)
 
 
 def secret(uid: str, version: str) -> secrets.SecretData:
@@ -39,3 +46,36 @@ def test_the_cache_stays_within_its_size() -> None:
     assert cache.misses == 5
     cache.observe(secret("a", "1"))  # evicted: checked again
     assert cache.misses == 6
+
+
+@pytest.fixture(scope="module")
+def pair() -> pki.KeyPair:
+    return pki.new_key_pair(models.Subject(common_name="cache"), NOW, datetime.timedelta(days=365))
+
+
+def key_secret(pair: pki.KeyPair, cert_pem: bytes) -> secrets.SecretData:
+    return secrets.SecretData("a-tls", secrets.TLS, {"tls.key": pair.key_pem, "tls.crt": cert_pem}, {}, {}, "1", "a")
+
+
+def test_a_hit_gives_the_certificate_s_pem_without_the_cache_keeping_a_copy(pair: pki.KeyPair) -> None:
+    cache = state.CheckCache()
+    first = cache.observe(key_secret(pair, pair.cert_pem))
+    again = cache.observe(key_secret(pair, pair.cert_pem))
+    assert cache.misses == 1
+    assert first.info is not None and again == first and again.info is not None
+    assert again.info.pem == pair.cert_pem.decode()
+    # What the cache holds: the public facts, not the PEM the Secret already holds.
+    [(_, kept)] = cache._seen.values()
+    assert kept.info is not None and kept.info.pem == "" and kept.info.fingerprint == first.info.fingerprint
+
+
+def test_a_certificate_stored_in_another_form_keeps_its_normalised_pem(pair: pki.KeyPair) -> None:
+    # Trailing text after the PEM block: the Secret's bytes are not the certificate's PEM, so the cache
+    # keeps the PEM it made rather than hand the Secret's bytes back as if they were.
+    stored = pair.cert_pem + b"\n# added by hand\n"
+    cache = state.CheckCache()
+    first = cache.observe(key_secret(pair, stored))
+    again = cache.observe(key_secret(pair, stored))
+    assert cache.misses == 1
+    assert first.info is not None and again.info is not None
+    assert again.info.pem == first.info.pem == pair.cert_pem.decode()

@@ -1,6 +1,6 @@
 """Kopf's raw bodies emptied once the view has read them (handlers/rawbodies.py): the view keeps every
-part a pass reads, while Kopf's copy, held per object until every object is indexed, loses its status
-and its managedFields."""
+part a pass reads, while Kopf's copy, held per object until every object is indexed, loses its spec,
+its status and its managedFields."""
 
 from __future__ import annotations
 
@@ -73,10 +73,10 @@ def test_a_certificate_is_in_the_view_whole_after_kopf_s_copy_lost_its_status(en
     # Called as Kopf calls it (the decorated function's type names every argument Kopf may pass).
     asyncio.run(cast(Any, operator.index_certificate)(body=kopf.Body(raw)))
 
-    # Kopf's copy: the status and managedFields gone, what Kopf reads afterwards kept.
-    assert raw["status"] == {}
+    # Kopf's copy: the spec, status and managedFields gone, the metadata Kopf reads afterwards kept.
+    assert raw["status"] == {} and raw["spec"] == {}
     assert "managedFields" not in raw["metadata"]
-    assert raw["metadata"]["name"] == "a" and raw["spec"] == certificate()["spec"]
+    assert raw["metadata"]["name"] == "a" and raw["metadata"]["annotations"] == {names.EMERGENCY_ANNOTATION: "INC-1"}
     # The view: everything a pass reads, untouched by the emptying.
     entry = eng.view.certificate("ns", "a")
     assert entry is not None and entry.status is not None and entry.spec is not None
@@ -87,7 +87,7 @@ def test_a_certificate_is_in_the_view_whole_after_kopf_s_copy_lost_its_status(en
 
 
 def test_only_the_parts_read_once_are_emptied() -> None:
-    # Another kind keeps its body (nothing here knows what reads it); spec and metadata are never emptied.
+    # Another kind keeps its body (nothing here knows what reads it); metadata is never emptied.
     other = {"kind": "ConfigMap", "metadata": {"name": "x", "managedFields": []}, "data": {"k": "v"}}
     rawbodies.release(other)
     assert other == {"kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"k": "v"}}
@@ -95,5 +95,5 @@ def test_only_the_parts_read_once_are_emptied() -> None:
     rawbodies.release(raw)
     expected = certificate()
     del expected["metadata"]["managedFields"]
-    expected["status"] = {}
+    expected["spec"], expected["status"] = {}, {}
     assert raw == expected

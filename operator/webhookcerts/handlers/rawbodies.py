@@ -7,8 +7,10 @@ certificate's status (its certificate PEMs, conditions, history) held at once, b
 parsed copy. (The Secrets do not go through Kopf at all: kube/secretinformer.py.)
 
 So the index functions hand the body to the view first and then empty, in Kopf's raw body, what
-nothing after indexing reads: the certificate's ``status``, and every object's
-``metadata.managedFields``. Only what Kopf itself reads afterwards stays (the metadata, the spec).
+nothing after indexing reads: the certificate's ``spec`` and ``status``, and every object's
+``metadata.managedFields``. Only the metadata stays: Kopf reads the spec only for handlers on
+changes, daemons and timers, and there are none for WebhookCertificates (the event handler reads
+the metadata).
 The nested dicts are emptied in place, not replaced: a Kopf ``Body`` hands out its raw nested dicts,
 never the top-level one, and the view has taken copies (a pass reads the view, never this body).
 Deletions do not go through the index functions and keep their bodies whole.
@@ -26,7 +28,7 @@ from typing import Any
 LIST_PAGE = 100
 
 # Top-level parts of a raw body, by kind, that nothing after the index functions reads.
-READ_ONCE = {"WebhookCertificate": ("status",)}
+READ_ONCE = {"WebhookCertificate": ("spec", "status")}
 
 
 def release(body: Mapping[str, Any]) -> None:

@@ -38,8 +38,10 @@ class CheckCache:
     """Key-pair checks by Secret uid and resourceVersion: an unchanged Secret is never verified again.
 
     One entry per Secret, its latest version: an older version is never asked about again (the view
-    only moves forward), and each entry holds the certificate's PEM, so keeping every version a Secret
-    went through would cost a few kB per version and object (docs/benchmarks.md, scale).
+    only moves forward). An entry does not keep the certificate's PEM when the Secret's ``tls.crt``
+    holds it byte for byte (the usual case): it is taken from the Secret again on a hit, which is the
+    same version. A copy of every certificate, kept beside the view's, was 2 kB per object
+    (docs/benchmarks.md, scale).
     """
 
     def __init__(self, size: int = 8192) -> None:
@@ -55,11 +57,11 @@ class CheckCache:
             hit = self._seen.get(secret.uid)
             if hit is not None and hit[0] == secret.resource_version:
                 self._seen.move_to_end(secret.uid)
-                return hit[1]
+                return _with_pem(hit[1], secret)
             self.misses += 1
         seen = observe_secret(secret)
         with self._lock:
-            self._seen[secret.uid] = (secret.resource_version, seen)
+            self._seen[secret.uid] = (secret.resource_version, _without_pem(seen, secret))
             self._seen.move_to_end(secret.uid)
             while len(self._seen) > self._size:
                 self._seen.popitem(last=False)
@@ -67,6 +69,18 @@ class CheckCache:
 
     def __len__(self) -> int:
         return len(self._seen)
+
+
+def _without_pem(seen: policy.SecretObservation, secret: secrets.SecretData) -> policy.SecretObservation:
+    if seen.info is None or seen.info.pem.encode() != secret.data.get(names.TLS_CERT):
+        return seen
+    return dataclasses.replace(seen, info=dataclasses.replace(seen.info, pem=""))
+
+
+def _with_pem(kept: policy.SecretObservation, secret: secrets.SecretData) -> policy.SecretObservation:
+    if kept.info is None or kept.info.pem:
+        return kept
+    return dataclasses.replace(kept, info=dataclasses.replace(kept.info, pem=secret.data[names.TLS_CERT].decode()))
 
 
 class BoundedKeygen:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Literal
@@ -97,35 +98,40 @@ def _seconds(moment: datetime.datetime | None) -> float | None:
     return moment.timestamp() if moment is not None else None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Facts:
+    """What the gauges of one object show, as few objects as its status allows; the samples are written
+    from it at scrape time (kept as samples, a dict of lists of pairs, it was 2 kB per object)."""
+
+    ready: str
+    stage: str
+    compromised: bool
+    expiration: float | None
+    renewal: float | None
+    next_expiration: float | None
+    next_issued: float | None
+    # (role, value) for the roles that have one.
+    presentations: tuple[tuple[str, float], ...]
+    last_presented: tuple[tuple[str, float], ...]
+    live: int
+    stale: int
+
+
 @dataclasses.dataclass(slots=True)
 class _Record:
     """What one object's series show: the facts of its status as last reconciled, and its counters."""
 
     environment: str
-    # The gauges' samples as last observed (None until a status was observed), by metric name.
-    gauges: _Samples | None = None
-    heartbeats: dict[str, float] = dataclasses.field(default_factory=dict)
-    # (metric, extra label value) -> count.
-    counts: dict[tuple[str, str], float] = dataclasses.field(default_factory=dict)
+    # None until a status was observed.
+    facts: _Facts | None = None
+    heartbeats: dict[str, float] | None = None
+    # (metric, extra label value) -> count; an observed object's counters absent here are at zero.
+    counts: dict[tuple[str, str], float] | None = None
 
 
-def _gauge_samples(status: models.WebhookCertificateStatus) -> _Samples:
+def _facts(status: models.WebhookCertificateStatus) -> _Facts:
     current, pending = status.current, status.next
     ready = next((c.status for c in status.conditions if c.type == names.READY), "Unknown")
-    found: _Samples = {
-        "certificate_ready_status": [(value, 1.0 if value == ready else 0.0) for value in CONDITION_STATUSES],
-        "certificate_stage": [(stage, 1.0 if stage == status.stage else 0.0) for stage in STAGES],
-        "certificate_compromised": [("", 1.0 if current is not None and current.compromised_by else 0.0)],
-    }
-    plain = {
-        "certificate_expiration_timestamp_seconds": _seconds(current.not_after) if current else None,
-        "certificate_renewal_timestamp_seconds": _seconds(status.renewal_time),
-        "next_certificate_expiration_timestamp_seconds": _seconds(pending.not_after) if pending else None,
-        "next_certificate_issued_timestamp_seconds": _seconds(pending.issued_at) if pending else None,
-    }
-    for metric, moment in plain.items():
-        if moment is not None:
-            found[metric] = [("", moment)]
     counts, lasts = [], []
     for role, record in (("current", current), ("next", pending)):
         if record is not None and record.presentations is not None:
@@ -133,10 +139,41 @@ def _gauge_samples(status: models.WebhookCertificateStatus) -> _Samples:
         last = _seconds(record.last_presented) if record is not None else None
         if last is not None:
             lasts.append((role, last))
-    found["certificate_presentations"] = counts
-    found["certificate_last_presented_timestamp_seconds"] = lasts
     stale = sum(1 for r in status.reporters if r.stale)
-    found["reporters"] = [("live", float(len(status.reporters) - stale)), ("stale", float(stale))]
+    return _Facts(
+        # Interned: the same few words for every object, not a copy each.
+        ready=sys.intern(str(ready)),
+        stage=sys.intern(str(status.stage)),
+        compromised=current is not None and bool(current.compromised_by),
+        expiration=_seconds(current.not_after) if current else None,
+        renewal=_seconds(status.renewal_time),
+        next_expiration=_seconds(pending.not_after) if pending else None,
+        next_issued=_seconds(pending.issued_at) if pending else None,
+        presentations=tuple(counts),
+        last_presented=tuple(lasts),
+        live=len(status.reporters) - stale,
+        stale=stale,
+    )
+
+
+def _gauge_samples(facts: _Facts) -> _Samples:
+    found: _Samples = {
+        "certificate_ready_status": [(value, 1.0 if value == facts.ready else 0.0) for value in CONDITION_STATUSES],
+        "certificate_stage": [(stage, 1.0 if stage == facts.stage else 0.0) for stage in STAGES],
+        "certificate_compromised": [("", 1.0 if facts.compromised else 0.0)],
+    }
+    plain = {
+        "certificate_expiration_timestamp_seconds": facts.expiration,
+        "certificate_renewal_timestamp_seconds": facts.renewal,
+        "next_certificate_expiration_timestamp_seconds": facts.next_expiration,
+        "next_certificate_issued_timestamp_seconds": facts.next_issued,
+    }
+    for metric, moment in plain.items():
+        if moment is not None:
+            found[metric] = [("", moment)]
+    found["certificate_presentations"] = list(facts.presentations)
+    found["certificate_last_presented_timestamp_seconds"] = list(facts.last_presented)
+    found["reporters"] = [("live", float(facts.live)), ("stale", float(facts.stale))]
     return found
 
 
@@ -171,20 +208,18 @@ class Metrics(Collector):
 
     def observe(self, namespace: str, name: str, environment: str, status: models.WebhookCertificateStatus) -> None:
         """Set every gauge of one object from its status as just reconciled."""
-        samples = _gauge_samples(status)
+        facts = _facts(status)
         with self._lock:
-            record = self._record(namespace, name, environment, observed=True)
-            record.gauges = samples
-            # Counters start at zero, so that increase() sees the first rotation of a new object.
-            for key in (*(("rotations_total", r) for r in ROTATION_REASONS), *_PLAIN_COUNTERS):
-                record.counts.setdefault(key, 0.0)
+            self._record(namespace, name, environment, observed=True).facts = facts
 
     # -- counters ------------------------------------------------------------------------------------
 
     def _add(self, namespace: str, name: str, environment: str, key: tuple[str, str], amount: float) -> None:
         with self._lock:
-            counts = self._record(namespace, name, environment).counts
-            counts[key] = counts.get(key, 0.0) + amount
+            record = self._record(namespace, name, environment)
+            if record.counts is None:
+                record.counts = {}
+            record.counts[key] = record.counts.get(key, 0.0) + amount
 
     def rotated(self, namespace: str, name: str, environment: str, reason: RotationReason) -> None:
         self._add(namespace, name, environment, ("rotations_total", reason), 1)
@@ -236,12 +271,16 @@ class Metrics(Collector):
             records = [(key, record.environment, record) for key, record in self._records.items()]
             for (namespace, name), environment, record in records:
                 labels = [name, namespace, environment]
-                for metric, samples in (record.gauges or {}).items():
-                    for extra, value in samples:
-                        _add_sample(by_name[f"{PREFIX}_{metric}"], labels, extra, value)
-                for pod, moment in record.heartbeats.items():
+                counts = record.counts or {}
+                if record.facts is not None:
+                    for metric, samples in _gauge_samples(record.facts).items():
+                        for extra, value in samples:
+                            _add_sample(by_name[f"{PREFIX}_{metric}"], labels, extra, value)
+                    # Counters start at zero, so that increase() sees the first rotation of a new object.
+                    counts = {**dict.fromkeys(_ZERO_COUNTERS, 0.0), **counts}
+                for pod, moment in (record.heartbeats or {}).items():
                     _add_sample(by_name[f"{PREFIX}_reporter_heartbeat_timestamp_seconds"], labels, pod, moment)
-                for (metric, extra), count in record.counts.items():
+                for (metric, extra), count in counts.items():
                     _add_sample(by_name[f"{PREFIX}_{metric.removesuffix('_total')}"], labels, extra, count)
         yield from families
 
@@ -260,7 +299,13 @@ class Metrics(Collector):
         return data
 
 
-_PLAIN_COUNTERS = (("cutovers_total", ""), ("trust_reloads_total", ""), ("reconcile_errors_total", ""))
+# The counters every observed object shows, at zero until counted.
+_ZERO_COUNTERS = (
+    *(("rotations_total", reason) for reason in ROTATION_REASONS),
+    ("cutovers_total", ""),
+    ("trust_reloads_total", ""),
+    ("reconcile_errors_total", ""),
+)
 
 
 # The metrics that carry a label beyond the object's.

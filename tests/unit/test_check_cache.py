@@ -65,7 +65,7 @@ def test_a_hit_gives_the_certificate_s_pem_without_the_cache_keeping_a_copy(pair
     assert first.info is not None and again == first and again.info is not None
     assert again.info.pem == pair.cert_pem.decode()
     # What the cache holds: the public facts, not the PEM the Secret already holds.
-    [(_, kept)] = cache._seen.values()
+    [(_, _, kept)] = cache._seen.values()
     assert kept.info is not None and kept.info.pem == "" and kept.info.fingerprint == first.info.fingerprint
 
 
@@ -79,3 +79,17 @@ def test_a_certificate_stored_in_another_form_keeps_its_normalised_pem(pair: pki
     assert cache.misses == 1
     assert first.info is not None and again.info is not None
     assert again.info.pem == first.info.pem == pair.cert_pem.decode()
+
+
+def test_the_same_version_with_other_bytes_is_checked_again(pair: pki.KeyPair) -> None:
+    # etcd restored from a snapshot under a running operator: a Secret keeps its uid and a later write
+    # takes a resourceVersion seen before, with other content. The cache must not answer for it.
+    other = pki.new_key_pair(models.Subject(common_name="other"), NOW, datetime.timedelta(days=365))
+    cache = state.CheckCache()
+    first = cache.observe(key_secret(pair, pair.cert_pem))
+    swapped = cache.observe(key_secret(pair, other.cert_pem))
+    assert cache.misses == 2
+    assert first.info is not None and first.problem is None
+    assert swapped.problem == "KeyMismatch"
+    gone = cache.observe(secrets.SecretData("a-tls", secrets.TLS, {"tls.key": pair.key_pem}, {}, {}, "1", "a"))
+    assert cache.misses == 3 and gone.problem == "SecretCorrupted"

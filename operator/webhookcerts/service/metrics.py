@@ -210,7 +210,12 @@ class Metrics(Collector):
         """Set every gauge of one object from its status as just reconciled."""
         facts = _facts(status)
         with self._lock:
-            self._record(namespace, name, environment, observed=True).facts = facts
+            record = self._record(namespace, name, environment, observed=True)
+            record.facts = facts
+            if record.counts is not None:
+                # Counted before its first status: the zero counters follow what was counted.
+                for key in _ZERO_COUNTERS:
+                    record.counts.setdefault(key, 0.0)
 
     # -- counters ------------------------------------------------------------------------------------
 
@@ -218,7 +223,7 @@ class Metrics(Collector):
         with self._lock:
             record = self._record(namespace, name, environment)
             if record.counts is None:
-                record.counts = {}
+                record.counts = _zero_counts(record)
             record.counts[key] = record.counts.get(key, 0.0) + amount
 
     def rotated(self, namespace: str, name: str, environment: str, reason: RotationReason) -> None:
@@ -271,13 +276,11 @@ class Metrics(Collector):
             records = [(key, record.environment, record) for key, record in self._records.items()]
             for (namespace, name), environment, record in records:
                 labels = [name, namespace, environment]
-                counts = record.counts or {}
                 if record.facts is not None:
                     for metric, samples in _gauge_samples(record.facts).items():
                         for extra, value in samples:
                             _add_sample(by_name[f"{PREFIX}_{metric}"], labels, extra, value)
-                    # Counters start at zero, so that increase() sees the first rotation of a new object.
-                    counts = {**dict.fromkeys(_ZERO_COUNTERS, 0.0), **counts}
+                counts = record.counts if record.counts is not None else _zero_counts(record)
                 for pod, moment in (record.heartbeats or {}).items():
                     _add_sample(by_name[f"{PREFIX}_reporter_heartbeat_timestamp_seconds"], labels, pod, moment)
                 for (metric, extra), count in counts.items():
@@ -297,6 +300,12 @@ class Metrics(Collector):
         """The text format a scrape returns (for tests and the CLI)."""
         data: bytes = prometheus_client.generate_latest(self.registry)
         return data
+
+
+def _zero_counts(record: _Record) -> dict[tuple[str, str], float]:
+    # Counters start at zero once a status was observed, so that increase() sees the first rotation of
+    # a new object; an object that has counted nothing keeps no dict of zeros (written at scrape time).
+    return dict.fromkeys(_ZERO_COUNTERS, 0.0) if record.facts is not None else {}
 
 
 # The counters every observed object shows, at zero until counted.

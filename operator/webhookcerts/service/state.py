@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime
+import hashlib
 import logging
 import os
 import threading
@@ -38,30 +39,35 @@ class CheckCache:
     """Key-pair checks by Secret uid and resourceVersion: an unchanged Secret is never verified again.
 
     One entry per Secret, its latest version: an older version is never asked about again (the view
-    only moves forward). An entry does not keep the certificate's PEM when the Secret's ``tls.crt``
-    holds it byte for byte (the usual case): it is taken from the Secret again on a hit, which is the
-    same version. A copy of every certificate, kept beside the view's, was 2 kB per object
+    only moves forward). A hit also needs the same key and certificate bytes (a digest of them): a
+    resourceVersion is not proof of content when etcd was restored from a snapshot under a running
+    operator. An entry does not keep the certificate's PEM when the Secret's ``tls.crt`` holds it byte
+    for byte (the usual case): it is taken from the Secret again on a hit, whose bytes the digest has
+    matched. A copy of every certificate, kept beside the view's, was 2 kB per object
     (docs/benchmarks.md, scale).
     """
 
     def __init__(self, size: int = 8192) -> None:
         self._size = size
         self._lock = threading.Lock()
-        self._seen: collections.OrderedDict[str, tuple[str, policy.SecretObservation]] = collections.OrderedDict()
+        self._seen: collections.OrderedDict[str, tuple[str, bytes, policy.SecretObservation]] = (
+            collections.OrderedDict()
+        )
         self.misses = 0
 
     def observe(self, secret: secrets.SecretData | None) -> policy.SecretObservation:
         if secret is None:
             return policy.SecretObservation.missing()
+        digest = _pair_digest(secret)
         with self._lock:
             hit = self._seen.get(secret.uid)
-            if hit is not None and hit[0] == secret.resource_version:
+            if hit is not None and hit[:2] == (secret.resource_version, digest):
                 self._seen.move_to_end(secret.uid)
-                return _with_pem(hit[1], secret)
+                return _with_pem(hit[2], secret)
             self.misses += 1
         seen = observe_secret(secret)
         with self._lock:
-            self._seen[secret.uid] = (secret.resource_version, _without_pem(seen, secret))
+            self._seen[secret.uid] = (secret.resource_version, digest, _without_pem(seen, secret))
             self._seen.move_to_end(secret.uid)
             while len(self._seen) > self._size:
                 self._seen.popitem(last=False)
@@ -69,6 +75,15 @@ class CheckCache:
 
     def __len__(self) -> int:
         return len(self._seen)
+
+
+def _pair_digest(secret: secrets.SecretData) -> bytes:
+    digest = hashlib.blake2b(digest_size=16)
+    for key in (names.TLS_KEY, names.TLS_CERT):
+        value = secret.data.get(key)
+        # The length first: a missing value and an empty one, or bytes moved across the two, differ.
+        digest.update(b"-" if value is None else len(value).to_bytes(8, "big") + value)
+    return digest.digest()
 
 
 def _without_pem(seen: policy.SecretObservation, secret: secrets.SecretData) -> policy.SecretObservation:
@@ -80,6 +95,7 @@ def _without_pem(seen: policy.SecretObservation, secret: secrets.SecretData) -> 
 def _with_pem(kept: policy.SecretObservation, secret: secrets.SecretData) -> policy.SecretObservation:
     if kept.info is None or kept.info.pem:
         return kept
+    # The digest matched: tls.crt is the very bytes the entry was made from.
     return dataclasses.replace(kept, info=dataclasses.replace(kept.info, pem=secret.data[names.TLS_CERT].decode()))
 
 

@@ -97,3 +97,18 @@ def test_only_the_parts_read_once_are_emptied() -> None:
     del expected["metadata"]["managedFields"]
     expected["spec"], expected["status"] = {}, {}
     assert raw == expected
+
+
+def test_nothing_kopf_runs_for_a_certificate_reads_what_was_emptied() -> None:
+    # Emptying the spec and status is safe only while Kopf has no handler that reads them after
+    # indexing: none on changes (their diff is the spec), no daemon or timer, no filter on a field.
+    registry = kopf.get_default_registry()
+
+    def of_certificates(handlers: Any) -> list[Any]:
+        return [h for h in handlers.get_all_handlers() if h.selector.any_name == "webhookcertificates"]
+
+    assert of_certificates(registry._changing) == [] and of_certificates(registry._spawning) == []
+    kept = of_certificates(registry._indexing) + of_certificates(registry._watching)
+    assert sorted(h.id for h in kept) == ["certificate-events", "certificates"]
+    for handler in kept:
+        assert (handler.field, handler.value, handler.when) == (None, None, None), handler.id

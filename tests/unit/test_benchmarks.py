@@ -212,7 +212,7 @@ def test_the_cost_per_object_is_the_line_through_both_runs() -> None:
 
 def test_heap_groups_name_the_package_that_allocated() -> None:
     assert heapprofile.group("/venv/lib/python3.11/site-packages/kopf/_core/x.py") == "kopf"
-    assert heapprofile.group("/work/operator/webhookcerts/service/view.py") == "webhookcerts/service/view.py"
+    assert heapprofile.group("/src/project/operator/webhookcerts/service/view.py") == "webhookcerts/service/view.py"
     assert heapprofile.group(f"{heapprofile.STDLIB}/json/decoder.py") == "stdlib/json"
     assert heapprofile.group("<frozen importlib._bootstrap_external>") == "imports (code objects, module dicts)"
 
